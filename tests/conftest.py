@@ -1,0 +1,109 @@
+"""Fixtures: real databases built by the migrations, an app with its lifespan, a frozen clock.
+
+SQLite by default; PostgreSQL when TRACKER_TEST_DATABASE_URL is set (the same tests run on both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+
+from tracker.app import create_app
+from tracker.clock import FrozenClock
+from tracker.config import Settings
+from tracker.db import Database, upgrade
+from tracker.models import Base
+
+POSTGRES_URL = os.environ.get("TRACKER_TEST_DATABASE_URL")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_environment() -> Iterator[None]:
+    """The developer's own TRACKER_* and ALIBABA_CLOUD_* variables must not leak into tests."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(("TRACKER_", "ALIBABA_CLOUD_"))}
+    for key in saved:
+        del os.environ[key]
+    yield
+    os.environ.update(saved)
+
+
+def reset_postgres(url: str) -> None:
+    """Drop everything in the test database so migrations start from nothing."""
+    async def drop() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database at head, built once per run by Alembic (never by create_all)."""
+    if POSTGRES_URL:
+        reset_postgres(POSTGRES_URL)
+        upgrade(POSTGRES_URL)
+        return POSTGRES_URL
+    path = tmp_path_factory.mktemp("template") / "tracker.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture
+async def database_url(migrated_template: str, tmp_path: Path) -> str:
+    """A fresh, empty database at head for one test."""
+    if POSTGRES_URL:
+        database = Database(POSTGRES_URL)
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        async with database.engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await database.dispose()
+        return POSTGRES_URL
+    path = tmp_path / "tracker.db"
+    shutil.copyfile(migrated_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FrozenClock) -> AsyncIterator[Starlette]:
+    application = create_app(settings, clock=clock)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        yield http
+

@@ -1,0 +1,1 @@
+"""VOD AI job tracker."""

@@ -1,0 +1,67 @@
+"""The Starlette application: routes, error mapping and the resources its lifespan owns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tracker import health
+from tracker.clock import Clock, utcnow
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.errors import TrackerError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
+    """Build the app; the database and background workers live as long as its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        app.state.database = database
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = Starlette(
+        routes=[*health.routes],
+        lifespan=lifespan,
+        exception_handlers={
+            TrackerError: _tracker_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    return app
+
+
+async def _tracker_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TrackerError)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "message": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": "internal_error", "message": "internal error; see the server log"},
+        status_code=500,
+    )

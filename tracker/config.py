@@ -1,0 +1,155 @@
+"""Settings read once from the environment and passed to everything that needs them."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tracker.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SHORT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def parse_duration(value: object) -> object:
+    """`90s`, `5m`, `2h`, `30d`; anything else is left to pydantic (seconds, ISO 8601)."""
+    if isinstance(value, str) and (match := _SHORT.match(value)):
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    return value
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Csv = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+Switch = Literal["on", "off"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the tracker. Environment names are `TRACKER_<FIELD>` unless aliased."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore", populate_by_name=True)
+
+    database_url: str = "sqlite+aiosqlite:///./tracker.db"
+    # WAL + NORMAL survives a killed process; FULL also survives power loss (README, "Durability").
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    vod_region: str = "cn-shanghai"
+    vod_endpoint: str | None = None
+    vod_rate_limit: float = Field(default=30.0, gt=0)
+    access_key_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    )
+    access_key_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    )
+    security_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_SECURITY_TOKEN")
+    )
+
+    callback_url: str | None = None
+    callback_auth_key: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_csv)] = []
+    callback_auth: Switch = "on"
+    callback_max_skew: Duration = timedelta(minutes=5)
+    callback_confirm: Switch | None = None
+
+    api_tokens: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_csv)] = []
+    api_auth: Switch = "on"
+    metrics_token: SecretStr | None = None
+
+    stale_after: Duration = timedelta(hours=1)
+    stale_after_aivideotag: Duration | None = None
+    stale_after_aimediadna: Duration | None = None
+    sweep_interval: Duration = timedelta(minutes=1)
+    reconcile_interval: Duration = timedelta(minutes=5)
+    event_retention: Duration = timedelta(days=30)
+
+    @property
+    def vod_url(self) -> str:
+        return self.vod_endpoint or f"https://vod.{self.vod_region}.aliyuncs.com"
+
+    @property
+    def has_vod_credentials(self) -> bool:
+        return bool(self.access_key_id and self.access_key_secret)
+
+    @property
+    def confirms_callbacks(self) -> bool:
+        if self.callback_confirm is None:
+            return self.has_vod_credentials
+        return self.callback_confirm == "on"
+
+    @property
+    def on_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @property
+    def callback_open(self) -> bool:
+        """Unsigned callbacks are accepted: auth is off, or on with no key while on loopback."""
+        return self.callback_auth == "off" or not self.callback_auth_key
+
+    @property
+    def api_open(self) -> bool:
+        return self.api_auth == "off" or not self.api_tokens
+
+    def stale_after_for(self, job_type: str) -> timedelta:
+        override = {
+            "AIVideoTag": self.stale_after_aivideotag,
+            "AIMediaDNA": self.stale_after_aimediadna,
+        }.get(job_type)
+        return override or self.stale_after
+
+    def check_exposure(self) -> None:
+        """Refuse to listen beyond loopback without callback keys or API tokens."""
+        if self.on_loopback:
+            return
+        if self.callback_auth == "on" and not self.callback_auth_key:
+            raise ConfigError(
+                f"TRACKER_HOST={self.host} is not loopback and TRACKER_CALLBACK_AUTH_KEY is unset: "
+                "set the VOD callback AuthKey, or TRACKER_CALLBACK_AUTH=off to accept unsigned "
+                "callbacks"
+            )
+        if self.api_auth == "on" and not self.api_tokens:
+            raise ConfigError(
+                f"TRACKER_HOST={self.host} is not loopback and TRACKER_API_TOKENS is unset: "
+                "set bearer tokens for the status API, or TRACKER_API_AUTH=off to open it"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def env_name(field: str) -> str:
+    if field.isupper():
+        return field
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"TRACKER_{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        raise ConfigError(f"{env_name(field)}: {error['msg']}") from None

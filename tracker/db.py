@@ -1,0 +1,125 @@
+"""Engines, sessions and schema revisions for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    """The engines and session factories of one process.
+
+    On SQLite there are two engines over one file: readers (deferred BEGIN, WAL lets them run
+    beside the writer) and a single writer connection that takes the lock up front with
+    BEGIN IMMEDIATE, so read-then-write work never deadlocks into SQLITE_BUSY. On PostgreSQL
+    both names point at one pooled engine.
+    """
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 20) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = is_sqlite(url)
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(url, sqlite_synchronous, immediate=False)
+            self.writer = _sqlite_engine(url, sqlite_synchronous, immediate=True, pool_size=1)
+        else:
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self.writer = self.engine
+        self.reads = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.writes = async_sessionmaker(self.writer, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A read-mostly unit of work; commits on success."""
+        async with self.reads() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that writes; commits once on success, rolls back on error."""
+        async with self.writes() as session, session.begin():
+            yield session
+
+    async def revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            return await current_revision(conn)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.writer is not self.engine:
+            await self.writer.dispose()
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_engine(url: str, synchronous: str, *, immediate: bool, pool_size: int = 5) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's BEGIN (below) start transactions, not the driver's implicit one.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+def alembic_config(url: str | None = None) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    if url:
+        config.attributes["database_url"] = url
+    return config
+
+
+@cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(url: str) -> None:
+    """Create or migrate the database to the head revision (runs its own event loop)."""
+    command.upgrade(alembic_config(url), "head")
+
+
+async def upgrade_async(url: str) -> None:
+    await asyncio.to_thread(upgrade, url)

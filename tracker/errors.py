@@ -1,0 +1,57 @@
+"""The tracker's exceptions, each carrying the HTTP status and JSON code it maps to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TrackerError(Exception):
+    """Base of every error the tracker raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class ConfigError(TrackerError):
+    """A setting is missing or malformed; raised at startup."""
+
+    code = "config_error"
+
+
+class BadRequest(TrackerError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(TrackerError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(TrackerError):
+    status_code = 404
+    code = "not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class PayloadTooLarge(TrackerError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unavailable(TrackerError):
+    """A dependency (the database) is down; the caller should retry."""
+
+    status_code = 503
+    code = "unavailable"

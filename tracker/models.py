@@ -1,0 +1,201 @@
+"""The tracker's tables: jobs, submissions, the callback inbox, leases and heartbeats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class JobState(StrEnum):
+    SUBMITTING = "submitting"
+    SUBMIT_FAILED = "submit_failed"
+    SUBMIT_UNKNOWN = "submit_unknown"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+# A job in one of these has not heard its outcome yet; the sweeper watches them.
+UNFINISHED = (JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN, JobState.PROCESSING)
+# Outcomes that nothing may overwrite. `lost` is not among them: VOD may still tell us the truth.
+FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.SUBMIT_FAILED)
+
+
+class Origin(StrEnum):
+    SUBMITTED = "submitted"
+    CALLBACK = "callback"
+
+
+class SubmissionState(StrEnum):
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    SUBMIT_FAILED = "submit_failed"
+    SUBMIT_UNKNOWN = "submit_unknown"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on PostgreSQL (timestamptz) and SQLite (naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(column_0_N_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: Json}
+
+
+class Submission(Base):
+    """One SubmitAIJob call, recorded before VOD is called so a crash mid-call stays visible."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    media_id: Mapped[str] = mapped_column(String(128), index=True)
+    types: Mapped[list[str]] = mapped_column(Json)
+    config: Mapped[dict[str, Any] | None]
+    user_data: Mapped[dict[str, Any] | None]
+    state: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Job(Base):
+    """One media and AI type we asked VOD for, or learned of from VOD."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_submitted_at_id", "submitted_at", "id"),
+        Index("ix_jobs_state_submitted_at_id", "state", "submitted_at", "id"),
+        Index("ix_jobs_type_submitted_at_id", "type", "submitted_at", "id"),
+        Index("ix_jobs_media_id_type", "media_id", "type"),
+        Index("ix_jobs_stale_state", "stale", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), index=True)
+    media_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(String(16))
+    stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    stale_at: Mapped[datetime | None]
+    status: Mapped[str | None] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[Any | None] = mapped_column(Json)
+    config: Mapped[dict[str, Any] | None]
+    user_data: Mapped[dict[str, Any] | None]
+    # VOD's time for the outcome last applied; an older event changes nothing.
+    event_time: Mapped[datetime | None]
+    # A callback outcome waiting for ListAIJob to confirm it (the body of a callback is unsigned).
+    pending_status: Mapped[str | None] = mapped_column(String(32))
+    pending_since: Mapped[datetime | None]
+    submitted_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+
+class CallbackEvent(Base):
+    """The inbox: every callback body we acknowledged, stored before the 200 went out."""
+
+    __tablename__ = "callback_events"
+    __table_args__ = (
+        Index("ix_callback_events_job_id_received_at", "job_id", "received_at"),
+        Index(
+            "ix_callback_events_pending",
+            "id",
+            sqlite_where=text("applied IS NULL"),
+            postgresql_where=text("applied IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    job_id: Mapped[str | None] = mapped_column(String(128))
+    media_id: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str | None] = mapped_column(String(32))
+    event_time: Mapped[datetime | None]
+    body: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    # None: not looked at yet; True: applied; False: not applied, `reason` says why.
+    applied: Mapped[bool | None] = mapped_column(Boolean)
+    applied_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class Lease(Base):
+    """A named lock with an expiry, so one replica at a time runs a singleton job."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]
+
+
+class Heartbeat(Base):
+    """When each scheduled job last ran, how long it took and what it did."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    summary: Mapped[str | None] = mapped_column(Text)
