@@ -40,6 +40,7 @@ def _clean_environment() -> Iterator[None]:
 
 def reset_postgres(url: str) -> None:
     """Drop everything in the test database so migrations start from nothing."""
+
     async def drop() -> None:
         engine = create_async_engine(url)
         async with engine.begin() as conn:
@@ -106,4 +107,3 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         yield http
-

@@ -27,9 +27,15 @@ async def test_timestamps_round_trip_as_aware_utc(database: Database) -> None:
     when = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
     async with database.write() as session:
         session.add(
-            Job(media_id="m1", type="AIVideoTag", state=JobState.PROCESSING,
-                origin=Origin.SUBMITTED, submitted_at=when, updated_at=when,
-                result={"Keyword": [{"Tag": "cat"}]})
+            Job(
+                media_id="m1",
+                type="AIVideoTag",
+                state=JobState.PROCESSING,
+                origin=Origin.SUBMITTED,
+                submitted_at=when,
+                updated_at=when,
+                result={"Keyword": [{"Tag": "cat"}]},
+            )
         )
     async with database.session() as session:
         job = await session.scalar(select(Job))

@@ -6,10 +6,9 @@ import asyncio
 import logging
 
 import click
-
-from tracker.config import Settings, load_settings
 from sqlalchemy.exc import SQLAlchemyError
 
+from tracker.config import Settings, load_settings
 from tracker.db import Database, head_revision, is_sqlite, upgrade
 from tracker.errors import ConfigError
 
@@ -29,7 +28,7 @@ def setup_logging() -> None:
 
 @click.group()
 def main() -> None:
-    """Track ApsaraVideo VOD AI jobs (smart tagging, video fingerprint) from submission to result."""
+    """Track ApsaraVideo VOD AI jobs (smart tagging, fingerprint) from submission to result."""
 
 
 @main.group()

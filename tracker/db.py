@@ -76,7 +76,9 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_engine(url: str, synchronous: str, *, immediate: bool, pool_size: int = 5) -> AsyncEngine:
+def _sqlite_engine(
+    url: str, synchronous: str, *, immediate: bool, pool_size: int = 5
+) -> AsyncEngine:
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -21,7 +21,9 @@ from tracker.models import FINAL, Job, JobState, Origin
 S = JobState
 # Allowed moves. Final states have none; `lost` can still learn its real outcome from VOD.
 ALLOWED: dict[JobState, frozenset[JobState]] = {
-    S.SUBMITTING: frozenset({S.PROCESSING, S.SUBMIT_FAILED, S.SUBMIT_UNKNOWN, S.SUCCEEDED, S.FAILED}),
+    S.SUBMITTING: frozenset(
+        {S.PROCESSING, S.SUBMIT_FAILED, S.SUBMIT_UNKNOWN, S.SUCCEEDED, S.FAILED}
+    ),
     S.SUBMIT_UNKNOWN: frozenset({S.PROCESSING, S.SUBMIT_FAILED, S.SUCCEEDED, S.FAILED, S.LOST}),
     S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.LOST}),
     S.LOST: frozenset({S.PROCESSING, S.SUCCEEDED, S.FAILED}),
@@ -121,7 +123,9 @@ async def apply_outcome(session: AsyncSession, outcome: Outcome, now: datetime) 
     match = and_(Job.job_id == outcome.job_id, _not_older(outcome.event_time))
 
     if target is None:
-        moved = await transition(session, match & (Job.state == S.LOST), S.PROCESSING, now, **fields)
+        moved = await transition(
+            session, match & (Job.state == S.LOST), S.PROCESSING, now, **fields
+        )
         if moved:
             return Applied.PROGRESS
         refreshed = await session.execute(

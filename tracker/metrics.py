@@ -1,0 +1,48 @@
+"""Prometheus metrics of the process, defined in one place so every module counts the same way."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "tracker_http_requests_total",
+    "HTTP requests by route and status",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "tracker_http_request_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+CALLBACKS_RECEIVED = Counter("tracker_callbacks_received_total", "Callback requests received")
+CALLBACKS_REJECTED = Counter(
+    "tracker_callbacks_rejected_total", "Callbacks refused before storage", ["reason"]
+)
+CALLBACKS_DUPLICATE = Counter("tracker_callbacks_duplicate_total", "Repeated deliveries")
+CALLBACKS_APPLIED = Counter("tracker_callbacks_applied_total", "Callbacks applied to a job")
+CALLBACKS_UNAPPLIED = Counter(
+    "tracker_callbacks_unapplied_total", "Callbacks stored but not applied", ["reason"]
+)
+
+JOBS = Gauge("tracker_jobs", "Jobs by type and state", ["type", "state"])
+STALE_JOBS = Gauge("tracker_stale_jobs", "Unfinished jobs flagged stale")
+OLDEST_UNFINISHED_SECONDS = Gauge(
+    "tracker_oldest_unfinished_job_seconds", "Age of the oldest unfinished job"
+)
+
+VOD_CALLS = Counter(
+    "tracker_vod_calls_total", "Calls to VOD by action and outcome", ["action", "outcome"]
+)
+VOD_SECONDS = Histogram("tracker_vod_call_seconds", "VOD call latency by action", ["action"])
+
+SCHEDULER_RUNS = Counter(
+    "tracker_scheduler_runs_total", "Scheduled job runs by job and outcome", ["job", "outcome"]
+)
+SCHEDULER_LAST_RUN = Gauge(
+    "tracker_scheduler_last_run_timestamp_seconds", "When each scheduled job last finished", ["job"]
+)
+SCHEDULER_SECONDS = Gauge(
+    "tracker_scheduler_last_run_duration_seconds", "How long each scheduled job last took", ["job"]
+)
