@@ -243,7 +243,9 @@ class FakeVod:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -522,7 +524,8 @@ class FakeVod:
         if self._qps is None:
             return
         now = time.monotonic()
-        self._tokens = min(self._qps, self._tokens + (now - self._refilled) * self._qps)
+        capacity = max(1.0, self._qps)
+        self._tokens = min(capacity, self._tokens + (now - self._refilled) * self._qps)
         self._refilled = now
         if self._tokens < 1:
             raise Refused(
