@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -31,7 +31,9 @@ from tracker.vod import (
     parse_vod_time,
     sign_callback,
     sign_v1,
+    sign_v3,
     string_to_sign,
+    v3_string_to_sign,
 )
 
 log = logging.getLogger(__name__)
@@ -466,31 +468,17 @@ class FakeVod:
         payload = hashlib.sha256(body).hexdigest()
         if headers.get("x-acs-content-sha256", payload) != payload:
             raise Refused(400, "ContentSHA256NotMatch", "x-acs-content-sha256 is not the body's")
-        query = "&".join(
-            f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(request.query.items())
-        )
-        canonical_headers = "".join(
-            f"{n}:{','.join(sorted(v.strip() for v in headers.getall(n, [])))}\n"
-            for n in signed_names
-        )
-        canonical = "\n".join(
-            [
-                request.method,
-                request.path or "/",
-                query,
-                canonical_headers,
-                ";".join(signed_names),
-                payload,
-            ]
-        )
-        to_sign = f"{V3}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        expected = hmac.new(self._secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+        signed_headers = {
+            n: ",".join(sorted(v.strip() for v in headers.getall(n, []))) for n in signed_names
+        }
+        args = (request.method, request.path, dict(request.query), signed_headers, payload)
+        expected = sign_v3(*args, self._secret)
         if not hmac.compare_digest(expected, fields.get("Signature", "")):
             raise Refused(
                 SIGNATURE_STATUS,
                 "SignatureDoesNotMatch",
-                f"Specified signature is not matched with our calculation. server string to "
-                f"sign is:{to_sign}",
+                "Specified signature is not matched with our calculation. server string to "
+                f"sign is:{v3_string_to_sign(*args)}",
             )
         self._use_nonce(headers["x-acs-signature-nonce"])
         return action
