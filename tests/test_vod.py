@@ -156,8 +156,8 @@ async def test_rate_limiter_hands_out_evenly_spaced_slots(
     async def sleep(seconds: float) -> None:
         waits.append(round(seconds, 6))
 
-    monkeypatch.setattr("tracker.vod.time.monotonic", lambda: now[0])
-    monkeypatch.setattr("tracker.vod.asyncio.sleep", sleep)
+    monkeypatch.setattr("tracker.vod.client.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("tracker.vod.client.asyncio.sleep", sleep)
     limiter = RateLimiter(4.0)
     await asyncio.gather(*(limiter.acquire() for _ in range(4)))
     assert waits == [0.25, 0.5, 0.75]  # the first goes at once
