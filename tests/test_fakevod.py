@@ -577,3 +577,30 @@ def test_command_line_startup_line(tmp_path: Any) -> None:
     assert SECRET not in line + err
     assert KEY not in line + err
     assert process.returncode == 0
+
+
+async def test_exact_counts_for_demos(fake: FakeVod, vod: VodClient, receiver: Receiver) -> None:
+    fake.drop_next, fake.stuck_seconds = 1, 30.0
+    dropped = await vod.submit_ai_job("m1", ["AIVideoTag"])
+    fake.stuck_next = 1
+    stuck = await vod.submit_ai_job("m2", ["AIVideoTag"])
+    normal = await vod.submit_ai_job("m3", ["AIVideoTag"])
+    with pytest.raises(TimeoutError):
+        await fake.idle(1)
+    assert fake.jobs[stuck.jobs[0].job_id].status == "processing"
+    assert fake.jobs[dropped.jobs[0].job_id].status == "success"
+    assert fake.dropped == [dropped.jobs[0].job_id]
+    assert [b["JobId"] for b in receiver.events()] == [normal.jobs[0].job_id]
+    assert (fake.drop_next, fake.stuck_next) == (0, 0)
+
+
+def test_rates_are_validated() -> None:
+    from click.testing import CliRunner
+
+    from tracker.cli import main
+
+    result = CliRunner().invoke(
+        main, ["fake-vod", "--access-key-id", AK, "--access-key-secret", SECRET, "--drop-rate", "2"]
+    )
+    assert result.exit_code == 2
+    assert "--drop-rate" in result.output

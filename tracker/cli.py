@@ -97,6 +97,9 @@ def serve() -> None:
 # --- VOD simulator (issue 3) ---
 
 
+RATE = click.FloatRange(0.0, 1.0)
+
+
 @main.command("fake-vod")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9000, show_default=True, type=int)
@@ -124,15 +127,22 @@ def serve() -> None:
     help="Sign callbacks with this AuthKey [default: first TRACKER_CALLBACK_AUTH_KEY]",
 )
 @click.option("--delay", default=2.0, show_default=True, help="Seconds from submit to result")
-@click.option("--fail-rate", default=0.0, show_default=True, help="Share of jobs that fail")
-@click.option("--drop-rate", default=0.0, show_default=True, help="Share of events never sent")
-@click.option("--duplicate-rate", default=0.0, show_default=True, help="Share sent twice")
-@click.option("--late-rate", default=0.0, show_default=True, help="Share delivered late")
+@click.option(
+    "--fail-rate", default=0.0, type=RATE, show_default=True, help="Share of jobs that fail"
+)
+@click.option(
+    "--drop-rate", default=0.0, type=RATE, show_default=True, help="Share of events never sent"
+)
+@click.option(
+    "--duplicate-rate", default=0.0, type=RATE, show_default=True, help="Share sent twice"
+)
+@click.option("--late-rate", default=0.0, type=RATE, show_default=True, help="Share delivered late")
 @click.option("--late-seconds", default=3.0, show_default=True, help="How late")
 @click.option("--qps", default=None, type=float, help="Answer Throttling.User above this rate")
 @click.option(
     "--slow-rate",
     default=0.0,
+    type=RATE,
     show_default=True,
     help="Share of API answers held back after the work is done",
 )
@@ -140,21 +150,34 @@ def serve() -> None:
 @click.option(
     "--error-rate",
     default=0.0,
+    type=RATE,
     show_default=True,
     help="Share of API calls answered InternalError (500) without doing anything",
 )
 @click.option(
     "--reset-rate",
     default=0.0,
+    type=RATE,
     show_default=True,
     help="Share of API answers cut off midway after the work is done",
 )
 @click.option(
     "--unsolicited-rate",
     default=0.0,
+    type=RATE,
     show_default=True,
     help="Chance per SubmitAIJob of an extra AIMediaDNAComplete nobody submitted",
 )
+@click.option(
+    "--stuck-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of jobs that stay processing",
+)
+@click.option("--stuck-seconds", default=600.0, show_default=True, help="For how much longer")
+@click.option("--callback-attempts", default=3, show_default=True, help="Deliveries per event")
+@click.option("--callback-interval", default=1.0, show_default=True, help="Seconds between them")
 @click.option("--seed", default=None, type=int, help="Same seed, same ids and outcomes")
 def fake_vod(
     host: str,

@@ -45,6 +45,8 @@ class FakeVod:
         seed: int | None = None,
         late_rate: float = 0.0,
         late_seconds: float = 3.0,
+        stuck_rate: float = 0.0,
+        stuck_seconds: float = 600.0,
         slow_rate: float = 0.0,
         slow_seconds: float = 15.0,
         error_rate: float = 0.0,
@@ -62,6 +64,11 @@ class FakeVod:
         self.duplicate_rate = duplicate_rate
         self.late_rate = late_rate
         self.late_seconds = late_seconds
+        self.stuck_rate = stuck_rate
+        self.stuck_seconds = stuck_seconds
+        # Exact counts for demos: the next N jobs created drop their event / get stuck.
+        self.drop_next = 0
+        self.stuck_next = 0
         self.slow_rate = slow_rate
         self.slow_seconds = slow_seconds
         self.error_rate = error_rate
@@ -300,9 +307,10 @@ class FakeVod:
             callback_url=callback_url,
             extend=extend,
             will_fail=self._chance(self.fail_rate),
-            drop=self._chance(self.drop_rate),
+            drop=self._chance(self.drop_rate) or self._take_next("drop_next"),
             duplicate=self._chance(self.duplicate_rate),
             late=self._chance(self.late_rate),
+            stuck=self._chance(self.stuck_rate) or self._take_next("stuck_next"),
         )
         job.data = draw_result(self.rng, job_type)  # drawn now so --seed fixes it
         self.jobs[job.job_id] = job
@@ -318,7 +326,7 @@ class FakeVod:
     async def _run(self, job: FakeJob) -> None:
         await asyncio.sleep(self.delay * 0.25)
         job.status = "processing"
-        await asyncio.sleep(self.delay * 0.75)
+        await asyncio.sleep(self.delay * 0.75 + (self.stuck_seconds if job.stuck else 0.0))
         job.complete_time = datetime.now(UTC)
         if job.will_fail:
             # No failed AI event is published (section 6.2 [U]): a plausible code, empty Data.
@@ -398,6 +406,12 @@ class FakeVod:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _take_next(self, counter: str) -> bool:
+        left = int(getattr(self, counter))
+        if left > 0:
+            setattr(self, counter, left - 1)
+        return left > 0
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
