@@ -138,7 +138,12 @@ RATE = click.FloatRange(0.0, 1.0)
 )
 @click.option("--late-rate", default=0.0, type=RATE, show_default=True, help="Share delivered late")
 @click.option("--late-seconds", default=3.0, show_default=True, help="How late")
-@click.option("--qps", default=None, type=float, help="Answer Throttling.User above this rate")
+@click.option(
+    "--qps",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Answer Throttling.User above this rate",
+)
 @click.option(
     "--slow-rate",
     default=0.0,

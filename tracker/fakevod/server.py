@@ -100,6 +100,7 @@ class FakeVod:
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._round_robin = 0
+        self._delivery_slots = asyncio.Semaphore(64)  # below aiohttp's pool of 100
         self.url = ""
 
     # -- runtime knobs --
@@ -379,13 +380,17 @@ class FakeVod:
                 headers["X-VOD-SIGNATURE"] = sign_callback(url, stamp, key)
             job.attempts += 1
             try:
-                async with self._http.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
-                ) as response:
+                # The 5 s timeout is VOD's per request: waiting for a free slot does not count.
+                async with (
+                    self._delivery_slots,
+                    self._http.post(
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
+                    ) as response,
+                ):
                     status = response.status
                 self.deliveries.append(Delivery(job.job_id, url, attempt, status))
             except (aiohttp.ClientError, TimeoutError) as exc:
