@@ -188,32 +188,15 @@ class FakeVod:
         self.requests += 1
         request_id = self._request_id()
         try:
-            action, params = await self.gateway.authenticate(request)
-            self.gateway.throttle()
-            if self._chance(self.error_rate):
-                raise Refused(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                )
-            handler = self._actions().get(action)
-            if handler is None:
-                raise Refused(
-                    404, "InvalidAction.NotFound", f"Specified api is not found: {action}"
-                )
-            body = {"RequestId": request_id, **handler(params)}
+            body = {"RequestId": request_id, **await self._answer(request)}
         except Refused as refusal:
             self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
-            return web.json_response(
-                {
-                    "RequestId": request_id,
-                    "HostId": request.host,
-                    "Code": refusal.code,
-                    "Message": refusal.message,
-                    "Recommend": f"https://next.api.aliyun.com/troubleshoot?q={refusal.code}&product=vod",
-                },
-                status=refusal.status,
-            )
+            return _error_response(request, request_id, refusal)
+        except Exception:
+            # A bug of the simulator must still look like VOD to the caller, not a traceback.
+            log.exception("fake VOD failed on a request")
+            error = Refused(500, "InternalError", "The request processing has failed.")
+            return _error_response(request, request_id, error)
         if self._chance(self.slow_rate):
             # The work is done; answering late lets the caller time out after the fact.
             await asyncio.sleep(self.slow_seconds)
@@ -221,6 +204,18 @@ class FakeVod:
         if self._chance(self.reset_rate):
             return await _reset_midway(request, payload)
         return web.Response(body=payload, content_type="application/json")
+
+    async def _answer(self, request: web.Request) -> dict[str, Any]:
+        action, params = await self.gateway.authenticate(request)
+        self.gateway.throttle()
+        if self._chance(self.error_rate):
+            raise Refused(
+                500, "InternalError", "The request processing has failed due to some unknown error."
+            )
+        handler = self._actions().get(action)
+        if handler is None:
+            raise Refused(404, "InvalidAction.NotFound", f"Specified api is not found: {action}")
+        return handler(params)
 
     def _actions(self) -> dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]:
         return {
@@ -427,6 +422,21 @@ class FakeVod:
     def _request_id(self) -> str:
         h = f"{self.rng.getrandbits(128):032X}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _error_response(request: web.Request, request_id: str, refusal: Refused) -> web.Response:
+    """VOD's error body (section 1.4)."""
+    recommend = f"https://next.api.aliyun.com/troubleshoot?q={refusal.code}&product=vod"
+    return web.json_response(
+        {
+            "RequestId": request_id,
+            "HostId": request.host,
+            "Code": refusal.code,
+            "Message": refusal.message,
+            "Recommend": recommend,
+        },
+        status=refusal.status,
+    )
 
 
 async def _reset_midway(request: web.Request, payload: bytes) -> web.StreamResponse:
