@@ -549,7 +549,7 @@ def test_command_line_startup_line(tmp_path: Any) -> None:
         **os.environ,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": AK,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
-        "TRACKER_CALLBACK_AUTH_KEY": KEY,
+        "TRACKER_CALLBACK_AUTH_KEY": f"{KEY},OlderKey1",
     }
     process = subprocess.Popen(
         [
@@ -680,3 +680,17 @@ def test_no_input_makes_it_fail_like_a_bug(
     assert body["RequestId"]
     if response.status_code != 200:
         assert body["Code"] != "InternalError"
+
+
+def test_command_line_needs_a_key_pair() -> None:
+    from click.testing import CliRunner
+
+    from tracker.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        ["fake-vod"],
+        env={"ALIBABA_CLOUD_ACCESS_KEY_ID": "", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ""},
+    )
+    assert result.exit_code == 1
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in result.output
