@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import health
+from tracker import api, health
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -33,7 +33,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes],
+        routes=[*health.routes, *api.routes],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
 
 async def _tracker_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TrackerError)
-    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

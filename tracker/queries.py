@@ -1,0 +1,317 @@
+"""Read-side queries of the status API, the dashboard and `tracker jobs`: one place, indexed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker.errors import BadRequest
+from tracker.metrics import CALLBACKS_REJECTED
+from tracker.models import UNFINISHED, CallbackEvent, Heartbeat, Job
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+# A media has a handful of jobs and a job a handful of callbacks; these caps only bound abuse.
+MAX_MEDIA_JOBS = 1000
+MAX_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Filters of a job list; part of every cursor, so a cursor cannot cross filter sets."""
+
+    states: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    media_id: str | None = None
+    stale: bool | None = None
+    submitted_after: datetime | None = None
+    submitted_before: datetime | None = None
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(
+            [
+                sorted(self.states),
+                sorted(self.types),
+                self.media_id,
+                self.stale,
+                self.submitted_after.isoformat() if self.submitted_after else None,
+                self.submitted_before.isoformat() if self.submitted_before else None,
+            ]
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended: the last row's (submitted_at, id), plus the filters."""
+
+    submitted_at: datetime
+    id: int
+    filters: str
+
+    def encode(self) -> str:
+        raw = json.dumps([1, self.submitted_at.isoformat(), self.id, self.filters])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str, job_filter: JobFilter) -> Cursor:
+        try:
+            padded = token + "=" * (-len(token) % 4)
+            version, when, row_id, filters = json.loads(base64.urlsafe_b64decode(padded))
+            if version != 1 or not isinstance(row_id, int) or not isinstance(filters, str):
+                raise ValueError(token)
+            submitted_at = datetime.fromisoformat(when)
+            if submitted_at.tzinfo is None:
+                raise ValueError(token)
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise BadRequest("cursor: not a cursor this API issued", parameter="cursor") from None
+        if filters != job_filter.fingerprint():
+            raise BadRequest(
+                "cursor: issued for other filters; repeat the filters of the first page",
+                parameter="cursor",
+            )
+        return cls(submitted_at, row_id, filters)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job]
+    next_cursor: str | None
+
+
+def _filtered(query: Select[tuple[Job]], f: JobFilter) -> Select[tuple[Job]]:
+    if f.types:
+        query = query.where(Job.type.in_(f.types))
+    if f.media_id is not None:
+        query = query.where(Job.media_id == f.media_id)
+    if f.stale is not None:
+        query = query.where(Job.stale.is_(f.stale))
+    if f.submitted_after is not None:
+        query = query.where(Job.submitted_at > f.submitted_after)
+    if f.submitted_before is not None:
+        query = query.where(Job.submitted_at < f.submitted_before)
+    return query
+
+
+async def list_jobs(
+    session: AsyncSession, f: JobFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> Page:
+    """Newest first by (submitted_at, id), keyset-paginated: every page is an index range scan.
+
+    Several states become one ordered, limited branch per state (each served by the
+    (state, submitted_at, id) index) merged by UNION ALL, instead of sorting every match.
+    """
+    after = Cursor.decode(cursor, f) if cursor else None
+    order = (Job.submitted_at.desc(), Job.id.desc())
+
+    def branch(state: str | None) -> Select[tuple[Job]]:
+        query = _filtered(select(Job), f)
+        if state is not None:
+            query = query.where(Job.state == state)
+        if after is not None:
+            # Written as a range plus a tie-break (not a row-value comparison) so both
+            # databases use the index for the range.
+            query = query.where(
+                Job.submitted_at <= after.submitted_at,
+                or_(Job.submitted_at < after.submitted_at, Job.id < after.id),
+            )
+        return query.order_by(*order).limit(limit + 1)
+
+    if len(f.states) > 1:
+        merged = union_all(*(branch(s).subquery().select() for s in f.states)).subquery()
+        ordered = select(Job).from_statement(
+            select(merged)
+            .order_by(merged.c.submitted_at.desc(), merged.c.id.desc())
+            .limit(limit + 1)
+        )
+        rows = list((await session.scalars(ordered)).all())
+    else:
+        rows = list((await session.scalars(branch(f.states[0] if f.states else None))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = Cursor(last.submitted_at, last.id, f.fingerprint()).encode()
+    return Page(rows, next_cursor)
+
+
+async def get_job(session: AsyncSession, job_id: str) -> Job | None:
+    return await session.scalar(select(Job).where(Job.job_id == job_id))
+
+
+async def media_jobs(session: AsyncSession, media_id: str) -> list[Job]:
+    query = (
+        select(Job)
+        .where(Job.media_id == media_id)
+        .order_by(Job.submitted_at.desc(), Job.id.desc())
+        .limit(MAX_MEDIA_JOBS)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def job_events(session: AsyncSession, job_id: str) -> list[CallbackEvent]:
+    query = (
+        select(CallbackEvent)
+        .where(CallbackEvent.job_id == job_id)
+        .order_by(CallbackEvent.received_at, CallbackEvent.id)
+        .limit(MAX_EVENTS)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def recent_events(session: AsyncSession, limit: int = 20) -> list[CallbackEvent]:
+    query = select(CallbackEvent).order_by(CallbackEvent.received_at.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def stale_jobs(session: AsyncSession, limit: int = 50) -> list[Job]:
+    query = select(Job).where(Job.stale.is_(True)).order_by(Job.submitted_at, Job.id).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+@dataclass
+class Stats:
+    computed_at: datetime
+    jobs: dict[str, dict[str, int]]  # type -> state -> count
+    stale: int
+    oldest_unfinished_at: datetime | None
+    callbacks_received: int
+    callbacks_duplicate: int
+    callbacks_rejected: int = 0
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+
+    def by_state(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for states in self.jobs.values():
+            for state, count in states.items():
+                totals[state] = totals.get(state, 0) + count
+        return totals
+
+    def oldest_unfinished_seconds(self, now: datetime) -> float | None:
+        if self.oldest_unfinished_at is None:
+            return None
+        return max(0.0, (now - self.oldest_unfinished_at).total_seconds())
+
+
+async def compute_stats(session: AsyncSession, now: datetime) -> Stats:
+    """Exact figures, fresh from the database. The GROUP BY reads every job (an index-only
+    scan at best), which is why callers go through `StatsCache`."""
+    counts = await session.execute(
+        select(Job.type, Job.state, func.count()).group_by(Job.type, Job.state)
+    )
+    jobs: dict[str, dict[str, int]] = {}
+    for job_type, state, count in counts:
+        jobs.setdefault(job_type, {})[state] = int(count)
+    stale = await session.scalar(select(func.count()).select_from(Job).where(Job.stale.is_(True)))
+    # One index probe per unfinished state ((state, submitted_at, id)), not a scan.
+    oldest = [
+        await session.scalar(
+            select(Job.submitted_at).where(Job.state == state).order_by(Job.submitted_at).limit(1)
+        )
+        for state in UNFINISHED
+    ]
+    hour_ago = now - timedelta(hours=1)
+    received, repeats = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(CallbackEvent.deliveries - 1), 0)).where(
+                CallbackEvent.received_at >= hour_ago
+            )
+        )
+    ).one()
+    heartbeats = list((await session.scalars(select(Heartbeat).order_by(Heartbeat.name))).all())
+    return Stats(
+        computed_at=now,
+        jobs=jobs,
+        stale=int(stale or 0),
+        oldest_unfinished_at=min((t for t in oldest if t is not None), default=None),
+        callbacks_received=int(received),
+        callbacks_duplicate=int(repeats),
+        heartbeats=heartbeats,
+    )
+
+
+class StatsCache:
+    """Per-process cache of `compute_stats`, refreshed at most once per `ttl`.
+
+    Why a cache and not counters: counters would have to be kept in step by every writer
+    (submitter, inbox applier, sweeper, reconciler, on every replica) inside their own
+    transactions, one hot row that all of them contend on, and any missed path drifts for
+    ever. A few seconds of staleness costs one aggregate per `ttl` per process whatever the
+    request rate, and the figures are always exact as of `computed_at`. Concurrent callers
+    share one computation (a lock), so a burst never runs the aggregate twice.
+    """
+
+    def __init__(self, ttl: timedelta = timedelta(seconds=5)) -> None:
+        self.ttl = ttl
+        self._stats: Stats | None = None
+        self._lock = asyncio.Lock()
+        self._rejected = RecentCount()
+
+    async def get(self, session_factory: Any, now: datetime) -> Stats:
+        if self._fresh(now):
+            assert self._stats is not None
+            return self._stats
+        async with self._lock:
+            if not self._fresh(now):
+                async with session_factory() as session:
+                    stats = await compute_stats(session, now)
+                stats.callbacks_rejected = self._rejected.observe(
+                    now, _counter_total(CALLBACKS_REJECTED)
+                )
+                self._stats = stats
+            assert self._stats is not None
+            return self._stats
+
+    def _fresh(self, now: datetime) -> bool:
+        stats = self._stats
+        return stats is not None and timedelta(0) <= now - stats.computed_at < self.ttl
+
+
+class RecentCount:
+    """Increase of a monotonically growing total over the last hour, from samples taken at
+    each stats refresh. Rejected callbacks are never stored, so only this process's counter knows
+    them: the figure covers this process since it started, at most the last hour."""
+
+    WINDOW = timedelta(hours=1)
+
+    def __init__(self) -> None:
+        self._samples: list[tuple[datetime, float]] = []
+
+    def observe(self, now: datetime, total: float) -> int:
+        self._samples.append((now, total))
+        horizon = now - self.WINDOW
+        while len(self._samples) > 1 and self._samples[1][0] <= horizon:
+            self._samples.pop(0)
+        # Bound memory: keep at most one sample per second of the window.
+        if len(self._samples) > 3600:
+            self._samples = self._samples[::2]
+        base = self._samples[0][1] if self._samples[0][0] <= horizon else 0.0
+        return int(total - base)
+
+
+def _counter_total(counter: Any) -> float:
+    return float(
+        sum(
+            sample.value
+            for metric in counter.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    )
+
+
+def split_csv(values: Sequence[str]) -> tuple[str, ...]:
+    """`a,b` and repeated parameters alike, in order, without repeats."""
+    parts = (part.strip() for value in values for part in value.split(","))
+    return tuple(dict.fromkeys(part for part in parts if part))
