@@ -42,7 +42,7 @@ UNFINISHED = (JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN, JobState.PROCESSING)
 FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.SUBMIT_FAILED)
 
 
-# The rows of `uq_jobs_media_id_type_submitted`: what blocks submitting the same media and type again.
+# Rows in `uq_jobs_media_id_type_submitted`: they block submitting that media and type again.
 CLAIM_PREDICATE = "origin = 'submitted' AND state <> 'submit_failed' AND superseded_at IS NULL"
 
 
