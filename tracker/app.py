@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tracker import api, health
+from tracker import submit as submit
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -38,7 +39,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes, *api.routes],
+        routes=[*health.routes, *api.routes, *submit.routes],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
