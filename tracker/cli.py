@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tracker.config import Settings, load_settings
 from tracker.db import Database, head_revision, is_sqlite, upgrade
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, TrackerError
 
 
 def settings_or_exit() -> Settings:
@@ -181,3 +181,60 @@ def fake_vod(
         auth_key=auth_key,
         **faults,
     )
+
+
+# --- submitter (issue 4) ---
+
+
+@main.command()
+@click.argument("media_ids", nargs=-1)
+@click.option("--types", help="AIVideoTag, AIMediaDNA or both, comma-separated")
+@click.option("--config", "config_json", help='Config JSON, e.g. {"AIVideoTag":{...}}')
+@click.option("--user-data", "user_data_json", help="UserData JSON (Extend, MessageCallback)")
+@click.option(
+    "--from-file",
+    type=click.File("r", encoding="utf-8"),
+    help="One MediaId a line, or CSV media_id[,types]; - for stdin",
+)
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--force", is_flag=True, help="Resubmit media that have a live or done job")
+@click.option("--dry-run", is_flag=True, help="Print what would be submitted; call nothing")
+def submit(
+    media_ids: tuple[str, ...],
+    types: str | None,
+    config_json: str | None,
+    user_data_json: str | None,
+    from_file: Any,
+    concurrency: int,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Submit smart-tagging/fingerprint jobs for MEDIA_IDS or a file of them (resumable)."""
+    from rich.console import Console
+
+    from tracker.batch import Options, submit_command
+
+    settings = settings_or_exit()
+    if not dry_run and not settings.has_vod_credentials:
+        raise click.ClickException(
+            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET are required "
+            "(or use --dry-run)"
+        )
+    options = Options(
+        media_ids=media_ids,
+        types=types,
+        config=config_json,
+        user_data=user_data_json,
+        lines=from_file,
+        source=getattr(from_file, "name", "input"),
+        concurrency=concurrency,
+        force=force,
+        dry_run=dry_run,
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ensure_schema(settings)
+    try:
+        code = asyncio.run(submit_command(settings, options, Console()))
+    except TrackerError as exc:
+        raise click.UsageError(exc.message) from None
+    raise SystemExit(code)
