@@ -6,14 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 
-from tracker.app import create_app
-from tracker.clock import FrozenClock
-from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
+from tracker.models import Job, JobState, Origin
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,9 +64,7 @@ async def test_get_job_shape(client: httpx.AsyncClient, database: Database) -> N
     }
 
 
-async def test_pending_confirmation_is_shown(
-    client: httpx.AsyncClient, database: Database
-) -> None:
+async def test_pending_confirmation_is_shown(client: httpx.AsyncClient, database: Database) -> None:
     await add(database, make_job(1, pending_status="success", pending_since=T0))
     body = (await client.get("/jobs/job-0001")).json()
     assert body["state"] == "processing"

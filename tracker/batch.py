@@ -11,10 +11,10 @@ import csv
 import re
 import signal
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import click
 from rich.console import Console
@@ -27,7 +27,17 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.claims import (
+    Answer,
+    Claim,
+    SubmitRequest,
+    blocking_jobs,
+    claim_many,
+    error_fields,
+    record_many,
+)
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -36,13 +46,10 @@ from tracker.models import Job
 from tracker.submit import (
     InvalidSubmission,
     Outcome,
-    SubmitRequest,
     Submitted,
-    blocking_jobs,
     check_media_id,
     check_region,
     check_user_data,
-    error_fields,
     parse_json_object,
     parse_types,
     submit_media,
@@ -52,6 +59,8 @@ from tracker.vod import VodClient
 CHUNK = 500  # media looked up per query when planning
 SHOWN_ERRORS = 10  # bad input lines listed before giving up
 THROTTLE_ROUNDS = 5  # extra tries of a media VOD throttled (it created nothing)
+U = TypeVar("U")
+R = TypeVar("R")
 _TYPE_SEPARATORS = re.compile(r"[,;|+\s]+")
 
 
@@ -176,7 +185,7 @@ def describe(done: Submitted) -> list[Line]:
     out = []
     for outcome, types in by_outcome.items():
         if outcome is Outcome.SUBMITTED:
-            ids = " ".join(f"{t}={jobs[t].job_id}" for t in types if t in jobs)
+            ids = " ".join(f"{t}={done.job_ids.get(t)}" for t in types)
             out.append(Line(outcome, types, "", ids))
         elif outcome is Outcome.SKIPPED:
             for t in types:
@@ -190,6 +199,103 @@ def describe(done: Submitted) -> list[Line]:
                 detail += f" [RequestId {request_id}]"
             out.append(Line(outcome, types, code, detail))
     return out
+
+
+# --- group commit -------------------------------------------------------------------------------
+
+
+class Grouped(Generic[U, R]):
+    """Runs the units of work of concurrent callers together, one transaction per group.
+
+    Each caller gets its result only after the commit that holds its unit (group commit), so
+    nothing is acknowledged early; the database does one commit, and one statement per step,
+    per group instead of per media (SQLite has one writer; commits and round trips are what
+    cost). A group that fails is retried a unit at a time, so one bad unit (or a deadlock
+    between two submitters on PostgreSQL) fails only itself.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        write: Callable[[AsyncSession, list[U]], Awaitable[list[R]]],
+        *,
+        max_group: int = 128,
+    ) -> None:
+        self.database = database
+        self.write = write
+        self.max_group = max_group
+        self._pending: list[tuple[U, asyncio.Future[R]]] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, unit: U) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((unit, future))
+        self._idle.clear()
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return await future
+
+    async def close(self) -> None:
+        """Finish what is queued (callers that went away still get their unit written)."""
+        if self._task is None:
+            return
+        if self._pending:
+            await self._idle.wait()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                group = self._pending[: self.max_group]
+                del self._pending[: self.max_group]
+                await self._commit(group)
+            self._idle.set()
+
+    async def _commit(self, group: list[tuple[U, asyncio.Future[R]]]) -> None:
+        try:
+            async with self.database.write() as session:
+                results = await self.write(session, [unit for unit, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                for one in group:
+                    await self._commit([one])
+            elif not group[0][1].done():
+                group[0][1].set_exception(exc)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():  # else the caller went away; its unit is written regardless
+                future.set_result(result)
+
+
+class GroupedStore:
+    """The batch's Store: claims and answers of all workers grouped into few transactions."""
+
+    def __init__(self, database: Database, clock: Clock, *, force: bool) -> None:
+        async def claim(session: AsyncSession, requests: list[SubmitRequest]) -> list[Claim]:
+            return await claim_many(session, requests, clock(), force=force, read=False)
+
+        async def record(session: AsyncSession, answers: list[tuple[Claim, Answer]]) -> list[None]:
+            await record_many(session, answers, clock())
+            return [None] * len(answers)
+
+        self._claims = Grouped(database, claim)
+        self._answers = Grouped(database, record)
+
+    async def claim(self, request: SubmitRequest, *, force: bool, read: bool) -> Claim:
+        return await self._claims(request)
+
+    async def record(self, claim: Claim, answer: Answer) -> None:
+        await self._answers((claim, answer))
+
+    async def close(self) -> None:
+        await self._claims.close()
+        await self._answers.close()
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -304,6 +410,9 @@ async def run_batch(
                     request,
                     clock,
                     force=force,
+                    store=store,
+                    check_existing=False,  # `plan` looked, a chunk at a time
+                    load_jobs=False,
                     throttle_rounds=THROTTLE_ROUNDS,
                     throttle_pause=throttle_pause,
                 )
@@ -315,6 +424,7 @@ async def run_batch(
                 raise
             count(done)
 
+    store = GroupedStore(database, clock, force=force)
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(concurrency)]
     try:
@@ -329,6 +439,7 @@ async def run_batch(
     finally:
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
+        await store.close()
         if stop.is_set():
             tally.interrupted = True
     return tally

@@ -14,32 +14,35 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
-from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Select, and_, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracker.api import job_json
 from tracker.auth import require_api_token
+from tracker.claims import (
+    Answer,
+    Claim,
+    Refusal,
+    SubmitRequest,
+    claim_many,
+    error_fields,
+    record_many,
+)
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import BadRequest, TrackerError, Unavailable
 from tracker.metrics import SUBMITTED_JOBS
-from tracker.models import Job, JobState, Origin, Submission, SubmissionState
-from tracker.transitions import transition
+from tracker.models import Job, JobState
 from tracker.vod import (
     JOB_TYPES,
-    SubmitResult,
     VodClient,
     VodError,
     VodOutcomeUnknown,
@@ -48,6 +51,7 @@ from tracker.vod import (
 )
 
 log = logging.getLogger(__name__)
+
 
 S = JobState
 # Where each AI type is offered (vod-reference.md 1.1); each job costs money, so a type the
@@ -73,16 +77,6 @@ class VodNotConfigured(Unavailable):
     code = "vod_not_configured"
 
 
-@dataclass(frozen=True)
-class SubmitRequest:
-    """One media and the AI types to run on it, already validated."""
-
-    media_id: str
-    types: tuple[str, ...]
-    config: dict[str, Any] | None = None
-    user_data: dict[str, Any] | None = None
-
-
 class Outcome(StrEnum):
     """What happened to one job type of one submission."""
 
@@ -100,6 +94,7 @@ class Submitted:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)  # one per requested type, new or blocking
     error: TrackerError | None = None  # VOD's refusal or the unknown outcome, if any
+    job_ids: dict[str, str] = field(default_factory=dict)  # type -> VOD's JobId, when submitted
 
     @property
     def sent(self) -> bool:
@@ -204,231 +199,31 @@ def validate_request(
     return request
 
 
-# --- claim (unit of work 1) ---------------------------------------------------------------------
-
-
-def blocking_jobs(media_ids: Sequence[str], types: Sequence[str]) -> Select[Job]:
-    """Jobs that make a new submission of (media, type) a duplicate: live or done, not replaced.
-
-    Origin `callback` counts too (VOD runs DNA on its own after upload); only the submitted ones
-    are also held by the unique index, which is what decides a race.
-    """
-    return select(Job).where(
-        Job.media_id.in_(media_ids),
-        Job.type.in_(types),
-        Job.state != S.SUBMIT_FAILED.value,
-        Job.superseded_at.is_(None),
-    )
-
-
-@dataclass
-class Claim:
-    submission_id: int | None
-    rows: dict[str, int]  # type -> jobs.id of the `submitting` rows we own
-    blocked: dict[str, Job]  # type -> the job that made it a duplicate
-
-
-async def claim_jobs(
-    session: AsyncSession, request: SubmitRequest, now: datetime, *, force: bool = False
-) -> Claim:
-    """Record the submission and one `submitting` job per type that is not live or done.
-
-    Idempotent on (media, type): the INSERT skips any type the unique index already holds, so
-    of two concurrent claims only one owns each row. `force` first retires the current jobs.
-    """
-    if force:
-        await session.execute(
-            update(Job)
-            .where(
-                Job.media_id == request.media_id,
-                Job.type.in_(request.types),
-                Job.state != S.SUBMIT_FAILED.value,
-                Job.superseded_at.is_(None),
-            )
-            .values(superseded_at=now, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    blocked = {} if force else await _blocking(session, request)
-    wanted = [t for t in request.types if t not in blocked]
-    if not wanted:
-        return Claim(None, {}, blocked)
-    submission_id = await session.scalar(
-        _insert(session, Submission)
-        .values(
-            media_id=request.media_id,
-            types=wanted,
-            config=request.config,
-            user_data=request.user_data,
-            state=SubmissionState.SUBMITTING.value,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(Submission.id)
-    )
-    assert submission_id is not None
-    inserted = await session.execute(
-        _insert(session, Job)
-        .values(
-            [
-                {
-                    "submission_id": submission_id,
-                    "media_id": request.media_id,
-                    "type": job_type,
-                    "state": S.SUBMITTING.value,
-                    "origin": Origin.SUBMITTED.value,
-                    "stale": False,
-                    "config": request.config,
-                    "user_data": request.user_data,
-                    "submitted_at": now,
-                    "updated_at": now,
-                }
-                for job_type in wanted
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(Job.type, Job.id)
-    )
-    rows = {job_type: job_id for job_type, job_id in inserted.tuples()}
-    if len(rows) < len(wanted):
-        # Another submitter claimed some type between our read and our insert: the index decided.
-        blocked |= await _blocking(session, request, [t for t in wanted if t not in rows])
-        if not rows:
-            await session.execute(delete(Submission).where(Submission.id == submission_id))
-            return Claim(None, {}, blocked)
-        await session.execute(
-            update(Submission).where(Submission.id == submission_id).values(types=list(rows))
-        )
-    return Claim(submission_id, rows, blocked)
-
-
-async def _blocking(
-    session: AsyncSession, request: SubmitRequest, types: Sequence[str] | None = None
-) -> dict[str, Job]:
-    jobs = await session.scalars(blocking_jobs([request.media_id], types or request.types))
-    found: dict[str, Job] = {}
-    for job in jobs:
-        found.setdefault(job.type, job)
-    return found
-
-
-def _insert(session: AsyncSession, table: type[Job] | type[Submission]) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
-# --- record (unit of work 2) --------------------------------------------------------------------
-
-
-async def record_result(
-    session: AsyncSession, *, claim: Claim, result: SubmitResult, now: datetime
-) -> None:
-    """Store each returned JobId on the claimed row of its type and move it to `processing`."""
-    by_type = {job.type: job for job in result.jobs if job.job_id}
-    for job_type, row_id in claim.rows.items():
-        ai_job = by_type.get(job_type)
-        if ai_job is None:
-            await transition(
-                session,
-                Job.id == row_id,
-                S.SUBMIT_UNKNOWN,
-                now,
-                code="MissingJobId",
-                message=f"VOD accepted the request ({result.request_id}) without a {job_type} job",
-            )
-            continue
-        await _store_job_id(session, row_id, ai_job.job_id, now)
-    await _finish_submission(
-        session, claim, SubmissionState.SUBMITTED, now, request_id=result.request_id
-    )
-
-
-async def _store_job_id(session: AsyncSession, row_id: int, job_id: str, now: datetime) -> None:
-    known = select(Job).where(Job.job_id == job_id)
-    if session.get_bind().dialect.name == "postgresql":
-        known = known.with_for_update()
-    other = await session.scalar(known)
-    if other is not None and other.id == row_id:
-        return  # a callback for this job already attached it to our row (transitions.py)
-    if other is not None:
-        # A callback made a row of its own for our JobId before we could store it: keep that
-        # row (it holds the outcome) and give it our submission, config and origin.
-        mine = await session.get(Job, row_id)
-        await session.execute(delete(Job).where(Job.id == row_id))
-        if mine is not None:
-            await session.execute(
-                update(Job)
-                .where(Job.id == other.id)
-                .values(
-                    submission_id=mine.submission_id,
-                    origin=Origin.SUBMITTED.value,
-                    config=mine.config,
-                    user_data=mine.user_data,
-                    submitted_at=mine.submitted_at,
-                    updated_at=now,
-                )
-            )
-        return
-    moved = await transition(
-        session, and_(Job.id == row_id, Job.job_id.is_(None)), S.PROCESSING, now, job_id=job_id
-    )
-    if not moved:
-        # The row took another JobId meanwhile (a callback of another job of this media and
-        # type); ours must still be tracked, so it becomes a job of its own.
-        log.warning("job %s: its row %d already holds another JobId", job_id, row_id)
-        mine = await session.get(Job, row_id)
-        await session.execute(
-            _insert(session, Job)
-            .values(
-                job_id=job_id,
-                media_id=mine.media_id if mine else "",
-                type=mine.type if mine else "",
-                state=S.PROCESSING.value,
-                origin=Origin.CALLBACK.value,
-                stale=False,
-                submitted_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
-
-
-async def record_refusal(
-    session: AsyncSession, *, claim: Claim, error: TrackerError, target: JobState, now: datetime
-) -> None:
-    """Mark the claimed rows `submit_failed` (VOD refused, or was never reached) or
-    `submit_unknown` (the request may have created jobs: never resubmitted by us)."""
-    code, request_id = error_fields(error)
-    for row_id in claim.rows.values():
-        await transition(session, Job.id == row_id, target, now, code=code, message=error.message)
-    state = (
-        SubmissionState.SUBMIT_UNKNOWN
-        if target is S.SUBMIT_UNKNOWN
-        else SubmissionState.SUBMIT_FAILED
-    )
-    await _finish_submission(
-        session, claim, state, now, code=code, message=error.message, request_id=request_id
-    )
-
-
-async def _finish_submission(
-    session: AsyncSession, claim: Claim, state: SubmissionState, now: datetime, **values: Any
-) -> None:
-    await session.execute(
-        update(Submission)
-        .where(Submission.id == claim.submission_id)
-        .values(state=state.value, updated_at=now, **values)
-    )
-
-
-def error_fields(error: TrackerError) -> tuple[str, str | None]:
-    """VOD's Code and RequestId when VOD answered; our own code otherwise."""
-    if isinstance(error, VodError):
-        return error.vod_code, error.request_id
-    details = error.details
-    return str(details.get("vod_code") or error.code), details.get("request_id")
-
-
 # --- the service --------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """Where a submission's two units of work are committed (one each, or grouped)."""
+
+    async def claim(self, request: SubmitRequest, *, force: bool, read: bool) -> Claim: ...
+    async def record(self, claim: Claim, answer: Answer) -> None: ...
+
+
+class DirectStore:
+    """One transaction per unit of work (the API; `tracker.batch` groups them instead)."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self.database = database
+        self.clock = clock
+
+    async def claim(self, request: SubmitRequest, *, force: bool, read: bool) -> Claim:
+        async with self.database.write() as session:
+            (claim,) = await claim_many(session, [request], self.clock(), force=force, read=read)
+        return claim
+
+    async def record(self, claim: Claim, answer: Answer) -> None:
+        async with self.database.write() as session:
+            await record_many(session, [(claim, answer)], self.clock())
 
 
 async def submit_media(
@@ -438,6 +233,9 @@ async def submit_media(
     clock: Clock,
     *,
     force: bool = False,
+    store: Store | None = None,
+    check_existing: bool = True,
+    load_jobs: bool = True,
     throttle_rounds: int = 0,
     throttle_pause: float = 1.0,
 ) -> Submitted:
@@ -446,27 +244,42 @@ async def submit_media(
     Never resubmits by itself: a claimed job ends `processing`, `submit_failed` or
     `submit_unknown`; only a throttling refusal (VOD created nothing) is sent again, at most
     `throttle_rounds` more times. Commits its own units of work; none is open during the call.
+    `check_existing=False` skips the read for jobs of origin `callback` (a caller that looked
+    already); the unique index still decides between submitters.
     """
-    async with database.write() as session:
-        claim = await claim_jobs(session, request, clock(), force=force)
+    store = store or DirectStore(database, clock)
+    claiming = asyncio.ensure_future(store.claim(request, force=force, read=check_existing))
+    try:
+        claim = await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        # Interrupted before the call: release what was claimed, nothing was sent.
+        claim = await claiming
+        if claim.rows:
+            unsent = VodUnreachable("interrupted before the request was sent; nothing submitted")
+            await _record(store, claim, Refusal(unsent, S.SUBMIT_FAILED))
+        raise
     submitted = Submitted(request)
     submitted.outcomes = {t: Outcome.SKIPPED for t in claim.blocked}
     if claim.rows:
         await _call_and_record(
-            database, vod, request, claim, clock, submitted, throttle_rounds, throttle_pause
+            store, vod, request, claim, submitted, throttle_rounds, throttle_pause
         )
     for job_type, outcome in submitted.outcomes.items():
         SUBMITTED_JOBS.labels(job_type, outcome.value).inc()
-    submitted.jobs = await _jobs_of(database, claim)
+    submitted.jobs = list(claim.blocked.values())
+    if load_jobs and claim.rows:
+        async with database.session() as session:
+            ids = list(claim.rows.values())
+            submitted.jobs += list(await session.scalars(select(Job).where(Job.id.in_(ids))))
+    submitted.jobs.sort(key=lambda job: (job.type, job.id))
     return submitted
 
 
 async def _call_and_record(
-    database: Database,
+    store: Store,
     vod: VodClient,
     request: SubmitRequest,
     claim: Claim,
-    clock: Clock,
     submitted: Submitted,
     throttle_rounds: int,
     throttle_pause: float,
@@ -484,40 +297,35 @@ async def _call_and_record(
                     raise
                 await asyncio.sleep(min(30.0, throttle_pause * 2**round_))
     except VodOutcomeUnknown as exc:
-        await _record(database, clock, claim, _refusal(claim, exc, S.SUBMIT_UNKNOWN))
+        await _record(store, claim, Refusal(exc, S.SUBMIT_UNKNOWN))
         _settle(submitted, types, Outcome.UNKNOWN, exc)
     except (VodError, VodUnreachable) as exc:
-        await _record(database, clock, claim, _refusal(claim, exc, S.SUBMIT_FAILED))
+        await _record(store, claim, Refusal(exc, S.SUBMIT_FAILED))
         _settle(submitted, types, Outcome.FAILED, exc)
     except asyncio.CancelledError:
         # Interrupted mid-call (second Ctrl-C): VOD may have the request; never assume it didn't.
         unknown = VodOutcomeUnknown("interrupted while waiting for VOD; the job may exist")
-        await asyncio.shield(
-            _record(database, clock, claim, _refusal(claim, unknown, S.SUBMIT_UNKNOWN))
-        )
+        await asyncio.shield(_record(store, claim, Refusal(unknown, S.SUBMIT_UNKNOWN)))
         raise
     except Exception as exc:
         log.exception("SubmitAIJob of %s failed unexpectedly", request.media_id)
         unknown = VodOutcomeUnknown(f"unexpected error around the VOD call: {exc!r}")
-        await _record(database, clock, claim, _refusal(claim, unknown, S.SUBMIT_UNKNOWN))
+        await _record(store, claim, Refusal(unknown, S.SUBMIT_UNKNOWN))
         _settle(submitted, types, Outcome.UNKNOWN, unknown)
     else:
         try:
-            write = partial(record_result, claim=claim, result=result)
-            await _record(database, clock, claim, write)
+            # Shielded: a JobId VOD gave us is recorded even if we are interrupted now.
+            await asyncio.shield(_record(store, claim, result))
         except BaseException:
             # The jobs exist at VOD: leave their ids where an operator (and grep) finds them.
             log.error(
-                "SubmitAIJob %s created %s but recording failed; the callbacks will attach them",
+                "SubmitAIJob %s created %s; if not recorded, callbacks will attach them",
                 result.request_id,
                 ", ".join(f"{j.type}={j.job_id}" for j in result.jobs),
             )
             raise
         _settle(submitted, types, Outcome.SUBMITTED, None)
-
-
-def _refusal(claim: Claim, error: TrackerError, target: JobState) -> Write:
-    return partial(record_refusal, claim=claim, error=error, target=target)
+        submitted.job_ids = {j.type: j.job_id for j in result.jobs if j.type in claim.rows}
 
 
 def _settle(
@@ -527,31 +335,18 @@ def _settle(
     submitted.error = error
 
 
-Write = Callable[..., Awaitable[None]]  # (session, now=...) -> None
-
-
-async def _record(database: Database, clock: Clock, claim: Claim, write: Write) -> None:
-    """One unit of work with bounded retries: a lost race with a callback on PostgreSQL
-    (IntegrityError) or a database blip must not drop what VOD told us."""
+async def _record(store: Store, claim: Claim, answer: Answer) -> None:
+    """Bounded retries: a lost race with a callback on PostgreSQL (IntegrityError) or a
+    database blip must not drop what VOD told us."""
     for attempt in range(1, RECORD_ATTEMPTS + 1):
         try:
-            async with database.write() as session:
-                await write(session, now=clock())
+            await store.record(claim, answer)
             return
         except (IntegrityError, DBAPIError, OSError) as exc:
             if attempt == RECORD_ATTEMPTS:
                 raise
             log.warning("recording submission %s: %s; retrying", claim.submission_id, exc)
             await asyncio.sleep(0.05 * 2**attempt)
-
-
-async def _jobs_of(database: Database, claim: Claim) -> list[Job]:
-    ids = list(claim.rows.values())
-    jobs = list(claim.blocked.values())
-    if ids:
-        async with database.session() as session:
-            jobs += list(await session.scalars(select(Job).where(Job.id.in_(ids))))
-    return sorted(jobs, key=lambda job: (job.type, job.id))
 
 
 def _compact(value: object) -> str:
