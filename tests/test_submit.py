@@ -35,11 +35,17 @@ BOTH = ("AIVideoTag", "AIMediaDNA")
 
 
 class RefusingVod(FakeVod):
-    """Refuses SubmitAIJob for chosen media with a VOD error body (vod-reference.md 1.4)."""
+    """Refuses SubmitAIJob for chosen media with a VOD error body (vod-reference.md 1.4), and
+    throttles every `throttle_every`-th call (the `qps` bucket needs a sustained overload)."""
 
     refuse: set[str]
+    throttle_every = 0
+    _calls = 0
 
     def _submit(self, params: Mapping[str, str]) -> dict[str, Any]:
+        self._calls += 1
+        if self.throttle_every and self._calls % self.throttle_every == 0:
+            raise Refused(400, "Throttling.User", "Request was denied due to user flow control.")
         if params.get("MediaId") in self.refuse:
             raise Refused(403, "Forbidden.RAM", "The user is not authorized for this media.")
         return super()._submit(params)
@@ -436,7 +442,7 @@ async def test_batch_of_1000_with_throttling_and_refusals(
 ) -> None:
     media = [f"media-{i:04d}" for i in range(1000)]
     fake.refuse = set(media[::20])  # 5%
-    fake.qps = 200  # below the client's own limit: VOD throttles, the submitter waits it out
+    fake.throttle_every = 5  # VOD throttles; the client and the submitter wait it out
     out = Lines()
     tally = await run_batch(
         database,
