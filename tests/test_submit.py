@@ -375,7 +375,7 @@ async def test_post_jobs_errors(api: httpx.AsyncClient, fake: RefusingVod) -> No
     assert body["jobs"][0]["state"] == "submit_failed"
 
     fake.refuse = set()
-    fake.qps = 0.001  # a bucket that never holds a whole token: every call is throttled
+    fake.throttle_every = 1  # every call throttled, through the client's retries
     throttled = await api.post("/jobs", json={"media_id": "m4", "types": ["AIMediaDNA"]})
     assert throttled.status_code == 429
     assert throttled.json()["Code"].startswith("Throttling")
