@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import api, health
+from tracker import api, health, openapi
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -33,7 +33,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes, *api.routes],
+        routes=[*health.routes, *api.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,

@@ -68,10 +68,12 @@ class Cursor:
         try:
             padded = token + "=" * (-len(token) % 4)
             version, when, row_id, filters = json.loads(base64.urlsafe_b64decode(padded))
-            if version != 1 or not isinstance(row_id, int) or not isinstance(filters, str):
+            if version != 1 or not isinstance(filters, str):
+                raise ValueError(token)
+            if not isinstance(row_id, int) or not 0 <= row_id < 2**63:
                 raise ValueError(token)
             submitted_at = datetime.fromisoformat(when)
-            if submitted_at.tzinfo is None:
+            if submitted_at.utcoffset() != timedelta(0):  # we only issue UTC
                 raise ValueError(token)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             raise BadRequest("cursor: not a cursor this API issued", parameter="cursor") from None
@@ -103,6 +105,12 @@ def _filtered(query: Select[tuple[Job]], f: JobFilter) -> Select[tuple[Job]]:
     return query
 
 
+def storable(*values: str | None) -> bool:
+    """PostgreSQL text cannot hold NUL, so no stored value has one: such a filter matches
+    nothing (and must not reach the driver, which would raise)."""
+    return not any(value is not None and "\x00" in value for value in values)
+
+
 async def list_jobs(
     session: AsyncSession, f: JobFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
 ) -> Page:
@@ -112,6 +120,8 @@ async def list_jobs(
     (state, submitted_at, id) index) merged by UNION ALL, instead of sorting every match.
     """
     after = Cursor.decode(cursor, f) if cursor else None
+    if not storable(f.media_id, *f.types):
+        return Page([], None)
     order = (Job.submitted_at.desc(), Job.id.desc())
 
     def branch(state: str | None) -> Select[tuple[Job]]:
@@ -147,10 +157,14 @@ async def list_jobs(
 
 
 async def get_job(session: AsyncSession, job_id: str) -> Job | None:
+    if not storable(job_id):
+        return None
     return await session.scalar(select(Job).where(Job.job_id == job_id))
 
 
 async def media_jobs(session: AsyncSession, media_id: str) -> list[Job]:
+    if not storable(media_id):
+        return []
     query = (
         select(Job)
         .where(Job.media_id == media_id)
@@ -161,6 +175,8 @@ async def media_jobs(session: AsyncSession, media_id: str) -> list[Job]:
 
 
 async def job_events(session: AsyncSession, job_id: str) -> list[CallbackEvent]:
+    if not storable(job_id):
+        return []
     query = (
         select(CallbackEvent)
         .where(CallbackEvent.job_id == job_id)
