@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import api, health, openapi
+from tracker import api, health, openapi, telemetry
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -33,7 +34,13 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes, *api.routes, *openapi.routes],
+        routes=[
+            *health.routes,
+            *api.routes,
+            *openapi.routes,
+            *telemetry.routes,
+        ],
+        middleware=[Middleware(telemetry.RequestMetrics)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
