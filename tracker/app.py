@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import api, health, openapi, telemetry
+from tracker import api, dashboard, health, openapi, telemetry
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -39,6 +39,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *api.routes,
             *openapi.routes,
             *telemetry.routes,
+            *dashboard.routes,
         ],
         middleware=[Middleware(telemetry.RequestMetrics)],
         lifespan=lifespan,
