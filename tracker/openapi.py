@@ -254,6 +254,31 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json("the figures", "Stats"), "401": ERROR_401},
         }
     },
+    "/": {
+        "get": {
+            "operationId": "dashboard",
+            "summary": "Dashboard for people (HTML); a browser signs in with any user name and "
+            "an API token as the password",
+            "security": [{"bearer": []}, {"basic": []}],
+            "parameters": [_query("q", {"type": "string"}, "a job or media id to look up")],
+            "responses": {
+                "200": {"description": "the page", "content": {"text/html": {"schema": {}}}},
+                "401": ERROR_401,
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics; open while the service listens on loopback, else "
+            "TRACKER_METRICS_TOKEN or an API token",
+            "security": [{}, {"bearer": []}],
+            "responses": {
+                "200": {"description": "text format", "content": {"text/plain": {"schema": {}}}},
+                "401": ERROR_401,
+            },
+        }
+    },
     "/healthz": {
         "get": {
             "operationId": "healthz",
@@ -287,7 +312,10 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
         },
         "security": [{"bearer": []}],
         "paths": PATHS,
