@@ -111,25 +111,21 @@ def storable(*values: str | None) -> bool:
     return not any(value is not None and "\x00" in value for value in values)
 
 
-async def list_jobs(
-    session: AsyncSession, f: JobFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
-) -> Page:
-    """Newest first by (submitted_at, id), keyset-paginated: every page is an index range scan.
+def list_statement(f: JobFilter, limit: int, after: Cursor | None) -> Select[Any]:
+    """One page plus one row (to know whether another page follows), newest first by
+    (submitted_at, id). Every page is an index range scan, the 100th as cheap as the first.
 
     Several states become one ordered, limited branch per state (each served by the
     (state, submitted_at, id) index) merged by UNION ALL, instead of sorting every match.
     """
-    after = Cursor.decode(cursor, f) if cursor else None
-    if not storable(f.media_id, *f.types):
-        return Page([], None)
     order = (Job.submitted_at.desc(), Job.id.desc())
 
-    def branch(state: str | None) -> Select[tuple[Job]]:
+    def branch(state: str | None) -> Select[Any]:
         query = _filtered(select(Job), f)
         if state is not None:
             query = query.where(Job.state == state)
         if after is not None:
-            # Written as a range plus a tie-break (not a row-value comparison) so both
+            # A range plus a tie-break rather than a row-value comparison, so that both
             # databases use the index for the range.
             query = query.where(
                 Job.submitted_at <= after.submitted_at,
@@ -137,16 +133,23 @@ async def list_jobs(
             )
         return query.order_by(*order).limit(limit + 1)
 
-    if len(f.states) > 1:
-        merged = union_all(*(branch(s).subquery().select() for s in f.states)).subquery()
-        ordered = select(Job).from_statement(
-            select(merged)
-            .order_by(merged.c.submitted_at.desc(), merged.c.id.desc())
-            .limit(limit + 1)
-        )
-        rows = list((await session.scalars(ordered)).all())
-    else:
-        rows = list((await session.scalars(branch(f.states[0] if f.states else None))).all())
+    if len(f.states) <= 1:
+        return branch(f.states[0] if f.states else None)
+    merged = union_all(*(branch(s).subquery().select() for s in f.states)).subquery()
+    return (
+        select(merged).order_by(merged.c.submitted_at.desc(), merged.c.id.desc()).limit(limit + 1)
+    )
+
+
+async def list_jobs(
+    session: AsyncSession, f: JobFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> Page:
+    """A page of jobs matching `f` after `cursor` (which must come from the same filters)."""
+    after = Cursor.decode(cursor, f) if cursor else None
+    if not storable(f.media_id, *f.types):
+        return Page([], None)
+    statement = list_statement(f, limit, after)
+    rows = list((await session.scalars(select(Job).from_statement(statement))).all())
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
