@@ -325,3 +325,72 @@ async def test_auth_off_opens_the_api(database_url: str) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
             assert (await http.get("/jobs")).status_code == 200
+
+
+MILLION = 1_000_000
+
+
+@pytest.mark.slow
+async def test_a_million_jobs(client: httpx.AsyncClient, database: Database) -> None:
+    from sqlalchemy import func, select
+
+    from tracker import synthetic
+
+    await synthetic.generate_jobs(database, MILLION)
+    async with database.session() as session:
+        # Ids follow n, so (submitted_at, id) order is (submitted_at, n) order below.
+        suffix = func.substr(Job.job_id, 5)
+        mismatched = select(func.count()).where(Job.id != func.cast(suffix, Job.id.type))
+        assert await session.scalar(mismatched) == 0
+
+    one = synthetic.job(777_777)
+    body = (await client.get("/jobs/job-777777")).json()
+    assert (body["media_id"], body["type"], body["state"], body["stale"]) == (
+        one.media_id,
+        one.type,
+        one.state,
+        one.stale,
+    )
+    assert (await client.get(f"/jobs/job-{MILLION + 1}")).status_code == 404
+    media = (await client.get("/media/media-1234/jobs")).json()["items"]
+    assert [item["job_id"] for item in media] == ["job-2469", "job-2468"]
+
+    stats = (await client.get("/stats")).json()["jobs"]
+    expected = synthetic.expected_counts(MILLION)
+    assert stats["by_type"] == {
+        t: {s: c for (t2, s), c in expected.items() if t2 == t} for t in synthetic.TYPES
+    }
+    assert stats["total"] == MILLION
+    all_jobs = [synthetic.job(n) for n in range(1, MILLION + 1)]
+    assert stats["stale"] == sum(j.stale for j in all_jobs)
+
+    def order(jobs: list[synthetic.SyntheticJob]) -> list[str]:
+        return [j.job_id for j in sorted(jobs, key=lambda j: (j.submitted_at, j.n), reverse=True)]
+
+    page = (await client.get("/")).text
+    assert f'<td class="n" id="count-total">{MILLION}</td>' in page
+    lost = sum(c for (_, s), c in expected.items() if s == "lost")
+    assert f'<td class="n" id="count-lost">{lost}</td>' in page
+
+    first = (await client.get("/jobs?limit=5")).json()["items"]
+    assert [item["job_id"] for item in first] == order(all_jobs[-5:])
+
+    after, before = synthetic.BASE + timedelta(days=1), synthetic.BASE + timedelta(days=2)
+    query = (
+        "state=processing,lost&type=AIMediaDNA"
+        f"&submitted_after={iso_z(after)}&submitted_before={iso_z(before)}"
+    )
+    wanted = [
+        j
+        for j in all_jobs
+        if j.state in ("processing", "lost")
+        and j.type == "AIMediaDNA"
+        and after < j.submitted_at < before
+    ]
+    seen = await pages(client, query, 500)
+    assert len(seen) > 10
+    assert [item["job_id"] for page in seen for item in page] == order(wanted)
+
+
+def iso_z(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
