@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
 
 from tracker.app import create_app
 from tracker.clock import FrozenClock
@@ -241,7 +242,7 @@ async def test_job_events_say_why_not_applied(
 
 
 async def test_stats_counts_and_cache(
-    client: httpx.AsyncClient, database: Database, clock: FrozenClock
+    app: Starlette, client: httpx.AsyncClient, database: Database, clock: FrozenClock
 ) -> None:
     now = clock()
     await add(
@@ -281,9 +282,20 @@ async def test_stats_counts_and_cache(
     clock.advance(timedelta(seconds=1))
     cached = (await client.get("/stats")).json()
     assert cached["jobs"]["total"] == 4  # served from the cache
-    assert cached["jobs"]["oldest_unfinished_age_s"] == 3 * 3600 + 1  # age still moves
+    assert cached["jobs"]["oldest_unfinished_age_s"] == 3 * 3600 + 1  # the age still moves
+
+    # Past the ttl: the old figures at once, a refresh behind them.
     clock.advance(timedelta(seconds=10))
+    assert (await client.get("/stats")).json()["jobs"]["total"] == 4
+    cache = app.state.stats_cache
+    assert cache.refreshing is not None
+    await cache.refreshing
     assert (await client.get("/stats")).json()["jobs"]["total"] == 5
+
+    # Past max_age (nobody asked for a while): the request waits for fresh figures.
+    await add(database, make_job(6, state=JobState.FAILED))
+    clock.advance(timedelta(minutes=5))
+    assert (await client.get("/stats")).json()["jobs"]["total"] == 6
 
 
 async def test_errors_are_json_for_any_path_and_method(client: httpx.AsyncClient) -> None:
