@@ -101,6 +101,12 @@ def test_list_table(fresh_database_url: str) -> None:
     assert "[bold]m" in result.output  # ids are shown as text, never as rich markup
 
 
+def test_empty_list(fresh_database_url: str) -> None:
+    assert run(fresh_database_url, "jobs", "list").output.strip() == "no jobs match"
+    as_json = json.loads(run(fresh_database_url, "jobs", "list", "--json").output)
+    assert as_json == {"items": [], "next_cursor": None}
+
+
 def test_bad_state_is_a_usage_error(fresh_database_url: str) -> None:
     result = run(fresh_database_url, "jobs", "list", "--state", "done")
     assert result.exit_code == 2

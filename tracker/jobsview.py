@@ -70,7 +70,7 @@ def list_jobs(
             item["updated_at"],
         )
     console = Console()
-    console.print(table)
+    console.print(table if items else "no jobs match")
     if page.next_cursor:
         console.print(f"more: --cursor {page.next_cursor}", markup=False, highlight=False)
 
