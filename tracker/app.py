@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import api, health
-from tracker import submit as submit
+from tracker import api, dashboard, health, openapi, submit, telemetry
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -39,7 +39,15 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes, *api.routes, *submit.routes],
+        routes=[
+            *health.routes,
+            *api.routes,
+            *submit.routes,
+            *openapi.routes,
+            *telemetry.routes,
+            *dashboard.routes,
+        ],
+        middleware=[Middleware(telemetry.RequestMetrics)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,

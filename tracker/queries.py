@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker.errors import BadRequest
 from tracker.metrics import CALLBACKS_REJECTED
 from tracker.models import UNFINISHED, CallbackEvent, Heartbeat, Job
+
+log = logging.getLogger(__name__)
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -68,10 +71,12 @@ class Cursor:
         try:
             padded = token + "=" * (-len(token) % 4)
             version, when, row_id, filters = json.loads(base64.urlsafe_b64decode(padded))
-            if version != 1 or not isinstance(row_id, int) or not isinstance(filters, str):
+            if version != 1 or not isinstance(filters, str):
+                raise ValueError(token)
+            if not isinstance(row_id, int) or not 0 <= row_id < 2**63:
                 raise ValueError(token)
             submitted_at = datetime.fromisoformat(when)
-            if submitted_at.tzinfo is None:
+            if submitted_at.utcoffset() != timedelta(0):  # we only issue UTC
                 raise ValueError(token)
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
             raise BadRequest("cursor: not a cursor this API issued", parameter="cursor") from None
@@ -103,23 +108,27 @@ def _filtered(query: Select[tuple[Job]], f: JobFilter) -> Select[tuple[Job]]:
     return query
 
 
-async def list_jobs(
-    session: AsyncSession, f: JobFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
-) -> Page:
-    """Newest first by (submitted_at, id), keyset-paginated: every page is an index range scan.
+def storable(*values: str | None) -> bool:
+    """PostgreSQL text cannot hold NUL, so no stored value has one: such a filter matches
+    nothing (and must not reach the driver, which would raise)."""
+    return not any(value is not None and "\x00" in value for value in values)
+
+
+def list_statement(f: JobFilter, limit: int, after: Cursor | None) -> Select[Any]:
+    """One page plus one row (to know whether another page follows), newest first by
+    (submitted_at, id). Every page is an index range scan, the 100th as cheap as the first.
 
     Several states become one ordered, limited branch per state (each served by the
     (state, submitted_at, id) index) merged by UNION ALL, instead of sorting every match.
     """
-    after = Cursor.decode(cursor, f) if cursor else None
     order = (Job.submitted_at.desc(), Job.id.desc())
 
-    def branch(state: str | None) -> Select[tuple[Job]]:
+    def branch(state: str | None) -> Select[Any]:
         query = _filtered(select(Job), f)
         if state is not None:
             query = query.where(Job.state == state)
         if after is not None:
-            # Written as a range plus a tie-break (not a row-value comparison) so both
+            # A range plus a tie-break rather than a row-value comparison, so that both
             # databases use the index for the range.
             query = query.where(
                 Job.submitted_at <= after.submitted_at,
@@ -127,16 +136,23 @@ async def list_jobs(
             )
         return query.order_by(*order).limit(limit + 1)
 
-    if len(f.states) > 1:
-        merged = union_all(*(branch(s).subquery().select() for s in f.states)).subquery()
-        ordered = select(Job).from_statement(
-            select(merged)
-            .order_by(merged.c.submitted_at.desc(), merged.c.id.desc())
-            .limit(limit + 1)
-        )
-        rows = list((await session.scalars(ordered)).all())
-    else:
-        rows = list((await session.scalars(branch(f.states[0] if f.states else None))).all())
+    if len(f.states) <= 1:
+        return branch(f.states[0] if f.states else None)
+    merged = union_all(*(branch(s).subquery().select() for s in f.states)).subquery()
+    return (
+        select(merged).order_by(merged.c.submitted_at.desc(), merged.c.id.desc()).limit(limit + 1)
+    )
+
+
+async def list_jobs(
+    session: AsyncSession, f: JobFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> Page:
+    """A page of jobs matching `f` after `cursor` (which must come from the same filters)."""
+    after = Cursor.decode(cursor, f) if cursor else None
+    if not storable(f.media_id, *f.types):
+        return Page([], None)
+    statement = list_statement(f, limit, after)
+    rows = list((await session.scalars(select(Job).from_statement(statement))).all())
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
@@ -147,10 +163,14 @@ async def list_jobs(
 
 
 async def get_job(session: AsyncSession, job_id: str) -> Job | None:
+    if not storable(job_id):
+        return None
     return await session.scalar(select(Job).where(Job.job_id == job_id))
 
 
 async def media_jobs(session: AsyncSession, media_id: str) -> list[Job]:
+    if not storable(media_id):
+        return []
     query = (
         select(Job)
         .where(Job.media_id == media_id)
@@ -161,6 +181,8 @@ async def media_jobs(session: AsyncSession, media_id: str) -> list[Job]:
 
 
 async def job_events(session: AsyncSession, job_id: str) -> list[CallbackEvent]:
+    if not storable(job_id):
+        return []
     query = (
         select(CallbackEvent)
         .where(CallbackEvent.job_id == job_id)
@@ -242,40 +264,58 @@ async def compute_stats(session: AsyncSession, now: datetime) -> Stats:
 
 
 class StatsCache:
-    """Per-process cache of `compute_stats`, refreshed at most once per `ttl`.
+    """Per-process cache of `compute_stats`: exact figures as of `computed_at`, at most one
+    aggregate per `ttl` per process whatever the request rate.
 
     Why a cache and not counters: counters would have to be kept in step by every writer
     (submitter, inbox applier, sweeper, reconciler, on every replica) inside their own
     transactions, one hot row that all of them contend on, and any missed path drifts for
-    ever. A few seconds of staleness costs one aggregate per `ttl` per process whatever the
-    request rate, and the figures are always exact as of `computed_at`. Concurrent callers
-    share one computation (a lock), so a burst never runs the aggregate twice.
+    ever. The aggregate reads every job (about 0.3 s on PostgreSQL and 2 s on SQLite with a
+    million jobs, see benchmarks/status_api.py), so figures older than `ttl` but younger than
+    `max_age` are served at once while one background task refreshes them; only a cold or
+    long-idle cache makes a request wait. Concurrent callers share one computation (a lock).
     """
 
-    def __init__(self, ttl: timedelta = timedelta(seconds=5)) -> None:
+    def __init__(
+        self, ttl: timedelta = timedelta(seconds=5), max_age: timedelta = timedelta(seconds=60)
+    ) -> None:
         self.ttl = ttl
+        self.max_age = max_age
+        self.refreshing: asyncio.Task[Stats] | None = None
         self._stats: Stats | None = None
         self._lock = asyncio.Lock()
         self._rejected = RecentCount()
 
     async def get(self, session_factory: Any, now: datetime) -> Stats:
-        if self._fresh(now):
-            assert self._stats is not None
-            return self._stats
+        stats = self._stats
+        if stats is not None and self._younger_than(self.ttl, now):
+            return stats
+        if stats is not None and self._younger_than(self.max_age, now):
+            if self.refreshing is None or self.refreshing.done():
+                self.refreshing = asyncio.create_task(self._refresh(session_factory, now))
+                self.refreshing.add_done_callback(_log_failure)
+            return stats
+        return await self._refresh(session_factory, now)
+
+    async def _refresh(self, session_factory: Any, now: datetime) -> Stats:
         async with self._lock:
-            if not self._fresh(now):
+            if self._stats is None or not self._younger_than(self.ttl, now):
                 async with session_factory() as session:
                     stats = await compute_stats(session, now)
                 stats.callbacks_rejected = self._rejected.observe(
                     now, _counter_total(CALLBACKS_REJECTED)
                 )
                 self._stats = stats
-            assert self._stats is not None
             return self._stats
 
-    def _fresh(self, now: datetime) -> bool:
-        stats = self._stats
-        return stats is not None and timedelta(0) <= now - stats.computed_at < self.ttl
+    def _younger_than(self, age: timedelta, now: datetime) -> bool:
+        # A clock that went backwards counts as expired.
+        return self._stats is not None and timedelta(0) <= now - self._stats.computed_at < age
+
+
+def _log_failure(task: asyncio.Task[Stats]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("stats refresh failed: %r", task.exception())
 
 
 class RecentCount:
