@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -89,4 +91,93 @@ def serve() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+    )
+
+
+# --- VOD simulator (issue 3) ---
+
+
+@main.command("fake-vod")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option(
+    "--access-key-id",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_ID",
+    required=True,
+    help="Key pair it accepts [env: ALIBABA_CLOUD_ACCESS_KEY_ID]",
+)
+@click.option(
+    "--access-key-secret",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    required=True,
+    help="[env: ALIBABA_CLOUD_ACCESS_KEY_SECRET]",
+)
+@click.option(
+    "--callback-url",
+    multiple=True,
+    envvar="TRACKER_CALLBACK_URL",
+    help="Where events go; repeat to alternate between replicas [env: TRACKER_CALLBACK_URL]",
+)
+@click.option(
+    "--auth-key",
+    default=None,
+    help="Sign callbacks with this AuthKey [default: first TRACKER_CALLBACK_AUTH_KEY]",
+)
+@click.option("--delay", default=2.0, show_default=True, help="Seconds from submit to result")
+@click.option("--fail-rate", default=0.0, show_default=True, help="Share of jobs that fail")
+@click.option("--drop-rate", default=0.0, show_default=True, help="Share of events never sent")
+@click.option("--duplicate-rate", default=0.0, show_default=True, help="Share sent twice")
+@click.option("--late-rate", default=0.0, show_default=True, help="Share delivered late")
+@click.option("--late-seconds", default=3.0, show_default=True, help="How late")
+@click.option("--qps", default=None, type=float, help="Answer Throttling.User above this rate")
+@click.option(
+    "--slow-rate",
+    default=0.0,
+    show_default=True,
+    help="Share of API answers held back after the work is done",
+)
+@click.option("--slow-seconds", default=15.0, show_default=True, help="How long they are held")
+@click.option(
+    "--error-rate",
+    default=0.0,
+    show_default=True,
+    help="Share of API calls answered InternalError (500) without doing anything",
+)
+@click.option(
+    "--reset-rate",
+    default=0.0,
+    show_default=True,
+    help="Share of API answers cut off midway after the work is done",
+)
+@click.option(
+    "--unsolicited-rate",
+    default=0.0,
+    show_default=True,
+    help="Chance per SubmitAIJob of an extra AIMediaDNAComplete nobody submitted",
+)
+@click.option("--seed", default=None, type=int, help="Same seed, same ids and outcomes")
+def fake_vod(
+    host: str,
+    port: int,
+    access_key_id: str,
+    access_key_secret: str,
+    callback_url: tuple[str, ...],
+    auth_key: str | None,
+    **faults: Any,
+) -> None:
+    """Run the local VOD simulator (signed API, AI jobs, callbacks, fault injection)."""
+    from tracker.fakevod import run_fake_vod
+
+    if auth_key is None:
+        keys = [k.strip() for k in os.environ.get("TRACKER_CALLBACK_AUTH_KEY", "").split(",")]
+        auth_key = next((k for k in keys if k), None)
+    setup_logging()
+    run_fake_vod(
+        host,
+        port,
+        access_key_id=access_key_id,
+        access_key_secret=access_key_secret,
+        callback_urls=list(callback_url),
+        auth_key=auth_key,
+        **faults,
     )

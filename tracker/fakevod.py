@@ -1,0 +1,794 @@
+"""A local stand-in for ApsaraVideo VOD: signed RPC API, simulated AI jobs, callbacks, faults.
+
+Held to ../shared/vod-reference.md: it verifies requests the way the gateway does (section 4),
+answers with VOD's bodies and error shapes (sections 1-3) and delivers events like VOD (section 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import aiohttp
+from aiohttp import web
+
+from tracker.vod import (
+    API_VERSION,
+    JOB_TYPES,
+    LIST_LIMIT,
+    format_timestamp,
+    parse_vod_time,
+    sign_callback,
+    sign_v1,
+    string_to_sign,
+)
+
+log = logging.getLogger(__name__)
+
+WINDOW = 900.0  # seconds: timestamp skew allowed and how long a nonce stays used (section 1.3)
+EVENT_TYPES = {"AIVideoTag": "AIVideoTagComplete", "AIMediaDNA": "AIMediaDNAComplete"}
+APP_ID = "app-1000000"
+EXTEND_LIMIT = 512  # bytes (section 6.3)
+V3 = "ACS3-HMAC-SHA256"
+# Status codes for the [U] cases of section 1.5: both SDKs only need a 4xx, and aliyun's gateway
+# has been seen answering 400 for both; the tracker's client retries Throttling* on any status.
+SIGNATURE_STATUS = 400
+THROTTLE_STATUS = 400
+
+
+class Refused(Exception):
+    """An error answer in VOD's shape."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class FakeJob:
+    """One simulated AI job: the truth tests compare the tracker against."""
+
+    job_id: str
+    media_id: str
+    type: str
+    status: str = "init"  # init -> processing -> success | fail
+    code: str = ""
+    message: str = ""
+    data: str = ""  # JSON string, as VOD sends it
+    creation_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    complete_time: datetime | None = None
+    callback_url: str | None = None  # from UserData.MessageCallback
+    extend: str | None = None  # UserData.Extend, echoed as a JSON string [U] (section 6.3)
+    submitted: bool = True  # False for DNA jobs VOD ran on its own (section 7)
+    will_fail: bool = False
+    drop: bool = False
+    duplicate: bool = False
+    late: bool = False
+    attempts: int = 0  # delivery attempts made
+    acknowledged: int = 0  # deliveries answered 200
+
+    @property
+    def event_type(self) -> str:
+        return EVENT_TYPES[self.type]
+
+    @property
+    def final(self) -> bool:
+        return self.status in ("success", "fail")
+
+    def list_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "JobId": self.job_id,
+            "MediaId": self.media_id,
+            "Type": self.type,
+            "Status": self.status,
+            "CreationTime": format_timestamp(self.creation_time),
+        }
+        if self.final:
+            item.update(Code=self.code, Message=self.message, Data=self.data)
+            assert self.complete_time is not None
+            item["CompleteTime"] = format_timestamp(self.complete_time)
+        return item
+
+    def event(self) -> dict[str, Any]:
+        """The callback body of section 6.2."""
+        assert self.complete_time is not None
+        body = {
+            "EventTime": format_timestamp(self.complete_time),
+            "EventType": self.event_type,
+            "JobId": self.job_id,
+            "MediaId": self.media_id,
+            "Status": self.status,
+            "Code": self.code,
+            "Message": self.message,
+            "Data": self.data,
+        }
+        if self.type == "AIMediaDNA":
+            body["CompleteTime"] = format_timestamp(self.complete_time)
+        if self.extend is not None:
+            body["Extend"] = self.extend
+        return body
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One callback POST attempt."""
+
+    job_id: str
+    url: str
+    attempt: int
+    status: int | None
+    error: str | None = None
+
+
+class FakeVod:
+    """The simulator. Fault attributes may be changed while it runs; `jobs` is the truth."""
+
+    def __init__(
+        self,
+        *,
+        access_key_id: str,
+        access_key_secret: str,
+        callback_url: str | None = None,
+        auth_key: str | None = None,
+        delay: float = 2.0,
+        fail_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        qps: float | None = None,
+        seed: int | None = None,
+        late_rate: float = 0.0,
+        late_seconds: float = 3.0,
+        slow_rate: float = 0.0,
+        slow_seconds: float = 15.0,
+        error_rate: float = 0.0,
+        reset_rate: float = 0.0,
+        unsolicited_rate: float = 0.0,
+        extra_callback_urls: list[str] | None = None,
+        callback_attempts: int = 3,
+        callback_interval: float = 1.0,
+        callback_timeout: float = 5.0,
+    ) -> None:
+        self.access_key_id = access_key_id
+        self._secret = access_key_secret
+        self.delay = delay
+        self.fail_rate = fail_rate
+        self.drop_rate = drop_rate
+        self.duplicate_rate = duplicate_rate
+        self.late_rate = late_rate
+        self.late_seconds = late_seconds
+        self.slow_rate = slow_rate
+        self.slow_seconds = slow_seconds
+        self.error_rate = error_rate
+        self.reset_rate = reset_rate
+        self.unsolicited_rate = unsolicited_rate
+        self.extra_callback_urls = list(extra_callback_urls or [])
+        self.callback_attempts = callback_attempts
+        self.callback_interval = callback_interval
+        self.callback_timeout = callback_timeout
+        self.rng = random.Random(seed)
+        self.message_callback: dict[str, str] = {
+            "AppId": APP_ID,
+            "CallbackType": "HTTP",
+            "CallbackURL": callback_url or "",
+            "AuthSwitch": "on" if auth_key else "off",
+            "AuthKey": auth_key or "",
+            # As if the operator ticked "Video AI processing completed" (section 6.1).
+            "EventTypeList": "AIComplete",
+            "MnsEndpoint": "",
+            "MnsQueueName": "",
+        }
+        self.jobs: dict[str, FakeJob] = {}
+        self.submit_calls = 0
+        self.requests = 0
+        self.refused: dict[str, int] = {}  # error code -> how many answers carried it
+        self.deliveries: list[Delivery] = []
+        self.dropped: list[str] = []  # job ids whose event was never acknowledged
+        self._qps: float | None = None
+        self.qps = qps
+        self._nonces: dict[str, float] = {}
+        self._nonce_order: deque[tuple[float, str]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._round_robin = 0
+        self.url = ""
+
+    # -- runtime knobs --
+
+    @property
+    def qps(self) -> float | None:
+        return self._qps
+
+    @qps.setter
+    def qps(self, value: float | None) -> None:
+        self._qps = value if value and value > 0 else None
+        self._tokens = max(1.0, self._qps or 1.0)
+        self._refilled = time.monotonic()
+
+    @property
+    def callback_url(self) -> str | None:
+        return self.message_callback["CallbackURL"] or None
+
+    @callback_url.setter
+    def callback_url(self, value: str | None) -> None:
+        self.message_callback["CallbackURL"] = value or ""
+
+    @property
+    def auth_key(self) -> str | None:
+        on = self.message_callback["AuthSwitch"] == "on"
+        return (self.message_callback["AuthKey"] or None) if on else None
+
+    @auth_key.setter
+    def auth_key(self, value: str | None) -> None:
+        self.message_callback.update(AuthKey=value or "", AuthSwitch="on" if value else "off")
+
+    def __repr__(self) -> str:
+        return f"FakeVod(url={self.url!r}, access_key_id={self.access_key_id!r})"
+
+    # -- lifecycle --
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_route("*", "/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
+        self.url = f"http://{shown}:{bound[1]}"
+        self._http = aiohttp.ClientSession()
+        return self.url
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def __aenter__(self) -> FakeVod:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def idle(self, timeout: float) -> None:  # noqa: ASYNC109 - the agreed interface
+        """Wait until every job finished and every delivery ended; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while self._tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"fake VOD still busy: {len(self._tasks)} tasks")
+            await asyncio.wait(set(self._tasks), timeout=remaining)
+
+    # -- the API --
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        request_id = self._request_id()
+        try:
+            action, params = await self._authenticate(request)
+            self._throttle()
+            if self._chance(self.error_rate):
+                raise Refused(
+                    500,
+                    "InternalError",
+                    "The request processing has failed due to some unknown error.",
+                )
+            handler = self._actions().get(action)
+            if handler is None:
+                raise Refused(
+                    404, "InvalidAction.NotFound", f"Specified api is not found: {action}"
+                )
+            body = {"RequestId": request_id, **handler(params)}
+        except Refused as refusal:
+            self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
+            return web.json_response(
+                {
+                    "RequestId": request_id,
+                    "HostId": request.host,
+                    "Code": refusal.code,
+                    "Message": refusal.message,
+                    "Recommend": f"https://next.api.aliyun.com/troubleshoot?q={refusal.code}&product=vod",
+                },
+                status=refusal.status,
+            )
+        if self._chance(self.slow_rate):
+            # The work is done; answering late lets the caller time out after the fact.
+            await asyncio.sleep(self.slow_seconds)
+        payload = json.dumps(body).encode()
+        if self._chance(self.reset_rate):
+            return await _reset_midway(request, payload)
+        return web.Response(body=payload, content_type="application/json")
+
+    def _actions(self) -> dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]:
+        return {
+            "SubmitAIJob": self._submit,
+            "ListAIJob": self._list,
+            "GetAIVideoTagResult": self._tag_result,
+            "GetMediaDNAResult": self._dna_result,
+            "GetMessageCallback": self._get_callback,
+            "SetMessageCallback": self._set_callback,
+        }
+
+    def _submit(self, params: Mapping[str, str]) -> dict[str, Any]:
+        media_id = _required(params, "MediaId")
+        types = [t.strip() for t in _required(params, "Types").split(",") if t.strip()]
+        if not types or any(t not in JOB_TYPES for t in types):
+            raise Refused(
+                400,
+                "InvalidParameter",
+                f"The specified parameter Types is not valid: {params['Types']}",
+            )
+        _json_param(params, "Config")
+        user_data = _json_param(params, "UserData")
+        callback_url, extend = _user_data_fields(user_data)
+        self.submit_calls += 1
+        jobs = [self._create(media_id, t, callback_url, extend) for t in dict.fromkeys(types)]
+        if self._chance(self.unsolicited_rate):
+            self.emit_unsolicited()
+        return {
+            "AIJobList": {
+                "AIJob": [{"JobId": j.job_id, "MediaId": j.media_id, "Type": j.type} for j in jobs]
+            }
+        }
+
+    def _list(self, params: Mapping[str, str]) -> dict[str, Any]:
+        ids = [i.strip() for i in _required(params, "JobIds").split(",") if i.strip()]
+        if len(ids) > LIST_LIMIT:
+            raise Refused(400, "InvalidParameter", f"JobIds holds more than {LIST_LIMIT} ids")
+        found = [self.jobs[i].list_item() for i in ids if i in self.jobs]
+        missing = [i for i in ids if i not in self.jobs]
+        return {"AIJobList": {"AIJob": found}, "NonExistAIJobIds": {"String": missing}}
+
+    def _latest(self, media_id: str, job_type: str) -> FakeJob | None:
+        done = [
+            j
+            for j in self.jobs.values()
+            if j.media_id == media_id and j.type == job_type and j.status == "success"
+        ]
+        return max(done, key=lambda j: j.complete_time or j.creation_time, default=None)
+
+    def _tag_result(self, params: Mapping[str, str]) -> dict[str, Any]:
+        job = self._latest(_required(params, "MediaId"), "AIVideoTag")
+        return {"VideoTagResult": json.loads(job.data)} if job else {}
+
+    def _dna_result(self, params: Mapping[str, str]) -> dict[str, Any]:
+        job = self._latest(_required(params, "MediaId"), "AIMediaDNA")
+        return {"DNAResult": json.loads(job.data)} if job else {}
+
+    def _get_callback(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"MessageCallback": dict(self.message_callback)}
+
+    def _set_callback(self, params: Mapping[str, str]) -> dict[str, Any]:
+        changes = {k: params[k] for k in self.message_callback if k in params and k != "AppId"}
+        if changes.get("CallbackType", "HTTP").upper() not in ("HTTP", "MNS"):
+            raise Refused(400, "InvalidParameter", "CallbackType must be HTTP or MNS")
+        if changes.get("AuthSwitch", "on") not in ("on", "off"):
+            raise Refused(400, "InvalidParameter", "AuthSwitch must be on or off")
+        if len(changes.get("CallbackURL", "").encode()) > 256:
+            raise Refused(400, "InvalidParameter", "CallbackURL is longer than 256 bytes")
+        if "AuthKey" in changes and not _valid_auth_key(changes["AuthKey"]):
+            raise Refused(
+                400,
+                "InvalidParameter",
+                "AuthKey must be at most 32 characters and mix upper case, lower case and digits",
+            )
+        self.message_callback.update(changes)
+        return {}
+
+    # -- request checks (section 4) --
+
+    async def _authenticate(self, request: web.Request) -> tuple[str, dict[str, str]]:
+        params = dict(request.query)
+        body = await request.read()
+        if request.content_type == "application/x-www-form-urlencoded" and body:
+            try:
+                params.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+            except (UnicodeDecodeError, ValueError):
+                raise Refused(400, "InvalidParameter", "The form body is malformed.") from None
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith(V3 + " "):
+            return self._check_v3(request, params, body, authorization), params
+        return self._check_v1(request.method, params), params
+
+    def _check_v1(self, method: str, params: dict[str, str]) -> str:
+        for name in (
+            "Action",
+            "Version",
+            "AccessKeyId",
+            "Signature",
+            "SignatureNonce",
+            "Timestamp",
+            "SignatureMethod",
+        ):
+            _required(params, name)
+        if params["Version"] != API_VERSION:
+            raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
+        if params["SignatureMethod"] != "HMAC-SHA1":
+            raise Refused(400, "InvalidParameter", "SignatureMethod must be HMAC-SHA1")
+        self._check_time(params["Timestamp"])
+        self._check_key(params["AccessKeyId"])
+        signed = {k: v for k, v in params.items() if k != "Signature"}
+        expected = sign_v1(method, signed, self._secret)
+        if not hmac.compare_digest(expected, params["Signature"]):
+            raise Refused(
+                SIGNATURE_STATUS,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation. server string to "
+                f"sign is:{string_to_sign(method, signed)}",
+            )
+        self._use_nonce(params["SignatureNonce"])
+        return params["Action"]
+
+    def _check_v3(
+        self, request: web.Request, params: dict[str, str], body: bytes, authorization: str
+    ) -> str:
+        fields = dict(
+            part.strip().split("=", 1)
+            for part in authorization[len(V3) :].split(",")
+            if "=" in part
+        )
+        headers = request.headers
+        action = headers.get("x-acs-action", "")
+        for name in ("x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce"):
+            if not headers.get(name):
+                raise Refused(400, "MissingParameter", f"The header {name} is missing.")
+        if headers["x-acs-version"] != API_VERSION:
+            raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
+        self._check_time(headers["x-acs-date"])
+        self._check_key(fields.get("Credential", ""))
+        signed_names = [n for n in fields.get("SignedHeaders", "").split(";") if n]
+        if not {"x-acs-date", "x-acs-signature-nonce"} <= set(signed_names):
+            raise Refused(400, "InvalidParameter", "x-acs-date and the nonce must be signed")
+        payload = hashlib.sha256(body).hexdigest()
+        if headers.get("x-acs-content-sha256", payload) != payload:
+            raise Refused(400, "ContentSHA256NotMatch", "x-acs-content-sha256 is not the body's")
+        query = "&".join(
+            f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(request.query.items())
+        )
+        canonical_headers = "".join(
+            f"{n}:{','.join(sorted(v.strip() for v in headers.getall(n, [])))}\n"
+            for n in signed_names
+        )
+        canonical = "\n".join(
+            [
+                request.method,
+                request.path or "/",
+                query,
+                canonical_headers,
+                ";".join(signed_names),
+                payload,
+            ]
+        )
+        to_sign = f"{V3}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        expected = hmac.new(self._secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, fields.get("Signature", "")):
+            raise Refused(
+                SIGNATURE_STATUS,
+                "SignatureDoesNotMatch",
+                f"Specified signature is not matched with our calculation. server string to "
+                f"sign is:{to_sign}",
+            )
+        self._use_nonce(headers["x-acs-signature-nonce"])
+        return action
+
+    def _check_time(self, stamp: str) -> None:
+        moment = parse_vod_time(stamp)
+        if moment is None:
+            raise Refused(
+                400, "InvalidTimeStamp.Format", f"Specified time stamp is not valid: {stamp}"
+            )
+        if abs((datetime.now(UTC) - moment).total_seconds()) > WINDOW:
+            raise Refused(
+                400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
+            )
+
+    def _check_key(self, access_key_id: str) -> None:
+        if access_key_id != self.access_key_id:
+            raise Refused(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+
+    def _use_nonce(self, nonce: str) -> None:
+        now = time.monotonic()
+        while self._nonce_order and self._nonce_order[0][0] < now - WINDOW:
+            self._nonces.pop(self._nonce_order.popleft()[1], None)
+        if nonce in self._nonces:
+            raise Refused(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+        self._nonces[nonce] = now
+        self._nonce_order.append((now, nonce))
+
+    def _throttle(self) -> None:
+        """A token bucket of `qps` tokens refilled at `qps` per second."""
+        if self._qps is None:
+            return
+        now = time.monotonic()
+        self._tokens = min(self._qps, self._tokens + (now - self._refilled) * self._qps)
+        self._refilled = now
+        if self._tokens < 1:
+            raise Refused(
+                THROTTLE_STATUS, "Throttling.User", "Request was denied due to user flow control."
+            )
+        self._tokens -= 1
+
+    # -- simulated processing --
+
+    def _create(
+        self, media_id: str, job_type: str, callback_url: str | None, extend: str | None
+    ) -> FakeJob:
+        job = FakeJob(
+            job_id=self._hex(),
+            media_id=media_id,
+            type=job_type,
+            callback_url=callback_url,
+            extend=extend,
+            will_fail=self._chance(self.fail_rate),
+            drop=self._chance(self.drop_rate),
+            duplicate=self._chance(self.duplicate_rate),
+            late=self._chance(self.late_rate),
+        )
+        job.data = self._result(job_type)  # drawn now so --seed fixes it
+        self.jobs[job.job_id] = job
+        self._spawn(self._run(job))
+        return job
+
+    def emit_unsolicited(self, media_id: str | None = None) -> FakeJob:
+        """A DNA job nobody submitted, as VOD runs after each upload (section 7)."""
+        job = self._create(media_id or self._hex(), "AIMediaDNA", None, None)
+        job.submitted = False
+        return job
+
+    async def _run(self, job: FakeJob) -> None:
+        await asyncio.sleep(self.delay * 0.25)
+        job.status = "processing"
+        await asyncio.sleep(self.delay * 0.75)
+        job.complete_time = datetime.now(UTC)
+        if job.will_fail:
+            # No failed AI event is published (section 6.2 [U]): a plausible code, empty Data.
+            job.status, job.code, job.message, job.data = (
+                "fail",
+                "InternalError",
+                "The AI job failed.",
+                "",
+            )
+        else:
+            job.status, job.code, job.message = "success", "0", "OK"
+        if job.drop:
+            self.dropped.append(job.job_id)
+            return
+        if job.late:
+            await asyncio.sleep(self.late_seconds)
+        delivered = await self._deliver(job)
+        if delivered and job.duplicate:
+            self._spawn(self._deliver_again(job))
+
+    async def _deliver_again(self, job: FakeJob) -> None:
+        await asyncio.sleep(self.callback_interval)
+        await self._deliver(job)
+
+    def _targets(self, job: FakeJob) -> list[str]:
+        config = self.message_callback
+        events = {e.strip() for e in config["EventTypeList"].split(",")}
+        if config["CallbackType"].upper() != "HTTP" or not (
+            events & {"ALL", "AIComplete", job.event_type}
+        ):
+            return []
+        if job.callback_url:
+            return [job.callback_url]
+        return [u for u in [config["CallbackURL"], *self.extra_callback_urls] if u]
+
+    async def _deliver(self, job: FakeJob) -> bool:
+        """Up to `callback_attempts` POSTs, `callback_interval` apart; only 200 counts (6.5)."""
+        targets = self._targets(job)
+        if not targets or self._http is None:
+            self.dropped.append(job.job_id)
+            return False
+        body = json.dumps(job.event()).encode()
+        for attempt in range(1, self.callback_attempts + 1):
+            url = targets[self._round_robin % len(targets)]
+            self._round_robin += 1
+            headers = {"Content-Type": "application/json"}
+            if (key := self.auth_key) is not None:
+                stamp = int(time.time())
+                headers["X-VOD-TIMESTAMP"] = str(stamp)
+                headers["X-VOD-SIGNATURE"] = sign_callback(url, stamp, key)
+            job.attempts += 1
+            try:
+                async with self._http.post(
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
+                ) as response:
+                    status = response.status
+                self.deliveries.append(Delivery(job.job_id, url, attempt, status))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = None
+                self.deliveries.append(Delivery(job.job_id, url, attempt, None, type(exc).__name__))
+            if status == 200:
+                job.acknowledged += 1
+                return True
+            if attempt < self.callback_attempts:
+                await asyncio.sleep(self.callback_interval)
+        log.info("callback for %s dropped after %d attempts", job.job_id, self.callback_attempts)
+        self.dropped.append(job.job_id)
+        return False
+
+    # -- helpers --
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
+
+    def _hex(self) -> str:
+        return f"{self.rng.getrandbits(128):032x}"
+
+    def _request_id(self) -> str:
+        h = f"{self.rng.getrandbits(128):032X}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def _result(self, job_type: str) -> str:
+        """A result shaped like section 6.2, drawn from the seeded generator."""
+        rng = self.rng
+        if job_type == "AIMediaDNA":
+            matches = []
+            if rng.random() < 0.3:
+                start = round(rng.uniform(0, 30), 1)
+                span = round(rng.uniform(5, 20), 1)
+                matches.append(
+                    {
+                        "Similarity": f"{rng.uniform(0.8, 1.0):.2f}",
+                        "PrimaryKey": self._hex(),
+                        "Detail": [
+                            {
+                                "Input": {"Start": f"{start}", "Duration": f"{span}"},
+                                "Duplication": {"Start": f"{start + 0.5}", "Duration": f"{span}"},
+                            }
+                        ],
+                    }
+                )
+            return json.dumps({"VideoDNA": matches}, separators=(",", ":"))
+
+        def tags(words: list[str]) -> list[dict[str, Any]]:
+            return [
+                {"Tag": w, "Times": [str(rng.randrange(0, 60000, 10)) for _ in range(2)]}
+                for w in rng.sample(words, rng.randint(1, 2))
+            ]
+
+        result = {
+            "Keyword": tags(["cushion", "sofa", "coffee", "guitar", "bicycle"]),
+            "Location": tags(["Asia", "beach", "office", "street"]),
+            "Category": [{"Tag": rng.choice(["life", "music", "sports", "travel"])}],
+        }
+        return json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _reset_midway(request: web.Request, payload: bytes) -> web.StreamResponse:
+    """Start the answer, then drop the connection: the caller cannot know what happened."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.content_length = len(payload)
+    await response.prepare(request)
+    await response.write(payload[: len(payload) // 2])
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
+
+def _required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if value is None or value == "":
+        raise Refused(
+            400,
+            "MissingParameter",
+            f'The input parameter "{name}" that is mandatory for processing this request is not '
+            "supplied.",
+        )
+    return value
+
+
+def _json_param(params: Mapping[str, str], name: str) -> Any:
+    if not params.get(name):
+        return None
+    try:
+        return json.loads(params[name])
+    except ValueError:
+        raise Refused(
+            400, "InvalidParameter", f"The specified parameter {name} is not valid JSON."
+        ) from None
+
+
+def _user_data_fields(user_data: Any) -> tuple[str | None, str | None]:
+    """UserData.MessageCallback.CallbackURL and Extend; either may be nested JSON text (6.6)."""
+    if not isinstance(user_data, dict):
+        return None, None
+    callback = user_data.get("MessageCallback")
+    if isinstance(callback, str):
+        try:
+            callback = json.loads(callback)
+        except ValueError:
+            callback = None
+    url = callback.get("CallbackURL") if isinstance(callback, dict) else None
+    extend = user_data.get("Extend")
+    if extend is not None and not isinstance(extend, str):
+        extend = json.dumps(extend, ensure_ascii=False, separators=(",", ":"))
+    if extend is not None and len(extend.encode()) > EXTEND_LIMIT:
+        raise Refused(400, "InvalidParameter", f"UserData.Extend is over {EXTEND_LIMIT} bytes")
+    return (str(url) if url else None), extend
+
+
+def _valid_auth_key(key: str) -> bool:
+    return (
+        0 < len(key) <= 32
+        and any(c.isupper() for c in key)
+        and any(c.islower() for c in key)
+        and any(c.isdigit() for c in key)
+    )
+
+
+def run_fake_vod(
+    host: str, port: int, *, callback_urls: list[str], auth_key: str | None, **options: Any
+) -> None:
+    """`tracker fake-vod`: serve until Ctrl-C or SIGTERM."""
+    import signal
+
+    async def serve() -> None:
+        fake = FakeVod(
+            callback_url=callback_urls[0] if callback_urls else None,
+            extra_callback_urls=callback_urls[1:],
+            auth_key=auth_key,
+            **options,
+        )
+        url = await fake.start(host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        targets = ", ".join(callback_urls) or "nowhere until SetMessageCallback or UserData"
+        signed = "signed with the AuthKey" if auth_key else "unsigned"
+        faults = ", ".join(
+            f"{k}={v}" for k, v in options.items() if k.endswith("rate") and v or k == "qps" and v
+        )
+        print(  # noqa: T201 - the startup line operators look for
+            f"fake VOD listening on {url} (AccessKeyId {fake.access_key_id}); "
+            f"callbacks to {targets} ({signed}); delay {fake.delay}s"
+            + (f"; faults: {faults}" if faults else "")
+            + (f"; seed {options['seed']}" if options.get("seed") is not None else ""),
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await fake.stop()
+            log.info(
+                "fake VOD stopped: %d submits, %d jobs, %d deliveries, %d events dropped",
+                fake.submit_calls,
+                len(fake.jobs),
+                len(fake.deliveries),
+                len(fake.dropped),
+            )
+
+    asyncio.run(serve())
