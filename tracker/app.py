@@ -11,11 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import health
+from tracker import callbacks, health
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
+from tracker.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,17 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         app.state.database = database
+        inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
+        app.state.inbox = inbox
+        await inbox.start()
         try:
             yield
         finally:
+            await inbox.stop()
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes],
+        routes=[*health.routes, *callbacks.routes],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
