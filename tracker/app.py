@@ -11,11 +11,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import health
+from tracker import callbacks, health
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
+from tracker.inbox import Inbox
 from tracker.vod import VodClient
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,19 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         app.state.database = database
         vod = VodClient(settings) if settings.has_vod_credentials else None
         app.state.vod = vod
+        inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
+        app.state.inbox = inbox
+        await inbox.start()
         try:
             yield
         finally:
+            await inbox.stop()
             if vod is not None:
                 await vod.close()
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes],
+        routes=[*health.routes, *callbacks.routes],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
