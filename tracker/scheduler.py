@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import case, delete, func, literal, or_, select, text, true, update
+from sqlalchemy import Update, case, delete, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +50,24 @@ STOP_TIMEOUT = 10.0
 # --- the jobs' work -----------------------------------------------------------------------------
 
 
+def stale_sweep(settings: Settings, now: datetime) -> Update:
+    """The sweep's one UPDATE (see `flag_stale_jobs`)."""
+    default = now - settings.stale_after
+    cutoffs = {t: now - settings.stale_after_for(t) for t in JOB_TYPES}
+    latest = max([default, *cutoffs.values()])
+    where: list[Any] = [text(UNFLAGGED_SQL), Job.submitted_at < latest]
+    if any(cutoff != default for cutoff in cutoffs.values()):
+        when = {t: literal(c, Job.submitted_at.type) for t, c in cutoffs.items()}
+        otherwise = literal(default, Job.submitted_at.type)
+        where.append(Job.submitted_at < case(when, value=Job.type, else_=otherwise))
+    return (
+        update(Job)
+        .where(*where)
+        .values(stale=True, stale_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def flag_stale_jobs(session: AsyncSession, settings: Settings, now: datetime) -> int:
     """Flag unfinished jobs older than their type's threshold: `stale = true, stale_at = now`
     where not already stale; return how many were flagged.
@@ -62,22 +80,7 @@ async def flag_stale_jobs(session: AsyncSession, settings: Settings, now: dateti
     (SQLite's single writer). A flagged job that finishes is unflagged by `transition` and keeps
     `stale_at`.
     """
-    default = now - settings.stale_after
-    cutoffs = {t: now - settings.stale_after_for(t) for t in JOB_TYPES}
-    latest = max([default, *cutoffs.values()])
-    where: list[Any] = [text(UNFLAGGED_SQL), Job.submitted_at < latest]
-    if any(cutoff != default for cutoff in cutoffs.values()):
-        when = {t: literal(c, Job.submitted_at.type) for t, c in cutoffs.items()}
-        where.append(
-            Job.submitted_at
-            < case(when, value=Job.type, else_=literal(default, Job.submitted_at.type))
-        )
-    result = await session.execute(
-        update(Job)
-        .where(*where)
-        .values(stale=True, stale_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(stale_sweep(settings, now))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
