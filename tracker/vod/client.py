@@ -1,23 +1,15 @@
-"""The ApsaraVideo VOD client: v1 signing, typed errors, bounded retries, one shared rate limiter.
-
-Wire facts come from ../shared/vod-reference.md (sections 1-4); section numbers below point there.
-"""
+"""The VOD client: one aiohttp session, typed errors, bounded retries, the shared rate limiter."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import SimpleNamespace, TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -27,13 +19,20 @@ import aiohttp
 from tracker.config import Settings
 from tracker.errors import TrackerError
 from tracker.metrics import VOD_CALLS, VOD_SECONDS
-from tracker.transitions import Outcome
+from tracker.vod.results import (
+    LIST_LIMIT,
+    AIJob,
+    AIJobStatus,
+    ListResult,
+    SubmitResult,
+    as_list,
+    missing_ids,
+    opt_str,
+)
+from tracker.vod.signing import API_VERSION, format_timestamp, percent_encode, sign_v1
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "2017-03-21"
-JOB_TYPES = ("AIVideoTag", "AIMediaDNA")
-LIST_LIMIT = 10  # ListAIJob takes at most 10 JobIds (section 3.1)
 # Throttling answers: VOD's codes, plus HTTP 429/503 whatever the code (section 1.5).
 THROTTLE_STATUSES = frozenset({429, 503})
 # Actions that change nothing when repeated; only these are retried after the request was sent.
@@ -46,9 +45,6 @@ IDEMPOTENT = frozenset(
         "SetMessageCallback",
     }
 )
-
-
-# --- errors -------------------------------------------------------------------------------------
 
 
 class VodError(TrackerError):
@@ -97,171 +93,6 @@ class VodUnreachable(TrackerError):
     code = "vod_unreachable"
 
 
-# --- signing (section 4) ------------------------------------------------------------------------
-
-
-def percent_encode(value: str) -> str:
-    """RFC 3986 encoding of UTF-8: only A-Z a-z 0-9 - _ . ~ stay; space is %20, * is %2A."""
-    return quote(value, safe="-_.~", encoding="utf-8")
-
-
-def canonical_query(params: Mapping[str, str]) -> str:
-    """Sorted `name=value` pairs of every parameter except `Signature`."""
-    return "&".join(
-        f"{percent_encode(k)}={percent_encode(v)}"
-        for k, v in sorted(params.items())
-        if k != "Signature"
-    )
-
-
-def string_to_sign(method: str, params: Mapping[str, str]) -> str:
-    return f"{method.upper()}&%2F&{percent_encode(canonical_query(params))}"
-
-
-def sign_v1(method: str, params: Mapping[str, str], secret: str) -> str:
-    """HMAC-SHA1 signature version 1.0 over exactly `params` (minus `Signature`)."""
-    digest = hmac.new(
-        f"{secret}&".encode(), string_to_sign(method, params).encode(), hashlib.sha1
-    ).digest()
-    return base64.b64encode(digest).decode()
-
-
-def sign_callback(url: str, timestamp: int, key: str) -> str:
-    """X-VOD-SIGNATURE: md5 hex of `url|timestamp|key`; the body is not signed (section 6.4)."""
-    return hashlib.md5(f"{url}|{timestamp}|{key}".encode()).hexdigest()
-
-
-def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-_VOD_TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.:](\d{1,6}))?(Z|[+-]\d{2}:?\d{2})?$"
-)
-
-
-def parse_vod_time(value: object) -> datetime | None:
-    """Aware UTC from VOD's times, leniently: `...:ssZ`, `.SSSZ`, and the `:SSSZ` of section 6.2."""
-    if not isinstance(value, str) or not (match := _VOD_TIME.match(value.strip())):
-        return None
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    micros = int((fraction or "0").ljust(6, "0")[:6])
-    try:
-        moment = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micros, UTC
-        )
-    except ValueError:
-        return None
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        digits = zone[1:].replace(":", "")
-        moment -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-    return moment
-
-
-# --- results ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AIJob:
-    job_id: str
-    media_id: str
-    type: str
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    request_id: str
-    jobs: list[AIJob]
-
-
-def parse_json_string(value: Any) -> Any:
-    """VOD nests JSON as strings (`Data`); empty means None, unparseable stays the raw string."""
-    if not isinstance(value, str):
-        return value
-    if not value.strip():
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-@dataclass(frozen=True)
-class AIJobStatus:
-    job_id: str
-    media_id: str
-    type: str
-    status: str  # lower-cased: success | fail | init | processing
-    code: str | None
-    message: str | None
-    data: Any
-    creation_time: datetime | None
-    complete_time: datetime | None
-
-    @classmethod
-    def from_vod(cls, item: Mapping[str, Any]) -> AIJobStatus:
-        return cls(
-            job_id=str(item.get("JobId", "")),
-            media_id=str(item.get("MediaId", "")),
-            type=str(item.get("Type", "")),
-            status=str(item.get("Status", "")).lower(),
-            code=_opt_str(item.get("Code")),
-            message=_opt_str(item.get("Message")),
-            data=parse_json_string(item.get("Data")),
-            creation_time=parse_vod_time(item.get("CreationTime")),
-            complete_time=parse_vod_time(item.get("CompleteTime")),
-        )
-
-    def to_outcome(self) -> Outcome:
-        return Outcome(
-            job_id=self.job_id,
-            type=self.type,
-            status=self.status,
-            media_id=self.media_id or None,
-            code=self.code,
-            message=self.message,
-            data=self.data,
-            event_time=self.complete_time or self.creation_time,
-            completed_at=self.complete_time,
-        )
-
-
-@dataclass(frozen=True)
-class ListResult:
-    request_id: str
-    jobs: list[AIJobStatus]
-    missing: list[str]  # NonExistAIJobIds
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _as_list(container: Any, key: str) -> list[Any]:
-    """`{"AIJob": [...]}` -> list; tolerates a single object or a missing wrapper."""
-    if isinstance(container, Mapping):
-        container = container.get(key, [])
-    if container is None:
-        return []
-    return list(container) if isinstance(container, list) else [container]
-
-
-def _missing_ids(body: Mapping[str, Any]) -> list[str]:
-    # One doc sample puts a JSON-array string inside the list (section 3.1): flatten leniently.
-    ids: list[str] = []
-    for item in _as_list(body.get("NonExistAIJobIds"), "String"):
-        parsed = parse_json_string(item) if isinstance(item, str) else item
-        if isinstance(parsed, list):
-            ids.extend(str(x) for x in parsed)
-        elif isinstance(item, str):
-            ids.extend(part.strip() for part in item.split(",") if part.strip())
-    return ids
-
-
-# --- rate limiting ------------------------------------------------------------------------------
-
-
 class RateLimiter:
     """Evenly spaced slots at `rate` per second (burst 1), safe across tasks and event loops.
 
@@ -292,13 +123,6 @@ def shared_limiter(endpoint: str, access_key_id: str, rate: float) -> RateLimite
     if key not in _LIMITERS:
         _LIMITERS[key] = RateLimiter(rate)
     return _LIMITERS[key]
-
-
-# --- the client ---------------------------------------------------------------------------------
-
-
-class _Sent(Exception):
-    """Internal: a transport failure after the request may have reached VOD."""
 
 
 class VodClient:
@@ -384,7 +208,7 @@ class VodClient:
         body = await self.call("SubmitAIJob", params)
         jobs = [
             AIJob(str(j.get("JobId", "")), str(j.get("MediaId", media_id)), str(j.get("Type", "")))
-            for j in _as_list(body.get("AIJobList"), "AIJob")
+            for j in as_list(body.get("AIJobList"), "AIJob")
         ]
         return SubmitResult(str(body.get("RequestId", "")), jobs)
 
@@ -394,8 +218,8 @@ class VodClient:
         if not job_ids:
             return ListResult("", [], [])
         body = await self.call("ListAIJob", {"JobIds": ",".join(job_ids)})
-        jobs = [AIJobStatus.from_vod(j) for j in _as_list(body.get("AIJobList"), "AIJob")]
-        return ListResult(str(body.get("RequestId", "")), jobs, _missing_ids(body))
+        jobs = [AIJobStatus.from_vod(j) for j in as_list(body.get("AIJobList"), "AIJob")]
+        return ListResult(str(body.get("RequestId", "")), jobs, missing_ids(body))
 
     async def get_ai_video_tag_result(self, media_id: str) -> dict[str, Any]:
         body = await self.call("GetAIVideoTagResult", {"MediaId": media_id})
@@ -508,8 +332,8 @@ class VodClient:
                 self._redact(str(body.get("Message", ""))),
                 vod_code=str(body["Code"]),
                 http_status=status,
-                request_id=_opt_str(body.get("RequestId")),
-                recommend=_opt_str(body.get("Recommend")),
+                request_id=opt_str(body.get("RequestId")),
+                recommend=opt_str(body.get("Recommend")),
             )
         else:
             snippet = self._redact(raw[:200].decode("utf-8", "replace"))

@@ -1,4 +1,4 @@
-"""A local stand-in for ApsaraVideo VOD: signed RPC API, simulated AI jobs, callbacks, faults.
+"""The simulator itself: serves the API, runs the jobs, delivers the events, injects faults.
 
 Held to ../shared/vod-reference.md: it verifies requests the way the gateway does (section 4),
 answers with VOD's bodies and error shapes (sections 1-3) and delivers events like VOD (section 6).
@@ -7,130 +7,24 @@ answers with VOD's bodies and error shapes (sections 1-3) and delivers events li
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 import aiohttp
 from aiohttp import web
 
-from tracker.vod import (
-    API_VERSION,
-    JOB_TYPES,
-    LIST_LIMIT,
-    format_timestamp,
-    parse_vod_time,
-    sign_callback,
-    sign_v1,
-    string_to_sign,
-)
+from tracker.fakevod.gateway import Gateway, Refused, required
+from tracker.fakevod.jobs import Delivery, FakeJob, draw_result, json_param, user_data_fields
+from tracker.vod import JOB_TYPES, LIST_LIMIT, sign_callback
 
 log = logging.getLogger(__name__)
 
-WINDOW = 900.0  # seconds: timestamp skew allowed and how long a nonce stays used (section 1.3)
-EVENT_TYPES = {"AIVideoTag": "AIVideoTagComplete", "AIMediaDNA": "AIMediaDNAComplete"}
 APP_ID = "app-1000000"
-EXTEND_LIMIT = 512  # bytes (section 6.3)
-V3 = "ACS3-HMAC-SHA256"
-# Status codes for the [U] cases of section 1.5: both SDKs only need a 4xx, and aliyun's gateway
-# has been seen answering 400 for both; the tracker's client retries Throttling* on any status.
-SIGNATURE_STATUS = 400
-THROTTLE_STATUS = 400
-
-
-class Refused(Exception):
-    """An error answer in VOD's shape."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class FakeJob:
-    """One simulated AI job: the truth tests compare the tracker against."""
-
-    job_id: str
-    media_id: str
-    type: str
-    status: str = "init"  # init -> processing -> success | fail
-    code: str = ""
-    message: str = ""
-    data: str = ""  # JSON string, as VOD sends it
-    creation_time: datetime = field(default_factory=lambda: datetime.now(UTC))
-    complete_time: datetime | None = None
-    callback_url: str | None = None  # from UserData.MessageCallback
-    extend: str | None = None  # UserData.Extend, echoed as a JSON string [U] (section 6.3)
-    submitted: bool = True  # False for DNA jobs VOD ran on its own (section 7)
-    will_fail: bool = False
-    drop: bool = False
-    duplicate: bool = False
-    late: bool = False
-    attempts: int = 0  # delivery attempts made
-    acknowledged: int = 0  # deliveries answered 200
-
-    @property
-    def event_type(self) -> str:
-        return EVENT_TYPES[self.type]
-
-    @property
-    def final(self) -> bool:
-        return self.status in ("success", "fail")
-
-    def list_item(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "JobId": self.job_id,
-            "MediaId": self.media_id,
-            "Type": self.type,
-            "Status": self.status,
-            "CreationTime": format_timestamp(self.creation_time),
-        }
-        if self.final:
-            item.update(Code=self.code, Message=self.message, Data=self.data)
-            assert self.complete_time is not None
-            item["CompleteTime"] = format_timestamp(self.complete_time)
-        return item
-
-    def event(self) -> dict[str, Any]:
-        """The callback body of section 6.2."""
-        assert self.complete_time is not None
-        body = {
-            "EventTime": format_timestamp(self.complete_time),
-            "EventType": self.event_type,
-            "JobId": self.job_id,
-            "MediaId": self.media_id,
-            "Status": self.status,
-            "Code": self.code,
-            "Message": self.message,
-            "Data": self.data,
-        }
-        if self.type == "AIMediaDNA":
-            body["CompleteTime"] = format_timestamp(self.complete_time)
-        if self.extend is not None:
-            body["Extend"] = self.extend
-        return body
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One callback POST attempt."""
-
-    job_id: str
-    url: str
-    attempt: int
-    status: int | None
-    error: str | None = None
 
 
 class FakeVod:
@@ -161,8 +55,7 @@ class FakeVod:
         callback_interval: float = 1.0,
         callback_timeout: float = 5.0,
     ) -> None:
-        self.access_key_id = access_key_id
-        self._secret = access_key_secret
+        self.gateway = Gateway(access_key_id, access_key_secret, qps)
         self.delay = delay
         self.fail_rate = fail_rate
         self.drop_rate = drop_rate
@@ -196,10 +89,6 @@ class FakeVod:
         self.refused: dict[str, int] = {}  # error code -> how many answers carried it
         self.deliveries: list[Delivery] = []
         self.dropped: list[str] = []  # job ids whose event was never acknowledged
-        self._qps: float | None = None
-        self.qps = qps
-        self._nonces: dict[str, float] = {}
-        self._nonce_order: deque[tuple[float, str]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -209,14 +98,16 @@ class FakeVod:
     # -- runtime knobs --
 
     @property
+    def access_key_id(self) -> str:
+        return self.gateway.access_key_id
+
+    @property
     def qps(self) -> float | None:
-        return self._qps
+        return self.gateway.qps
 
     @qps.setter
     def qps(self, value: float | None) -> None:
-        self._qps = value if value and value > 0 else None
-        self._tokens = max(1.0, self._qps or 1.0)
-        self._refilled = time.monotonic()
+        self.gateway.qps = value
 
     @property
     def callback_url(self) -> str | None:
@@ -243,7 +134,9 @@ class FakeVod:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -287,8 +180,8 @@ class FakeVod:
         self.requests += 1
         request_id = self._request_id()
         try:
-            action, params = await self._authenticate(request)
-            self._throttle()
+            action, params = await self.gateway.authenticate(request)
+            self.gateway.throttle()
             if self._chance(self.error_rate):
                 raise Refused(
                     500,
@@ -332,17 +225,17 @@ class FakeVod:
         }
 
     def _submit(self, params: Mapping[str, str]) -> dict[str, Any]:
-        media_id = _required(params, "MediaId")
-        types = [t.strip() for t in _required(params, "Types").split(",") if t.strip()]
+        media_id = required(params, "MediaId")
+        types = [t.strip() for t in required(params, "Types").split(",") if t.strip()]
         if not types or any(t not in JOB_TYPES for t in types):
             raise Refused(
                 400,
                 "InvalidParameter",
                 f"The specified parameter Types is not valid: {params['Types']}",
             )
-        _json_param(params, "Config")
-        user_data = _json_param(params, "UserData")
-        callback_url, extend = _user_data_fields(user_data)
+        json_param(params, "Config")
+        user_data = json_param(params, "UserData")
+        callback_url, extend = user_data_fields(user_data)
         self.submit_calls += 1
         jobs = [self._create(media_id, t, callback_url, extend) for t in dict.fromkeys(types)]
         if self._chance(self.unsolicited_rate):
@@ -354,7 +247,7 @@ class FakeVod:
         }
 
     def _list(self, params: Mapping[str, str]) -> dict[str, Any]:
-        ids = [i.strip() for i in _required(params, "JobIds").split(",") if i.strip()]
+        ids = [i.strip() for i in required(params, "JobIds").split(",") if i.strip()]
         if len(ids) > LIST_LIMIT:
             raise Refused(400, "InvalidParameter", f"JobIds holds more than {LIST_LIMIT} ids")
         found = [self.jobs[i].list_item() for i in ids if i in self.jobs]
@@ -370,11 +263,11 @@ class FakeVod:
         return max(done, key=lambda j: j.complete_time or j.creation_time, default=None)
 
     def _tag_result(self, params: Mapping[str, str]) -> dict[str, Any]:
-        job = self._latest(_required(params, "MediaId"), "AIVideoTag")
+        job = self._latest(required(params, "MediaId"), "AIVideoTag")
         return {"VideoTagResult": json.loads(job.data)} if job else {}
 
     def _dna_result(self, params: Mapping[str, str]) -> dict[str, Any]:
-        job = self._latest(_required(params, "MediaId"), "AIMediaDNA")
+        job = self._latest(required(params, "MediaId"), "AIMediaDNA")
         return {"DNAResult": json.loads(job.data)} if job else {}
 
     def _get_callback(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -397,141 +290,6 @@ class FakeVod:
         self.message_callback.update(changes)
         return {}
 
-    # -- request checks (section 4) --
-
-    async def _authenticate(self, request: web.Request) -> tuple[str, dict[str, str]]:
-        params = dict(request.query)
-        body = await request.read()
-        if request.content_type == "application/x-www-form-urlencoded" and body:
-            try:
-                params.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
-            except (UnicodeDecodeError, ValueError):
-                raise Refused(400, "InvalidParameter", "The form body is malformed.") from None
-        authorization = request.headers.get("Authorization", "")
-        if authorization.startswith(V3 + " "):
-            return self._check_v3(request, params, body, authorization), params
-        return self._check_v1(request.method, params), params
-
-    def _check_v1(self, method: str, params: dict[str, str]) -> str:
-        for name in (
-            "Action",
-            "Version",
-            "AccessKeyId",
-            "Signature",
-            "SignatureNonce",
-            "Timestamp",
-            "SignatureMethod",
-        ):
-            _required(params, name)
-        if params["Version"] != API_VERSION:
-            raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
-        if params["SignatureMethod"] != "HMAC-SHA1":
-            raise Refused(400, "InvalidParameter", "SignatureMethod must be HMAC-SHA1")
-        self._check_time(params["Timestamp"])
-        self._check_key(params["AccessKeyId"])
-        signed = {k: v for k, v in params.items() if k != "Signature"}
-        expected = sign_v1(method, signed, self._secret)
-        if not hmac.compare_digest(expected, params["Signature"]):
-            raise Refused(
-                SIGNATURE_STATUS,
-                "SignatureDoesNotMatch",
-                "Specified signature is not matched with our calculation. server string to "
-                f"sign is:{string_to_sign(method, signed)}",
-            )
-        self._use_nonce(params["SignatureNonce"])
-        return params["Action"]
-
-    def _check_v3(
-        self, request: web.Request, params: dict[str, str], body: bytes, authorization: str
-    ) -> str:
-        fields = dict(
-            part.strip().split("=", 1)
-            for part in authorization[len(V3) :].split(",")
-            if "=" in part
-        )
-        headers = request.headers
-        action = headers.get("x-acs-action", "")
-        for name in ("x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce"):
-            if not headers.get(name):
-                raise Refused(400, "MissingParameter", f"The header {name} is missing.")
-        if headers["x-acs-version"] != API_VERSION:
-            raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
-        self._check_time(headers["x-acs-date"])
-        self._check_key(fields.get("Credential", ""))
-        signed_names = [n for n in fields.get("SignedHeaders", "").split(";") if n]
-        if not {"x-acs-date", "x-acs-signature-nonce"} <= set(signed_names):
-            raise Refused(400, "InvalidParameter", "x-acs-date and the nonce must be signed")
-        payload = hashlib.sha256(body).hexdigest()
-        if headers.get("x-acs-content-sha256", payload) != payload:
-            raise Refused(400, "ContentSHA256NotMatch", "x-acs-content-sha256 is not the body's")
-        query = "&".join(
-            f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(request.query.items())
-        )
-        canonical_headers = "".join(
-            f"{n}:{','.join(sorted(v.strip() for v in headers.getall(n, [])))}\n"
-            for n in signed_names
-        )
-        canonical = "\n".join(
-            [
-                request.method,
-                request.path or "/",
-                query,
-                canonical_headers,
-                ";".join(signed_names),
-                payload,
-            ]
-        )
-        to_sign = f"{V3}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        expected = hmac.new(self._secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, fields.get("Signature", "")):
-            raise Refused(
-                SIGNATURE_STATUS,
-                "SignatureDoesNotMatch",
-                f"Specified signature is not matched with our calculation. server string to "
-                f"sign is:{to_sign}",
-            )
-        self._use_nonce(headers["x-acs-signature-nonce"])
-        return action
-
-    def _check_time(self, stamp: str) -> None:
-        moment = parse_vod_time(stamp)
-        if moment is None:
-            raise Refused(
-                400, "InvalidTimeStamp.Format", f"Specified time stamp is not valid: {stamp}"
-            )
-        if abs((datetime.now(UTC) - moment).total_seconds()) > WINDOW:
-            raise Refused(
-                400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
-            )
-
-    def _check_key(self, access_key_id: str) -> None:
-        if access_key_id != self.access_key_id:
-            raise Refused(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
-
-    def _use_nonce(self, nonce: str) -> None:
-        now = time.monotonic()
-        while self._nonce_order and self._nonce_order[0][0] < now - WINDOW:
-            self._nonces.pop(self._nonce_order.popleft()[1], None)
-        if nonce in self._nonces:
-            raise Refused(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
-        self._nonces[nonce] = now
-        self._nonce_order.append((now, nonce))
-
-    def _throttle(self) -> None:
-        """A token bucket of `qps` tokens refilled at `qps` per second."""
-        if self._qps is None:
-            return
-        now = time.monotonic()
-        self._tokens = min(self._qps, self._tokens + (now - self._refilled) * self._qps)
-        self._refilled = now
-        if self._tokens < 1:
-            raise Refused(
-                THROTTLE_STATUS, "Throttling.User", "Request was denied due to user flow control."
-            )
-        self._tokens -= 1
-
-    # -- simulated processing --
-
     def _create(
         self, media_id: str, job_type: str, callback_url: str | None, extend: str | None
     ) -> FakeJob:
@@ -546,7 +304,7 @@ class FakeVod:
             duplicate=self._chance(self.duplicate_rate),
             late=self._chance(self.late_rate),
         )
-        job.data = self._result(job_type)  # drawn now so --seed fixes it
+        job.data = draw_result(self.rng, job_type)  # drawn now so --seed fixes it
         self.jobs[job.job_id] = job
         self._spawn(self._run(job))
         return job
@@ -651,41 +409,6 @@ class FakeVod:
         h = f"{self.rng.getrandbits(128):032X}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
-    def _result(self, job_type: str) -> str:
-        """A result shaped like section 6.2, drawn from the seeded generator."""
-        rng = self.rng
-        if job_type == "AIMediaDNA":
-            matches = []
-            if rng.random() < 0.3:
-                start = round(rng.uniform(0, 30), 1)
-                span = round(rng.uniform(5, 20), 1)
-                matches.append(
-                    {
-                        "Similarity": f"{rng.uniform(0.8, 1.0):.2f}",
-                        "PrimaryKey": self._hex(),
-                        "Detail": [
-                            {
-                                "Input": {"Start": f"{start}", "Duration": f"{span}"},
-                                "Duplication": {"Start": f"{start + 0.5}", "Duration": f"{span}"},
-                            }
-                        ],
-                    }
-                )
-            return json.dumps({"VideoDNA": matches}, separators=(",", ":"))
-
-        def tags(words: list[str]) -> list[dict[str, Any]]:
-            return [
-                {"Tag": w, "Times": [str(rng.randrange(0, 60000, 10)) for _ in range(2)]}
-                for w in rng.sample(words, rng.randint(1, 2))
-            ]
-
-        result = {
-            "Keyword": tags(["cushion", "sofa", "coffee", "guitar", "bicycle"]),
-            "Location": tags(["Asia", "beach", "office", "street"]),
-            "Category": [{"Tag": rng.choice(["life", "music", "sports", "travel"])}],
-        }
-        return json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-
 
 async def _reset_midway(request: web.Request, payload: bytes) -> web.StreamResponse:
     """Start the answer, then drop the connection: the caller cannot know what happened."""
@@ -698,49 +421,8 @@ async def _reset_midway(request: web.Request, payload: bytes) -> web.StreamRespo
     return response
 
 
-def _required(params: Mapping[str, str], name: str) -> str:
-    value = params.get(name)
-    if value is None or value == "":
-        raise Refused(
-            400,
-            "MissingParameter",
-            f'The input parameter "{name}" that is mandatory for processing this request is not '
-            "supplied.",
-        )
-    return value
-
-
-def _json_param(params: Mapping[str, str], name: str) -> Any:
-    if not params.get(name):
-        return None
-    try:
-        return json.loads(params[name])
-    except ValueError:
-        raise Refused(
-            400, "InvalidParameter", f"The specified parameter {name} is not valid JSON."
-        ) from None
-
-
-def _user_data_fields(user_data: Any) -> tuple[str | None, str | None]:
-    """UserData.MessageCallback.CallbackURL and Extend; either may be nested JSON text (6.6)."""
-    if not isinstance(user_data, dict):
-        return None, None
-    callback = user_data.get("MessageCallback")
-    if isinstance(callback, str):
-        try:
-            callback = json.loads(callback)
-        except ValueError:
-            callback = None
-    url = callback.get("CallbackURL") if isinstance(callback, dict) else None
-    extend = user_data.get("Extend")
-    if extend is not None and not isinstance(extend, str):
-        extend = json.dumps(extend, ensure_ascii=False, separators=(",", ":"))
-    if extend is not None and len(extend.encode()) > EXTEND_LIMIT:
-        raise Refused(400, "InvalidParameter", f"UserData.Extend is over {EXTEND_LIMIT} bytes")
-    return (str(url) if url else None), extend
-
-
 def _valid_auth_key(key: str) -> bool:
+    """At most 32 characters mixing upper case, lower case and digits (section 6.1)."""
     return (
         0 < len(key) <= 32
         and any(c.isupper() for c in key)
