@@ -5,8 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,9 +30,10 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.fakevod import FakeVod
 from tracker.leases import acquire_lease, lease_holder, release_lease
-from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
+from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Lease, Origin
 from tracker.reconcile import CONTRADICTED
 from tracker.scheduler import (
+    RECONCILE_LEASE,
     Scheduler,
     flag_stale_jobs,
     record_start,
@@ -614,3 +622,111 @@ async def test_reconcile_never_holds_a_write_transaction_while_calling_vod(
     async with asyncio.timeout(0.5), database.write() as session:
         await session.execute(text("UPDATE leases SET owner = owner"))
     await task
+
+
+# --- two `tracker scheduler` processes on one database -------------------------------------------
+
+
+def start_scheduler(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tracker", "scheduler"], env=env, stdout=out, stderr=out
+        )
+
+
+def total(pattern: str, *logs: Path) -> int:
+    return sum(int(n) for log in logs for n in re.findall(pattern, log.read_text()))
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
+    database_url: str,
+    database: Database,
+    vod: VodClient,
+    fake_vod: FakeVod,
+    tmp_path: Path,
+) -> None:
+    """Both sweep, each job is flagged once; one holds the lease and reconciles; SIGKILL it and
+    the other takes the lease over and reconciles what comes next."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "ALIBABA_"))}
+    env |= {
+        "TRACKER_DATABASE_URL": database_url,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": KEY_SECRET,
+        "TRACKER_VOD_ENDPOINT": fake_vod.url,
+        "TRACKER_STALE_AFTER": "1s",
+        "TRACKER_SWEEP_INTERVAL": "0.2s",
+        "TRACKER_RECONCILE_INTERVAL": "0.5s",
+        "TRACKER_RECONCILE_GRACE": "1h",  # only stale jobs are looked up
+        "TRACKER_LEASE_TTL": "4s",
+    }
+    fake_vod.delay, fake_vod.fail_rate = 3.0, 0.3
+    first: dict[str, int] = {}
+    for media in ("m1", "m2", "m3"):
+        first |= await submit(vod, database, datetime.now(UTC), media)
+    unknown = await add_job(database, datetime.now(UTC), job_id="0" * 32)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [start_scheduler(env, log) for log in logs]
+    try:
+
+        async def settled(rows: dict[str, int]) -> bool:
+            async with database.session() as session:
+                states = dict((await session.execute(select(Job.job_id, Job.state))).all())
+            return all(states[j] == TRUTH.get(fake_vod.jobs[j].status) for j in rows)
+
+        async def first_round_done() -> bool:
+            return await settled(first) and (await get_job(database, unknown)).state == "lost"
+
+        await wait_for(first_round_done, 40, "the first jobs to reach their true state")
+        # Quiet now: nothing stale is left, so no reconciliation is half done when we kill.
+        await wait_for(
+            lambda: asyncio.sleep(0, all("sweep: flagged" in log.read_text() for log in logs)),
+            10,
+            "both processes to sweep",
+        )
+        assert total(r"sweep: flagged (\d+) jobs", *logs) == len(first) + 1
+        reconcilers = [log for log in logs if "reconcile: checked" in log.read_text()]
+        assert len(reconcilers) == 1, "both processes polled VOD while both were alive"
+        assert total(r"(\d+) finished", *logs) == len(first)
+        assert total(r"(\d+) lost", *logs) == 1
+        async with database.session() as session:
+            jobs = list(await session.scalars(select(Job)))
+            lease = await session.get(Lease, RECONCILE_LEASE)
+        assert all(job.stale_at is not None and not job.stale for job in jobs)
+        assert lease is not None
+        leader = next(p for p in procs if f":{p.pid}:" in lease.owner)
+        survivor = next(p for p in procs if p is not leader)
+
+        leader.send_signal(signal.SIGKILL)
+        leader.wait(10)
+        fake_vod.delay = 1.0
+        second = await submit(vod, database, datetime.now(UTC), "m4")
+
+        async def taken_over() -> bool:
+            async with database.session() as session:
+                holder = await lease_holder(session, RECONCILE_LEASE, datetime.now(UTC))
+            return holder is not None and f":{survivor.pid}:" in holder.owner
+
+        await wait_for(taken_over, 15, "the survivor to take the lease")
+        await wait_for(lambda: settled(second), 30, "the survivor to reconcile new jobs")
+        survivor_log = logs[procs.index(survivor)].read_text()
+        assert "lease: took the reconcile lease" in survivor_log
+        assert total(r"(\d+) finished", *logs) == len(first) + len(second)
+        assert total(r"sweep: flagged (\d+) jobs", *logs) == len(first) + 1 + len(second)
+
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(20) == 0
+        async with database.session() as session:  # handed over on a clean stop
+            assert await lease_holder(session, RECONCILE_LEASE, datetime.now(UTC)) is None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
