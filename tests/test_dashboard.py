@@ -129,7 +129,9 @@ def chromium_dom(url: str, profile: Path) -> Visible:
 @pytest.fixture
 def served(fresh_database_url: str, live_server: Any) -> Iterator[str]:
     asyncio.run(seed(fresh_database_url))
-    app = create_app(Settings(database_url=fresh_database_url), clock=FrozenClock(NOW))
+    app = create_app(
+        Settings(database_url=fresh_database_url, scheduler="off"), clock=FrozenClock(NOW)
+    )
     with live_server(app) as url:
         yield url
 
