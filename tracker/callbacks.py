@@ -214,11 +214,10 @@ async def receive_callback(request: Request) -> Response:
     try:
         async with asyncio.timeout(STORE_TIMEOUT):
             recorded = await inbox.record(row)
-    except (StoreFailed, TimeoutError) as exc:
+    except (StoreFailed, TimeoutError):
         if malformed is not None:  # storing it was only for inspection
             return _bad_request(malformed)
-        metrics.CALLBACKS_REJECTED.labels("unavailable").inc()
-        log.warning("callback not stored, answering 503: %s", exc or "timeout")
+        metrics.CALLBACKS_REJECTED.labels("unavailable").inc()  # the writer logs the cause
         return _json(503, {"error": "unavailable", "message": "could not store the event"})
     if malformed is not None:
         return _bad_request(malformed)
