@@ -30,6 +30,8 @@ MAX_BODY = 64 * 1024
 # retries, rather than letting it time out. A late commit is harmless: the retry is a duplicate.
 STORE_TIMEOUT = 4.0
 SEP = "\x1f"
+# Completion events carry success or fail; ListAIJob's init/processing are taken too, leniently.
+STATUSES = frozenset({"success", "fail", "init", "processing"})
 
 
 def sign_callback(url: str, timestamp: int | str, key: str) -> str:
@@ -144,9 +146,10 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
         row["dedup_key"] = _key("event", json.dumps(body, sort_keys=True, separators=(",", ":")))
         row["reason"] = "not_ai_event"
         return row, None
-    for field in ("JobId", "Status"):
-        if _text(body.get(field), 128 if field == "JobId" else 32) is None:
-            return _malformed(row, raw, f"{field} missing or not a short string", text)
+    if row["job_id"] is None:
+        return _malformed(row, raw, "JobId missing or not a short string", text)
+    if row["status"] not in STATUSES:
+        return _malformed(row, raw, "Status must be success or fail", text)
     if body.get("MediaId") is not None and row["media_id"] is None:
         return _malformed(row, raw, "MediaId not a short string", text)
     when = row["event_time"].isoformat() if row["event_time"] else str(raw_time or "")

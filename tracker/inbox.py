@@ -170,6 +170,7 @@ class Inbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write = 0.0
         self._closed = True
+        self.batches = 0  # statements committed; for tests and diagnostics
 
     async def start(self) -> None:
         self._closed = False
@@ -247,6 +248,7 @@ class Inbox:
         except Exception as exc:  # any failure means: not committed
             self._fail(batch, exc)
             return False
+        self.batches += 1
         self._last_write = time.monotonic()
         self._wake.set()
         answered: set[str] = set()
