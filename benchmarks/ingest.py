@@ -210,7 +210,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 def lua_script(workdir: Path, run_id: str) -> Path:
-    from tracker.callbacks import sign_callback
+    from tracker.vod import sign_callback
 
     now = int(time.time())
     sigs = ", ".join(

@@ -18,11 +18,12 @@ from sqlalchemy import func, select
 
 from tracker import metrics
 from tracker.app import create_app
-from tracker.callbacks import MAX_BODY, sign_callback
+from tracker.callbacks import MAX_BODY
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import CallbackEvent, Job, JobState, Origin
+from tracker.vod import sign_callback
 
 URL = "https://www.example.com/your/callback"
 KEY = "test123"

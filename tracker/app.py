@@ -17,6 +17,7 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.inbox import Inbox
+from tracker.vod import VodClient
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         app.state.database = database
+        vod = VodClient(settings) if settings.has_vod_credentials else None
+        app.state.vod = vod
         inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
         app.state.inbox = inbox
         await inbox.start()
@@ -35,6 +38,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             yield
         finally:
             await inbox.stop()
+            if vod is not None:
+                await vod.close()
             await database.dispose()
 
     app = Starlette(

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from tracker import metrics
 from tracker.config import Settings
 from tracker.inbox import Inbox, StoreFailed, is_clean, parse_event_time
+from tracker.vod import sign_callback
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,6 @@ STORE_TIMEOUT = 4.0
 SEP = "\x1f"
 # Completion events carry success or fail; ListAIJob's init/processing are taken too, leniently.
 STATUSES = frozenset({"success", "fail", "init", "processing"})
-
-
-def sign_callback(url: str, timestamp: int | str, key: str) -> str:
-    """X-VOD-SIGNATURE: md5 hex of `url|timestamp|key` (vod-reference.md 6.4); body not signed."""
-    return hashlib.md5(f"{url}|{timestamp}|{key}".encode()).hexdigest()
 
 
 class Rejected(Exception):
@@ -139,8 +135,7 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
     status = _text(body.get("Status"), 32)
     row["status"] = status.lower() if status else None
     raw_time = body.get("EventTime")
-    if isinstance(raw_time, str):
-        row["event_time"] = parse_event_time(raw_time)
+    row["event_time"] = parse_event_time(raw_time)
 
     if not (event_type.startswith("AI") and event_type.endswith("Complete")):
         row["dedup_key"] = _key("event", json.dumps(body, sort_keys=True, separators=(",", ":")))

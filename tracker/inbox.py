@@ -14,11 +14,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -43,6 +42,7 @@ from tracker.clock import Clock
 from tracker.db import Database
 from tracker.models import CallbackEvent
 from tracker.transitions import Applied, Outcome, apply_outcome, mark_pending
+from tracker.vod import parse_vod_time
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ def outcome_of(row: Any) -> Outcome:
         message=_short(body.get("Message"), 4000),
         data=parse_data(body.get("Data")),
         event_time=row.event_time,
-        completed_at=_complete_time(body.get("CompleteTime")) or row.event_time,
+        completed_at=parse_event_time(body.get("CompleteTime")) or row.event_time,
     )
 
 
@@ -459,34 +459,11 @@ def _short(value: Any, limit: int) -> str | None:
     return str(value)[:limit]
 
 
-def _complete_time(value: Any) -> datetime | None:
-    return parse_event_time(value) if isinstance(value, str) else None
-
-
-_TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.:](\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$"
-)
-
-
-def parse_event_time(value: str) -> datetime | None:
-    """VOD's EventTime, leniently: `...:17Z`, `...:17.025Z` and the documented `...:17:025Z`
-    (vod-reference.md 6.2); no zone means UTC. None if it is not a time."""
-    match = _TIME.match(value.strip())
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    offset = timedelta(0)
-    if zone and zone != "Z":
-        digits = zone[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        offset = -offset if zone[0] == "-" else offset
+def parse_event_time(value: Any) -> datetime | None:
+    """VOD's EventTime/CompleteTime, leniently (vod-reference.md 6.2); None if not a time."""
     try:
-        local = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, UTC
-        )
-        return local - offset
-    except (ValueError, OverflowError):
+        return parse_vod_time(value)
+    except OverflowError:  # e.g. year 1 with a positive offset
         return None
 
 
