@@ -68,7 +68,7 @@ class Report:
         if self.unlistable:
             text += (
                 f"; {self.unlistable} stale jobs have no JobId (submit outcome unknown) and "
-                "cannot be listed: left stale"
+                "cannot be looked up: left stale"
             )
         if self.errors:
             text += f"; {self.errors} VOD errors"
