@@ -8,16 +8,20 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tracker.config import Settings
 from tracker.fakevod import FakeVod
@@ -318,7 +322,7 @@ async def test_fail_rate(fake: FakeVod, vod: VodClient, receiver: Receiver) -> N
 
 
 async def test_same_seed_same_story(receiver: Receiver) -> None:
-    async def story(seed: int) -> list[tuple[str, str, str]]:
+    async def story(seed: int, polls: int) -> list[tuple[str, str, str]]:
         fake = FakeVod(
             access_key_id=AK, access_key_secret=SECRET, delay=0.01, seed=seed, fail_rate=0.5
         )
@@ -333,12 +337,15 @@ async def test_same_seed_same_story(receiver: Receiver) -> None:
             async with VodClient(settings) as client:
                 for n in range(5):
                     await client.submit_ai_job(f"m{n}", ["AIVideoTag", "AIMediaDNA"])
+                    # Polling, however often, does not change the story.
+                    for _ in range(polls * n):
+                        await client.list_ai_jobs(["x"])
             await fake.idle(5)
             return [(j.job_id, j.status, j.data) for j in fake.jobs.values()]
         finally:
             await fake.stop()
 
-    first, again, other = await story(5), await story(5), await story(6)
+    first, again, other = await story(5, 0), await story(5, 2), await story(6, 0)
     assert first == again
     assert first != other
     assert {status for _, status, _ in first} == {"success", "fail"}
@@ -359,7 +366,9 @@ async def test_events_are_signed_like_vod(
         assert path == "/vod"
         stamp = int(headers["X-VOD-TIMESTAMP"])
         assert abs(stamp - time.time()) < 60
-        assert headers["X-VOD-SIGNATURE"] == sign_callback(receiver.url + "/vod", stamp, KEY)
+        # Computed by hand as section 6.4 says, not with the helper under test.
+        by_hand = hashlib.md5(f"{receiver.url}/vod|{stamp}|{KEY}".encode()).hexdigest()
+        assert headers["X-VOD-SIGNATURE"] == by_hand
         assert headers["Content-Type"] == "application/json"
         assert body["MediaId"] == "media-9"
         assert body["Status"] == "success"
@@ -543,7 +552,7 @@ def test_command_line_startup_line(tmp_path: Any) -> None:
         **os.environ,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": AK,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
-        "TRACKER_CALLBACK_AUTH_KEY": KEY,
+        "TRACKER_CALLBACK_AUTH_KEY": f"{KEY},OlderKey1",
     }
     process = subprocess.Popen(
         [
@@ -577,3 +586,114 @@ def test_command_line_startup_line(tmp_path: Any) -> None:
     assert SECRET not in line + err
     assert KEY not in line + err
     assert process.returncode == 0
+
+
+async def test_exact_counts_for_demos(fake: FakeVod, vod: VodClient, receiver: Receiver) -> None:
+    fake.drop_next, fake.stuck_seconds = 1, 30.0
+    dropped = await vod.submit_ai_job("m1", ["AIVideoTag"])
+    fake.stuck_next = 1
+    stuck = await vod.submit_ai_job("m2", ["AIVideoTag"])
+    normal = await vod.submit_ai_job("m3", ["AIVideoTag"])
+    with pytest.raises(TimeoutError):
+        await fake.idle(1)
+    assert fake.jobs[stuck.jobs[0].job_id].status == "processing"
+    assert fake.jobs[dropped.jobs[0].job_id].status == "success"
+    assert fake.dropped == [dropped.jobs[0].job_id]
+    assert [b["JobId"] for b in receiver.events()] == [normal.jobs[0].job_id]
+    assert (fake.drop_next, fake.stuck_next) == (0, 0)
+
+
+def test_rates_are_validated() -> None:
+    from click.testing import CliRunner
+
+    from tracker.cli import main
+
+    result = CliRunner().invoke(
+        main, ["fake-vod", "--access-key-id", AK, "--access-key-secret", SECRET, "--drop-rate", "2"]
+    )
+    assert result.exit_code == 2
+    assert "--drop-rate" in result.output
+
+
+@pytest.fixture(scope="module")
+def threaded_fake() -> Iterator[FakeVod]:
+    """A simulator on its own loop in a thread, for synchronous (hypothesis) tests."""
+    loop = asyncio.new_event_loop()
+    fake = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.01)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
+    yield fake
+    asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    action=st.sampled_from(
+        [
+            "SubmitAIJob",
+            "ListAIJob",
+            "GetAIVideoTagResult",
+            "GetMediaDNAResult",
+            "SetMessageCallback",
+            "Nope",
+            "",
+        ]
+    ),
+    params=st.dictionaries(
+        st.sampled_from(
+            [
+                "MediaId",
+                "Types",
+                "Config",
+                "UserData",
+                "JobIds",
+                "AuthKey",
+                "CallbackType",
+                "AuthSwitch",
+                "CallbackURL",
+                "Timestamp",
+            ]
+        ),
+        text,
+        max_size=5,
+    ),
+    sign=st.booleans(),
+    method=st.sampled_from(["GET", "POST"]),
+)
+def test_no_input_makes_it_fail_like_a_bug(
+    threaded_fake: FakeVod, action: str, params: dict[str, str], sign: bool, method: str
+) -> None:
+    values = signed(action, **params) if sign else {"Action": action, **params}
+    if sign:
+        values.pop("Signature")
+        values["Signature"] = sign_v1(method, values, SECRET)
+    where = {"params": values} if method == "GET" else {"data": values}
+    response = httpx.request(method, threaded_fake.url + "/", timeout=10, **where)
+    assert response.status_code in (200, 400, 403, 404), response.text
+    body = response.json()
+    assert body["RequestId"]
+    if response.status_code != 200:
+        assert body["Code"] != "InternalError"
+
+
+def test_command_line_needs_a_key_pair() -> None:
+    from click.testing import CliRunner
+
+    from tracker.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        ["fake-vod"],
+        env={"ALIBABA_CLOUD_ACCESS_KEY_ID": "", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ""},
+    )
+    assert result.exit_code == 1
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in result.output

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from sqlalchemy import insert, select, text
 
+from tests.processes import TrackerProcess
 from tracker.app import create_app
 from tracker.cli import main, parse_since
 from tracker.clock import FrozenClock
@@ -736,3 +737,31 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+async def test_serve_runs_the_scheduler_and_no_scheduler_does_not(
+    database_url: str, database: Database
+) -> None:
+    """`tracker serve` sweeps on its own and says so in /readyz; `--no-scheduler` does not."""
+    env = {"TRACKER_DATABASE_URL": database_url, "TRACKER_SWEEP_INTERVAL": "0.2s"}
+    web = TrackerProcess("serve", "--no-scheduler", env=env)
+    try:
+        await asyncio.to_thread(web.wait_ready)
+        ready = (await asyncio.to_thread(httpx.get, f"{web.url}/readyz", timeout=5)).json()
+        assert ready["scheduler"]["in_process"] is False
+        assert ready["scheduler"]["jobs"]["sweep"]["state"] == "never"
+        assert ready["scheduler"]["jobs"]["reconcile"]["state"] == "off"
+    finally:
+        await asyncio.to_thread(web.stop)
+    both = TrackerProcess("serve", env=env)
+    try:
+        await asyncio.to_thread(both.wait_ready)
+
+        async def swept() -> bool:
+            reply = await asyncio.to_thread(httpx.get, f"{both.url}/readyz", timeout=5)
+            return bool(reply.json()["scheduler"]["jobs"]["sweep"]["state"] == "ok")
+
+        await wait_for(swept, 15, "the in-process sweep")
+        assert "reconciliation off: no VOD credentials" in both.log
+    finally:
+        await asyncio.to_thread(both.stop)

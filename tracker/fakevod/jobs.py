@@ -36,6 +36,7 @@ class FakeJob:
     drop: bool = False
     duplicate: bool = False
     late: bool = False
+    stuck: bool = False  # stays processing for `stuck_seconds` more (stale-job demos)
     attempts: int = 0  # delivery attempts made
     acknowledged: int = 0  # deliveries answered 200
 

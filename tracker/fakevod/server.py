@@ -45,6 +45,8 @@ class FakeVod:
         seed: int | None = None,
         late_rate: float = 0.0,
         late_seconds: float = 3.0,
+        stuck_rate: float = 0.0,
+        stuck_seconds: float = 600.0,
         slow_rate: float = 0.0,
         slow_seconds: float = 15.0,
         error_rate: float = 0.0,
@@ -62,6 +64,11 @@ class FakeVod:
         self.duplicate_rate = duplicate_rate
         self.late_rate = late_rate
         self.late_seconds = late_seconds
+        self.stuck_rate = stuck_rate
+        self.stuck_seconds = stuck_seconds
+        # Exact counts for demos: the next N jobs created drop their event / get stuck.
+        self.drop_next = 0
+        self.stuck_next = 0
         self.slow_rate = slow_rate
         self.slow_seconds = slow_seconds
         self.error_rate = error_rate
@@ -71,7 +78,9 @@ class FakeVod:
         self.callback_attempts = callback_attempts
         self.callback_interval = callback_interval
         self.callback_timeout = callback_timeout
-        self.rng = random.Random(seed)
+        # Two streams, so that how often the tracker polls cannot change which jobs fail.
+        self.rng = random.Random(seed)  # jobs: ids, outcomes, results, delivery faults
+        self._api_rng = random.Random(None if seed is None else f"api-{seed}")
         self.message_callback: dict[str, str] = {
             "AppId": APP_ID,
             "CallbackType": "HTTP",
@@ -93,6 +102,7 @@ class FakeVod:
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._round_robin = 0
+        self._delivery_slots = asyncio.Semaphore(64)  # below aiohttp's pool of 100
         self.url = ""
 
     # -- runtime knobs --
@@ -180,39 +190,34 @@ class FakeVod:
         self.requests += 1
         request_id = self._request_id()
         try:
-            action, params = await self.gateway.authenticate(request)
-            self.gateway.throttle()
-            if self._chance(self.error_rate):
-                raise Refused(
-                    500,
-                    "InternalError",
-                    "The request processing has failed due to some unknown error.",
-                )
-            handler = self._actions().get(action)
-            if handler is None:
-                raise Refused(
-                    404, "InvalidAction.NotFound", f"Specified api is not found: {action}"
-                )
-            body = {"RequestId": request_id, **handler(params)}
+            body = {"RequestId": request_id, **await self._answer(request)}
         except Refused as refusal:
             self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
-            return web.json_response(
-                {
-                    "RequestId": request_id,
-                    "HostId": request.host,
-                    "Code": refusal.code,
-                    "Message": refusal.message,
-                    "Recommend": f"https://next.api.aliyun.com/troubleshoot?q={refusal.code}&product=vod",
-                },
-                status=refusal.status,
-            )
-        if self._chance(self.slow_rate):
+            return _error_response(request, request_id, refusal)
+        except Exception:
+            # A bug of the simulator must still look like VOD to the caller, not a traceback.
+            log.exception("fake VOD failed on a request")
+            error = Refused(500, "InternalError", "The request processing has failed.")
+            return _error_response(request, request_id, error)
+        if self._chance(self.slow_rate, self._api_rng):
             # The work is done; answering late lets the caller time out after the fact.
             await asyncio.sleep(self.slow_seconds)
         payload = json.dumps(body).encode()
-        if self._chance(self.reset_rate):
+        if self._chance(self.reset_rate, self._api_rng):
             return await _reset_midway(request, payload)
         return web.Response(body=payload, content_type="application/json")
+
+    async def _answer(self, request: web.Request) -> dict[str, Any]:
+        action, params = await self.gateway.authenticate(request)
+        self.gateway.throttle()
+        if self._chance(self.error_rate, self._api_rng):
+            raise Refused(
+                500, "InternalError", "The request processing has failed due to some unknown error."
+            )
+        handler = self._actions().get(action)
+        if handler is None:
+            raise Refused(404, "InvalidAction.NotFound", f"Specified api is not found: {action}")
+        return handler(params)
 
     def _actions(self) -> dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]:
         return {
@@ -300,9 +305,10 @@ class FakeVod:
             callback_url=callback_url,
             extend=extend,
             will_fail=self._chance(self.fail_rate),
-            drop=self._chance(self.drop_rate),
+            drop=self._chance(self.drop_rate) or self._take_next("drop_next"),
             duplicate=self._chance(self.duplicate_rate),
             late=self._chance(self.late_rate),
+            stuck=self._chance(self.stuck_rate) or self._take_next("stuck_next"),
         )
         job.data = draw_result(self.rng, job_type)  # drawn now so --seed fixes it
         self.jobs[job.job_id] = job
@@ -318,7 +324,7 @@ class FakeVod:
     async def _run(self, job: FakeJob) -> None:
         await asyncio.sleep(self.delay * 0.25)
         job.status = "processing"
-        await asyncio.sleep(self.delay * 0.75)
+        await asyncio.sleep(self.delay * 0.75 + (self.stuck_seconds if job.stuck else 0.0))
         job.complete_time = datetime.now(UTC)
         if job.will_fail:
             # No failed AI event is published (section 6.2 [U]): a plausible code, empty Data.
@@ -371,13 +377,17 @@ class FakeVod:
                 headers["X-VOD-SIGNATURE"] = sign_callback(url, stamp, key)
             job.attempts += 1
             try:
-                async with self._http.post(
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
-                ) as response:
+                # The 5 s timeout is VOD's per request: waiting for a free slot does not count.
+                async with (
+                    self._delivery_slots,
+                    self._http.post(
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=self.callback_timeout),
+                    ) as response,
+                ):
                     status = response.status
                 self.deliveries.append(Delivery(job.job_id, url, attempt, status))
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -399,15 +409,36 @@ class FakeVod:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _chance(self, rate: float) -> bool:
-        return rate > 0 and self.rng.random() < rate
+    def _take_next(self, counter: str) -> bool:
+        left = int(getattr(self, counter))
+        if left > 0:
+            setattr(self, counter, left - 1)
+        return left > 0
+
+    def _chance(self, rate: float, rng: random.Random | None = None) -> bool:
+        return rate > 0 and (rng or self.rng).random() < rate
 
     def _hex(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"
 
     def _request_id(self) -> str:
-        h = f"{self.rng.getrandbits(128):032X}"
+        h = f"{self._api_rng.getrandbits(128):032X}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _error_response(request: web.Request, request_id: str, refusal: Refused) -> web.Response:
+    """VOD's error body (section 1.4)."""
+    recommend = f"https://next.api.aliyun.com/troubleshoot?q={refusal.code}&product=vod"
+    return web.json_response(
+        {
+            "RequestId": request_id,
+            "HostId": request.host,
+            "Code": refusal.code,
+            "Message": refusal.message,
+            "Recommend": recommend,
+        },
+        status=refusal.status,
+    )
 
 
 async def _reset_midway(request: web.Request, payload: bytes) -> web.StreamResponse:
