@@ -579,8 +579,11 @@ async def test_pending_callbacks_are_confirmed_or_contradicted(
             outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m")
             assert await mark_pending(session, outcome, clock()) == Applied.PENDING
 
-    clock.advance(timedelta(minutes=1))  # neither stale nor past the grace period
-    await Scheduler(vod_settings, database, vod=vod, clock=clock).reconcile()
+    unknown = await add_job(database, clock(), job_id="0" * 32)  # not pending: not confirm's
+    clock.advance(timedelta(minutes=11))  # past the grace period
+    scheduler = Scheduler(vod_settings, database, vod=vod, clock=clock)
+    await scheduler.confirm()
+    assert (await get_job(database, unknown)).state == JobState.PROCESSING
 
     async with database.session() as session:
         jobs = {j.job_id: j for j in await session.scalars(select(Job))}
@@ -590,6 +593,15 @@ async def test_pending_callbacks_are_confirmed_or_contradicted(
     assert all(j.pending_status is None for j in jobs.values())
     assert (events[good].applied, events[good].reason) == (True, "confirmed_by_vod")
     assert (events[bad].applied, events[bad].reason) == (False, CONTRADICTED)
+    async with database.session() as session:
+        beat = await session.get(Heartbeat, "confirm")
+    assert beat is not None
+    assert beat.summary == (
+        "checked 2 jobs: 2 finished, 0 still running, 0 lost, 0 unchanged; "
+        "callbacks 1 confirmed, 1 contradicted"
+    )
+    await scheduler.reconcile()  # the full run covers the rest
+    assert (await get_job(database, unknown)).state == JobState.LOST
 
 
 async def test_only_the_lease_holder_reconciles(
