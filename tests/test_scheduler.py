@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from sqlalchemy import insert, select, text
 
-from tests.processes import TrackerProcess
+from tests.processes import TrackerProcess, free_port
 from tracker.app import create_app
 from tracker.cli import main, parse_since
 from tracker.clock import FrozenClock
@@ -777,3 +777,61 @@ async def test_serve_runs_the_scheduler_and_no_scheduler_does_not(
         assert "reconciliation off: no VOD credentials" in both.log
     finally:
         await asyncio.to_thread(both.stop)
+
+
+async def test_served_tracker_reaches_every_true_state_despite_dropped_callbacks(
+    database_url: str, database: Database, vod: VodClient, fake_vod: FakeVod
+) -> None:
+    """Fault suite (issue 8): a real `tracker serve` (webhook and scheduler) and a simulator
+    that drops a fifth of the callbacks, duplicates and delays others. Delivered callbacks
+    wait for VOD's confirmation; dropped ones go stale and are reconciled. Every job ends in
+    its true state, every stored callback is settled once."""
+    key = "CallbackKey123"
+    port = free_port()
+    callback_url = f"http://127.0.0.1:{port}/callbacks/vod"
+    env = {
+        "TRACKER_DATABASE_URL": database_url,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": KEY_SECRET,
+        "TRACKER_VOD_ENDPOINT": fake_vod.url,
+        "TRACKER_CALLBACK_URL": callback_url,
+        "TRACKER_CALLBACK_AUTH_KEY": key,
+        "TRACKER_STALE_AFTER": "5s",
+        "TRACKER_SWEEP_INTERVAL": "0.3s",
+        "TRACKER_RECONCILE_INTERVAL": "1s",
+        "TRACKER_CONFIRM_INTERVAL": "0.5s",
+        "TRACKER_RECONCILE_GRACE": "1h",
+    }
+    server = TrackerProcess("serve", env=env, port=port)
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        fake_vod.callback_url, fake_vod.auth_key = callback_url, key
+        fake_vod.delay, fake_vod.drop_rate, fake_vod.fail_rate = 1.0, 0.2, 0.3
+        fake_vod.duplicate_rate, fake_vod.late_rate, fake_vod.late_seconds = 0.2, 0.2, 0.5
+        rows: dict[str, int] = {}
+        for n in range(12):
+            rows |= await submit(vod, database, datetime.now(UTC), f"m{n}")
+        await fake_vod.idle(20)
+        dropped = set(fake_vod.dropped) & set(rows)
+        assert dropped, "the seeded simulator dropped no callback: the test proves nothing"
+        assert set(rows) - dropped, "every callback was dropped"
+
+        async def all_true() -> bool:
+            async with database.session() as session:
+                jobs = {j.job_id: j for j in await session.scalars(select(Job))}
+            return all(
+                jobs[j].state == TRUTH[fake_vod.jobs[j].status] and jobs[j].pending_status is None
+                for j in rows
+            )
+
+        await wait_for(all_true, 40, "every job to reach its true state")
+        async with database.session() as session:
+            jobs = {j.job_id: j for j in await session.scalars(select(Job))}
+            events = list(await session.scalars(select(CallbackEvent)))
+        for job_id in dropped:  # found by the sweep, settled by reconciliation
+            assert jobs[job_id].stale_at is not None
+            assert not jobs[job_id].stale
+        assert {e.job_id for e in events} == set(rows) - dropped
+        assert all((e.applied, e.reason) == (True, "confirmed_by_vod") for e in events)
+    finally:
+        await asyncio.to_thread(server.stop)
