@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from sqlalchemy import insert, select, text
 
+from tests.processes import TrackerProcess, free_port
 from tracker.app import create_app
 from tracker.cli import main, parse_since
 from tracker.clock import FrozenClock
@@ -46,6 +47,8 @@ from tracker.vod import VodClient
 
 KEY_ID = "test-key-id"
 KEY_SECRET = "test-key-secret"
+# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
+IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
 TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
 
 
@@ -159,9 +162,10 @@ async def explain(database: Database, statement: Any) -> str:
 async def test_sweep_reads_the_partial_index(
     database: Database, clock: FrozenClock, override: timedelta | None
 ) -> None:
-    """On a table of mostly finished jobs, with statistics, both planners pick the partial
-    index: its predicate matches the UPDATE's, so the cost follows the jobs in flight, not the
-    table (benchmarks/sweep.py measures it at 1,000,000 rows)."""
+    """On a table of mostly finished jobs, with statistics, the sweep reads an index that holds
+    only unfinished, unflagged jobs (SQLite: the partial index, whose predicate matches the
+    UPDATE's; PostgreSQL may prefer (stale, state) with the same bound), never the whole table.
+    benchmarks/sweep.py measures it at 1,000,000 rows."""
     start = clock() - timedelta(days=3)
     rows = [
         {
@@ -183,7 +187,10 @@ async def test_sweep_reads_the_partial_index(
         await conn.commit()
     settings = Settings(database_url=str(database.url), stale_after_aimediadna=override)
     plan = await explain(database, stale_sweep(settings, clock()))
-    assert "ix_jobs_unflagged" in plan, plan
+    bounded = ("ix_jobs_unflagged",) if database.is_sqlite else IN_FLIGHT_INDEXES
+    assert any(index in plan for index in bounded), plan
+    assert "Seq Scan" not in plan
+    assert "SCAN jobs" not in plan
 
 
 # --- leases --------------------------------------------------------------------------------------
@@ -574,8 +581,11 @@ async def test_pending_callbacks_are_confirmed_or_contradicted(
             outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m")
             assert await mark_pending(session, outcome, clock()) == Applied.PENDING
 
-    clock.advance(timedelta(minutes=1))  # neither stale nor past the grace period
-    await Scheduler(vod_settings, database, vod=vod, clock=clock).reconcile()
+    unknown = await add_job(database, clock(), job_id="0" * 32)  # not pending: not confirm's
+    clock.advance(timedelta(minutes=11))  # past the grace period
+    scheduler = Scheduler(vod_settings, database, vod=vod, clock=clock)
+    await scheduler.confirm()
+    assert (await get_job(database, unknown)).state == JobState.PROCESSING
 
     async with database.session() as session:
         jobs = {j.job_id: j for j in await session.scalars(select(Job))}
@@ -585,6 +595,15 @@ async def test_pending_callbacks_are_confirmed_or_contradicted(
     assert all(j.pending_status is None for j in jobs.values())
     assert (events[good].applied, events[good].reason) == (True, "confirmed_by_vod")
     assert (events[bad].applied, events[bad].reason) == (False, CONTRADICTED)
+    async with database.session() as session:
+        beat = await session.get(Heartbeat, "confirm")
+    assert beat is not None
+    assert beat.summary == (
+        "checked 2 jobs: 2 finished, 0 still running, 0 lost, 0 unchanged; "
+        "callbacks 1 confirmed, 1 contradicted"
+    )
+    await scheduler.reconcile()  # the full run covers the rest
+    assert (await get_job(database, unknown)).state == JobState.LOST
 
 
 async def test_only_the_lease_holder_reconciles(
@@ -732,3 +751,89 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+async def test_serve_runs_the_scheduler_and_no_scheduler_does_not(
+    database_url: str, database: Database
+) -> None:
+    """`tracker serve` sweeps on its own and says so in /readyz; `--no-scheduler` does not."""
+    env = {"TRACKER_DATABASE_URL": database_url, "TRACKER_SWEEP_INTERVAL": "0.2s"}
+    web = TrackerProcess("serve", "--no-scheduler", env=env)
+    try:
+        await asyncio.to_thread(web.wait_ready)
+        ready = (await asyncio.to_thread(httpx.get, f"{web.url}/readyz", timeout=5)).json()
+        assert ready["scheduler"]["in_process"] is False
+        assert ready["scheduler"]["jobs"]["sweep"]["state"] == "never"
+        assert ready["scheduler"]["jobs"]["reconcile"]["state"] == "off"
+    finally:
+        await asyncio.to_thread(web.stop)
+    both = TrackerProcess("serve", env=env)
+    try:
+        await asyncio.to_thread(both.wait_ready)
+
+        async def swept() -> bool:
+            reply = await asyncio.to_thread(httpx.get, f"{both.url}/readyz", timeout=5)
+            return bool(reply.json()["scheduler"]["jobs"]["sweep"]["state"] == "ok")
+
+        await wait_for(swept, 15, "the in-process sweep")
+        assert "reconciliation off: no VOD credentials" in both.log
+    finally:
+        await asyncio.to_thread(both.stop)
+
+
+async def test_served_tracker_reaches_every_true_state_despite_dropped_callbacks(
+    database_url: str, database: Database, vod: VodClient, fake_vod: FakeVod
+) -> None:
+    """Fault suite (issue 8): a real `tracker serve` (webhook and scheduler) and a simulator
+    that drops a fifth of the callbacks, duplicates and delays others. Delivered callbacks
+    wait for VOD's confirmation; dropped ones go stale and are reconciled. Every job ends in
+    its true state, every stored callback is settled once."""
+    key = "CallbackKey123"
+    port = free_port()
+    callback_url = f"http://127.0.0.1:{port}/callbacks/vod"
+    env = {
+        "TRACKER_DATABASE_URL": database_url,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": KEY_SECRET,
+        "TRACKER_VOD_ENDPOINT": fake_vod.url,
+        "TRACKER_CALLBACK_URL": callback_url,
+        "TRACKER_CALLBACK_AUTH_KEY": key,
+        "TRACKER_STALE_AFTER": "5s",
+        "TRACKER_SWEEP_INTERVAL": "0.3s",
+        "TRACKER_RECONCILE_INTERVAL": "1s",
+        "TRACKER_CONFIRM_INTERVAL": "0.5s",
+        "TRACKER_RECONCILE_GRACE": "1h",
+    }
+    server = TrackerProcess("serve", env=env, port=port)
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        fake_vod.callback_url, fake_vod.auth_key = callback_url, key
+        fake_vod.delay, fake_vod.drop_rate, fake_vod.fail_rate = 1.0, 0.2, 0.3
+        fake_vod.duplicate_rate, fake_vod.late_rate, fake_vod.late_seconds = 0.2, 0.2, 0.5
+        rows: dict[str, int] = {}
+        for n in range(12):
+            rows |= await submit(vod, database, datetime.now(UTC), f"m{n}")
+        await fake_vod.idle(20)
+        dropped = set(fake_vod.dropped) & set(rows)
+        assert dropped, "the seeded simulator dropped no callback: the test proves nothing"
+        assert set(rows) - dropped, "every callback was dropped"
+
+        async def all_true() -> bool:
+            async with database.session() as session:
+                jobs = {j.job_id: j for j in await session.scalars(select(Job))}
+            return all(
+                jobs[j].state == TRUTH[fake_vod.jobs[j].status] and jobs[j].pending_status is None
+                for j in rows
+            )
+
+        await wait_for(all_true, 40, "every job to reach its true state")
+        async with database.session() as session:
+            jobs = {j.job_id: j for j in await session.scalars(select(Job))}
+            events = list(await session.scalars(select(CallbackEvent)))
+        for job_id in dropped:  # found by the sweep, settled by reconciliation
+            assert jobs[job_id].stale_at is not None
+            assert not jobs[job_id].stale
+        assert {e.job_id for e in events} == set(rows) - dropped
+        assert all((e.applied, e.reason) == (True, "confirmed_by_vod") for e in events)
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     scheduler: Switch = "on"
     reconcile_grace: Duration = timedelta(minutes=10)
     reconcile_batch: int = Field(default=200, ge=0)
+    # Callbacks awaiting VOD's confirmation (callback_confirm) are looked up this often.
+    confirm_interval: Duration = timedelta(seconds=5)
     lease_ttl: Duration = timedelta(seconds=30)
 
     @property

@@ -68,7 +68,7 @@ class Report:
         if self.unlistable:
             text += (
                 f"; {self.unlistable} stale jobs have no JobId (submit outcome unknown) and "
-                "cannot be listed: left stale"
+                "cannot be looked up: left stale"
             )
         if self.errors:
             text += f"; {self.errors} VOD errors"
@@ -77,10 +77,12 @@ class Report:
         return text
 
 
-async def jobs_to_reconcile(session: AsyncSession, settings: Settings, now: datetime) -> list[str]:
+async def jobs_to_reconcile(
+    session: AsyncSession, settings: Settings, now: datetime, *, only_pending: bool = False
+) -> list[str]:
     """JobIds to look up, each once: callbacks awaiting confirmation, then stale jobs (least
     recently checked first), then unfinished jobs older than the grace period (oldest first,
-    at most `reconcile_batch`)."""
+    at most `reconcile_batch`). `only_pending`: the first group alone."""
     pending = (
         select(Job.job_id)
         .where(text(PENDING_SQL), Job.job_id.is_not(None))
@@ -105,7 +107,7 @@ async def jobs_to_reconcile(session: AsyncSession, settings: Settings, now: date
         .limit(settings.reconcile_batch)
     )
     ids: dict[str, None] = {}
-    for query in (pending, stale, aged):
+    for query in (pending,) if only_pending else (pending, stale, aged):
         for job_id in await session.scalars(query):
             if job_id is not None:
                 ids.setdefault(job_id)
@@ -198,15 +200,18 @@ async def reconcile_open_jobs(
     clock: Clock,
     *,
     keep_going: Callable[[], bool] = lambda: True,
+    only_pending: bool = False,
 ) -> Report:
     """Look up every job due for reconciliation with ListAIJob, 10 per call within the client's
     shared rate limit, and apply the answers. No database transaction is open while VOD is
     called: each answer is applied in its own short write. Stops early when `keep_going()` turns
-    false (the lease was lost) or VOD keeps failing."""
+    false (the lease was lost) or VOD keeps failing. `only_pending`: just the callbacks
+    awaiting confirmation (the frequent `confirm` job)."""
     report = Report()
     async with database.session() as session:
-        ids = await jobs_to_reconcile(session, settings, clock())
-        report.unlistable = await count_unlistable(session)
+        ids = await jobs_to_reconcile(session, settings, clock(), only_pending=only_pending)
+        if not only_pending:
+            report.unlistable = await count_unlistable(session)
     errors_in_a_row = 0
     for batch in _chunks(ids, LIST_LIMIT):
         if not keep_going():

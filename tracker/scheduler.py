@@ -200,6 +200,7 @@ def job_intervals(settings: Settings) -> dict[str, timedelta]:
     return {
         "sweep": settings.sweep_interval,
         "reconcile": settings.reconcile_interval,
+        "confirm": settings.confirm_interval,
         "retention": RETENTION_INTERVAL,
     }
 
@@ -220,7 +221,10 @@ async def scheduler_status(
         beat = beats.get(name)
         late_after = 2 * interval + LATE_SLACK
         if beat is None:
-            off = name == "reconcile" and not settings.has_vod_credentials
+            off = (name == "reconcile" and not settings.has_vod_credentials) or (
+                name == "confirm"
+                and not (settings.has_vod_credentials and settings.confirms_callbacks)
+            )
             jobs[name] = {"state": "off" if off else "never"}
             continue
         running = beat.finished_at is None or beat.finished_at < beat.started_at
@@ -298,6 +302,8 @@ class Scheduler:
         if self.vod is not None:
             every["lease"] = (self.renew_lease, self.settings.lease_ttl / 3)
             every["reconcile"] = (self.reconcile, self.settings.reconcile_interval)
+            if self.settings.confirms_callbacks:
+                every["confirm"] = (self.confirm, self.settings.confirm_interval)
         for name, (func_, interval) in every.items():
             aps.add_job(
                 func_,
@@ -312,10 +318,11 @@ class Scheduler:
         aps.start()
         self._aps = aps
         log.info(
-            "scheduler %s started: sweep every %s, reconcile %s, retention daily",
+            "scheduler %s started: sweep every %s, reconcile %s, confirm %s, retention daily",
             self.owner,
             self.settings.sweep_interval,
             f"every {self.settings.reconcile_interval}" if self.vod else "off",
+            f"every {self.settings.confirm_interval}" if "confirm" in every else "off",
         )
 
     async def stop(self) -> None:
@@ -339,15 +346,25 @@ class Scheduler:
         await self._run("sweep", self._sweep)
 
     async def reconcile(self) -> None:
+        if await self._leading("reconcile"):
+            await self._run("reconcile", self._reconcile)
+
+    async def confirm(self) -> None:
+        """Settle callbacks awaiting VOD's confirmation, more often than the full reconcile."""
+        if await self._leading("confirm", quiet=True):
+            await self._run("confirm", self._confirm, idle="checked 0 jobs")
+
+    async def _leading(self, name: str, *, quiet: bool = False) -> bool:
+        """True if this process holds the reconcile lease (taking it if it is free)."""
         if self.vod is None:
-            return
+            return False
         if not self.holds_lease():
             await self.renew_lease()
-        if not self.holds_lease():
-            metrics.SCHEDULER_RUNS.labels("reconcile", "skipped").inc()
-            log.info("reconcile: skipped, another replica holds the lease")
-            return
-        await self._run("reconcile", self._reconcile)
+        if self.holds_lease():
+            return True
+        metrics.SCHEDULER_RUNS.labels(name, "skipped").inc()
+        (log.debug if quiet else log.info)("%s: skipped, another replica holds the lease", name)
+        return False
 
     async def retention(self) -> None:
         await self._run("retention", self._retention)
@@ -384,13 +401,28 @@ class Scheduler:
         )
         return str(report)
 
+    async def _confirm(self) -> str:
+        assert self.vod is not None
+        report = await reconcile_open_jobs(
+            self.database,
+            self.vod,
+            self.settings,
+            self.clock,
+            keep_going=self.holds_lease,
+            only_pending=True,
+        )
+        return str(report)
+
     async def _retention(self) -> str:
         before = self.clock() - self.settings.event_retention
         deleted = await delete_old_events(self.database, before)
         return f"deleted {deleted} callback events received before {before.isoformat()}"
 
-    async def _run(self, name: str, work: Callable[[], Awaitable[str]]) -> None:
-        """One run: heartbeat, work, one log line, metrics. Failures are logged, never raised."""
+    async def _run(
+        self, name: str, work: Callable[[], Awaitable[str]], *, idle: str | None = None
+    ) -> None:
+        """One run: heartbeat, work, one log line, metrics. Failures are logged, never raised.
+        A frequent job's idle runs (summary starting with `idle`) log at DEBUG only."""
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
@@ -411,7 +443,9 @@ class Scheduler:
             if task is not None:
                 self._running.discard(task)
         duration = time.monotonic() - began
-        (log.info if ok else log.error)("%s: %s (%.0f ms)", name, summary, duration * 1000)
+        quiet = ok and idle is not None and summary.startswith(idle)
+        level = logging.ERROR if not ok else logging.DEBUG if quiet else logging.INFO
+        log.log(level, "%s: %s (%.0f ms)", name, summary, duration * 1000)
         metrics.SCHEDULER_RUNS.labels(name, "ok" if ok else "error").inc()
         metrics.SCHEDULER_SECONDS.labels(name).set(duration)
         metrics.SCHEDULER_LAST_RUN.labels(name).set(self.clock().timestamp())
