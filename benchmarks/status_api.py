@@ -100,7 +100,9 @@ def start_server(url: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 class Scenario:
-    def __init__(self, name: str, path: str, direct: Callable[[Any], Awaitable[Any]]) -> None:
+    def __init__(
+        self, name: str, path: str, direct: Callable[[Any], Awaitable[Any]] | None
+    ) -> None:
         self.name, self.path, self.direct = name, path, direct
         self.api: list[float] = []
         self.db: list[float] = []
@@ -139,6 +141,8 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
                 return await queries.compute_stats(session, datetime.now(UTC))
 
         scenarios = [
+            # No database at all: the floor of HTTP, uvicorn and the client on this machine.
+            Scenario("GET /healthz (HTTP floor)", "/healthz", None),
             Scenario("GET /jobs/{id}", "/jobs/job-{n}", one_job),
             Scenario(f"GET /jobs?{FILTER_QUERY} first page", f"/jobs?{FILTER_QUERY}", first_page),
             Scenario(
@@ -151,13 +155,16 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
         for scenario in scenarios:  # warm both sides: caches, pools, the planner
             for _ in range(5):
                 await _api(http, scenario, rng, args.jobs)
-            async with database.engine.connect() as conn:
-                await scenario.direct(conn)
+            if scenario.direct is not None:
+                async with database.engine.connect() as conn:
+                    await scenario.direct(conn)
         for _ in range(args.rounds):
             for scenario in scenarios:
                 n_direct = args.stats_requests if scenario.name == "GET /stats" else args.requests
                 for _ in range(args.requests):
                     scenario.api.append(await _api(http, scenario, rng, args.jobs))
+                if scenario.direct is None:
+                    continue
                 async with database.engine.connect() as conn:
                     for _ in range(n_direct):
                         start = time.perf_counter()
@@ -200,6 +207,9 @@ def _table(url: str, note: str, scenarios: list[Scenario], args: argparse.Namesp
     ]
     for s in scenarios:
         api50, api99 = percentile(s.api, 0.5), percentile(s.api, 0.99)
+        if not s.db:
+            lines.append(f"| {s.name} | {_ms(api50)} | {_ms(api99)} | | | | | {len(s.api)} / 0 |")
+            continue
         db50, db99 = percentile(s.db, 0.5), percentile(s.db, 0.99)
         lines.append(
             f"| {s.name} | {_ms(api50)} | {_ms(api99)} | {_ms(db50)} | {_ms(db99)} "
