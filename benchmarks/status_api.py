@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
             cursor = response.json()["next_cursor"]
             if cursor is None:
                 raise SystemExit(f"fewer than 100 pages of {FILTER_QUERY}: use more --jobs")
-        page100 = cursor
+        page100: str = cursor
         after = Cursor.decode(page100, FILTER)
 
         async def one_job(conn: Any) -> Any:
