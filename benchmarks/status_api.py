@@ -116,14 +116,13 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
     try:
         http = httpx.AsyncClient(base_url=base, timeout=30)
         # The cursor of page 100, from walking the first 99 pages.
-        cursor: str | None = None
+        page100 = ""
         for _ in range(99):
-            more = f"&cursor={cursor}" if cursor else ""
+            more = f"&cursor={page100}" if page100 else ""
             response = await http.get(f"/jobs?{FILTER_QUERY}&limit={PAGE}{more}")
-            cursor = response.json()["next_cursor"]
-            if cursor is None:
+            page100 = response.json()["next_cursor"] or ""
+            if not page100:
                 raise SystemExit(f"fewer than 100 pages of {FILTER_QUERY}: use more --jobs")
-        page100: str = cursor
         after = Cursor.decode(page100, FILTER)
 
         async def one_job(conn: Any) -> Any:
