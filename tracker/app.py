@@ -17,6 +17,7 @@ from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
+from tracker.vod import VodClient
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,13 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         app.state.database = database
+        vod = VodClient(settings) if settings.has_vod_credentials else None
+        app.state.vod = vod
         try:
             yield
         finally:
+            if vod is not None:
+                await vod.close()
             await database.dispose()
 
     app = Starlette(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -90,6 +92,215 @@ def serve() -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+# --- VOD simulator (issue 3) ---
+
+
+RATE = click.FloatRange(0.0, 1.0)
+
+
+@main.command("fake-vod")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option(
+    "--access-key-id",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_ID",
+    help="Key pair it accepts [env: ALIBABA_CLOUD_ACCESS_KEY_ID]",
+)
+@click.option(
+    "--access-key-secret",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    help="[env: ALIBABA_CLOUD_ACCESS_KEY_SECRET]",
+)
+@click.option(
+    "--callback-url",
+    multiple=True,
+    envvar="TRACKER_CALLBACK_URL",
+    help="Where events go; repeat to alternate between replicas [env: TRACKER_CALLBACK_URL]",
+)
+@click.option(
+    "--auth-key",
+    default=None,
+    help="Sign callbacks with this AuthKey [default: first TRACKER_CALLBACK_AUTH_KEY]",
+)
+@click.option("--delay", default=2.0, show_default=True, help="Seconds from submit to result")
+@click.option(
+    "--fail-rate", default=0.0, type=RATE, show_default=True, help="Share of jobs that fail"
+)
+@click.option(
+    "--drop-rate", default=0.0, type=RATE, show_default=True, help="Share of events never sent"
+)
+@click.option(
+    "--duplicate-rate", default=0.0, type=RATE, show_default=True, help="Share sent twice"
+)
+@click.option("--late-rate", default=0.0, type=RATE, show_default=True, help="Share delivered late")
+@click.option("--late-seconds", default=3.0, show_default=True, help="How late")
+@click.option(
+    "--qps",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Answer Throttling.User above this rate",
+)
+@click.option(
+    "--slow-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of API answers held back after the work is done",
+)
+@click.option("--slow-seconds", default=15.0, show_default=True, help="How long they are held")
+@click.option(
+    "--error-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of API calls answered InternalError (500) without doing anything",
+)
+@click.option(
+    "--reset-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of API answers cut off midway after the work is done",
+)
+@click.option(
+    "--unsolicited-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Chance per SubmitAIJob of an extra AIMediaDNAComplete nobody submitted",
+)
+@click.option(
+    "--stuck-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of jobs that stay processing",
+)
+@click.option("--stuck-seconds", default=600.0, show_default=True, help="For how much longer")
+@click.option("--callback-attempts", default=3, show_default=True, help="Deliveries per event")
+@click.option("--callback-interval", default=1.0, show_default=True, help="Seconds between them")
+@click.option("--seed", default=None, type=int, help="Same seed, same ids and outcomes")
+def fake_vod(
+    host: str,
+    port: int,
+    access_key_id: str | None,
+    access_key_secret: str | None,
+    callback_url: tuple[str, ...],
+    auth_key: str | None,
+    **faults: Any,
+) -> None:
+    """Run the local VOD simulator (signed API, AI jobs, callbacks, fault injection)."""
+    from tracker.fakevod import run_fake_vod
+
+    if not access_key_id or not access_key_secret:
+        raise click.ClickException(
+            "the simulator needs a key pair: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET (or --access-key-id/--access-key-secret)"
+        )
+    if auth_key is None:
+        auth_key = os.environ.get("TRACKER_CALLBACK_AUTH_KEY", "")
+    # A rotation list signs with its first key, like `tracker vod callback set`.
+    auth_key = next((k.strip() for k in auth_key.split(",") if k.strip()), None)
+    setup_logging()
+    run_fake_vod(
+        host,
+        port,
+        access_key_id=access_key_id,
+        access_key_secret=access_key_secret,
+        callback_urls=list(callback_url),
+        auth_key=auth_key,
+        **faults,
+    )
+
+
+# --- VOD event notification set-up (issue 3) ---
+
+
+@main.group("vod")
+def vod_group() -> None:
+    """Talk to ApsaraVideo VOD with the configured key pair."""
+
+
+@vod_group.group("callback")
+def vod_callback() -> None:
+    """VOD's event notification: where AI completion events are sent."""
+
+
+def _vod_call(settings: Settings, work: Any) -> Any:
+    from tracker.vod import VodClient, VodError, VodOutcomeUnknown, VodUnreachable
+
+    if not settings.has_vod_credentials:
+        raise click.ClickException(
+            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set"
+        )
+
+    async def run() -> Any:
+        async with VodClient(settings) as vod:
+            return await work(vod)
+
+    try:
+        return asyncio.run(run())
+    except (VodError, VodUnreachable, VodOutcomeUnknown) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _echo_checks(checks: list[Any], wanted_label: str) -> None:
+    width = max(len(c.field) for c in checks)
+    for check in checks:
+        mark = "ok  " if check.ok else "DIFF"
+        line = f"  {mark}  {check.field:<{width}}  {check.current or '(empty)'}"
+        if not check.ok:
+            line += f"  ({wanted_label} {check.wanted})"
+        click.echo(line)
+
+
+@vod_callback.command("show")
+@click.option("--app-id", default=None, help="VOD application (default: app-1000000)")
+def vod_callback_show(app_id: str | None) -> None:
+    """Show VOD's callback configuration and whether it matches this tracker (exit 1 if not)."""
+    from tracker.vod.callback import check_callback
+
+    settings = settings_or_exit()
+    current = _vod_call(settings, lambda vod: vod.get_message_callback(app_id))
+    checks = check_callback(current, settings)
+    click.echo(
+        f"VOD event notification ({current.get('AppId') or app_id or 'default app'}, "
+        f"{settings.vod_url}):"
+    )
+    _echo_checks(checks, "want")
+    if all(c.ok for c in checks):
+        click.echo("AI completion events reach this tracker, signed with its key.")
+        return
+    click.echo("Does not match this tracker: run `tracker vod callback set`.")
+    raise SystemExit(1)
+
+
+@vod_callback.command("set")
+@click.option("--app-id", default=None, help="VOD application (default: app-1000000)")
+@click.option("--yes", is_flag=True, help="Apply without asking")
+def vod_callback_set(app_id: str | None, yes: bool) -> None:
+    """Aim VOD's AI completion events at TRACKER_CALLBACK_URL, signed with our AuthKey."""
+    from tracker.vod.callback import changes, plan_callback
+
+    settings = settings_or_exit()
+    current = _vod_call(settings, lambda vod: vod.get_message_callback(app_id))
+    try:
+        plan = plan_callback(current, settings)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    diff = changes(current, plan, settings)
+    if all(c.ok for c in diff):
+        click.echo("VOD's event notification already matches this tracker; nothing to change.")
+        return
+    click.echo("SetMessageCallback will change:")
+    _echo_checks(diff, "->")
+    if not yes:
+        click.confirm("Apply?", abort=True)
+    params = {**plan, "AppId": app_id} if app_id else plan
+    _vod_call(settings, lambda vod: vod.set_message_callback(**params))
+    click.echo("Done: VOD now sends AI completion events to " + plan["CallbackURL"])
 
 
 # --- tracker jobs (issue 7): the status API's queries, straight from the database ------------

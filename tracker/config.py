@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     vod_region: str = "cn-shanghai"
     vod_endpoint: str | None = None
     vod_rate_limit: float = Field(default=30.0, gt=0)
+    vod_timeout: Duration = timedelta(seconds=10)
+    vod_connect_timeout: Duration = timedelta(seconds=5)
+    vod_retries: int = Field(default=4, ge=0, le=10)
     access_key_id: str | None = Field(
         default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ACCESS_KEY_ID")
     )

@@ -1,0 +1,81 @@
+"""Settings come from the environment; bad values and unsafe exposure are clear startup errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tracker.config import Settings, load_settings
+from tracker.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("5m", timedelta(minutes=5)),
+        ("2h", timedelta(hours=2)),
+        ("30d", timedelta(days=30)),
+        ("PT1H30M", timedelta(hours=1, minutes=30)),
+        ("P2D", timedelta(days=2)),
+    ],
+)
+def test_durations_accept_short_and_iso_forms(
+    monkeypatch: pytest.MonkeyPatch, raw: str, expected: timedelta
+) -> None:
+    monkeypatch.setenv("TRACKER_STALE_AFTER", raw)
+    assert load_settings().stale_after == expected
+
+
+def test_bad_duration_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_STALE_AFTER", "soon")
+    with pytest.raises(ConfigError, match=r"^TRACKER_STALE_AFTER: "):
+        load_settings()
+
+
+def test_credentials_use_alibaba_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "ak")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "TopSecret9")
+    settings = load_settings()
+    assert settings.access_key_id == "ak"
+    assert settings.has_vod_credentials
+    assert "TopSecret9" not in repr(settings)
+
+
+def test_key_lists_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_CALLBACK_AUTH_KEY", "Old1Key, New2Key")
+    monkeypatch.setenv("TRACKER_API_TOKENS", "t1")
+    settings = load_settings()
+    assert [k.get_secret_value() for k in settings.callback_auth_key] == ["Old1Key", "New2Key"]
+    assert [t.get_secret_value() for t in settings.api_tokens] == ["t1"]
+
+
+def test_endpoint_follows_region_unless_overridden() -> None:
+    assert Settings(vod_region="cn-beijing").vod_url == "https://vod.cn-beijing.aliyuncs.com"
+    assert Settings(vod_endpoint="http://127.0.0.1:9000").vod_url == "http://127.0.0.1:9000"
+
+
+def test_per_type_stale_threshold_overrides_the_default() -> None:
+    settings = Settings(stale_after="1h", stale_after_aimediadna="3h")  # type: ignore[arg-type]
+    assert settings.stale_after_for("AIMediaDNA") == timedelta(hours=3)
+    assert settings.stale_after_for("AIVideoTag") == timedelta(hours=1)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_without_keys_is_allowed(host: str) -> None:
+    Settings(host=host).check_exposure()
+
+
+def test_public_host_needs_a_callback_key() -> None:
+    with pytest.raises(ConfigError, match="TRACKER_CALLBACK_AUTH_KEY"):
+        Settings(host="0.0.0.0", api_tokens="t").check_exposure()  # type: ignore[arg-type]
+
+
+def test_public_host_needs_api_tokens() -> None:
+    with pytest.raises(ConfigError, match="TRACKER_API_TOKENS"):
+        Settings(host="0.0.0.0", callback_auth_key="Key1abc").check_exposure()  # type: ignore[arg-type]
+
+
+def test_public_host_may_open_both_explicitly() -> None:
+    Settings(host="0.0.0.0", callback_auth="off", api_auth="off").check_exposure()

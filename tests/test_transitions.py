@@ -1,0 +1,160 @@
+"""The one state machine: final states stay final, older news changes nothing, races apply once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tracker.db import Database
+from tracker.models import Job, JobState, Origin
+from tracker.transitions import ALLOWED, Applied, Outcome, apply_outcome, transition
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+async def add_job(database: Database, job_id: str | None, state: JobState, **extra: object) -> None:
+    async with database.write() as session:
+        session.add(
+            Job(
+                job_id=job_id,
+                media_id=extra.pop("media_id", "m1"),
+                type=extra.pop("type", "AIVideoTag"),
+                state=state,
+                origin=Origin.SUBMITTED,
+                submitted_at=T0,
+                updated_at=T0,
+                **extra,
+            )
+        )
+
+
+async def get_job(database: Database, job_id: str) -> Job:
+    async with database.session() as session:
+        job = await session.scalar(select(Job).where(Job.job_id == job_id))
+    assert job is not None
+    return job
+
+
+async def apply(database: Database, outcome: Outcome, now: datetime = T0) -> Applied:
+    async with database.write() as session:
+        return await apply_outcome(session, outcome, now)
+
+
+def success(job_id: str = "j1", at: datetime = T0, **kw: object) -> Outcome:
+    return Outcome(
+        job_id=job_id,
+        type="AIVideoTag",
+        status="success",
+        media_id="m1",
+        code="0",
+        message="OK",
+        data={"Keyword": []},
+        event_time=at,
+        **kw,
+    )  # type: ignore[arg-type]
+
+
+def fail(job_id: str = "j1", at: datetime = T0) -> Outcome:
+    return Outcome(
+        job_id=job_id,
+        type="AIVideoTag",
+        status="fail",
+        media_id="m1",
+        code="InternalError",
+        message="boom",
+        event_time=at,
+    )
+
+
+def test_final_states_have_no_way_out() -> None:
+    for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.SUBMIT_FAILED):
+        assert ALLOWED[state] == frozenset()
+    assert set(ALLOWED) == set(JobState)
+
+
+async def test_success_completes_a_processing_job(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING, stale=True, stale_at=T0)
+    assert await apply(database, success(), T0 + timedelta(minutes=1)) is Applied.APPLIED
+    job = await get_job(database, "j1")
+    assert job.state == JobState.SUCCEEDED
+    assert job.result == {"Keyword": []}
+    assert job.completed_at == T0 + timedelta(minutes=1)
+    assert (job.stale, job.stale_at) == (False, T0)  # no longer stale, keeps when it was flagged
+
+
+async def test_fail_after_success_changes_nothing(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING)
+    await apply(database, success())
+    assert await apply(database, fail(at=T0 + timedelta(seconds=5))) is Applied.ALREADY_FINAL
+    job = await get_job(database, "j1")
+    assert (job.state, job.code) == (JobState.SUCCEEDED, "0")
+
+
+async def test_older_progress_does_not_revive_a_lost_job(database: Database) -> None:
+    await add_job(database, "j1", JobState.LOST, event_time=T0)
+    old = Outcome(job_id="j1", type="AIVideoTag", status="processing", event_time=T0 - timedelta(1))
+    assert await apply(database, old) is Applied.OLDER
+    assert (await get_job(database, "j1")).state == JobState.LOST
+
+
+async def test_lost_job_learns_its_real_outcome(database: Database) -> None:
+    await add_job(database, "j1", JobState.LOST)
+    assert await apply(database, success()) is Applied.APPLIED
+    assert (await get_job(database, "j1")).state == JobState.SUCCEEDED
+
+
+async def test_processing_status_only_refreshes(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING)
+    later = T0 + timedelta(minutes=3)
+    progress = Outcome(job_id="j1", type="AIVideoTag", status="Processing")
+    assert await apply(database, progress, later) is Applied.PROGRESS
+    job = await get_job(database, "j1")
+    assert (job.state, job.status, job.updated_at) == (JobState.PROCESSING, "processing", later)
+
+
+async def test_unknown_job_id_becomes_a_callback_job(database: Database) -> None:
+    dna = Outcome(job_id="dna1", type="AIMediaDNA", status="success", media_id="m9", event_time=T0)
+    assert await apply(database, dna) is Applied.CREATED
+    job = await get_job(database, "dna1")
+    assert (job.origin, job.state, job.media_id) == (Origin.CALLBACK, JobState.SUCCEEDED, "m9")
+    assert await apply(database, dna) is Applied.ALREADY_FINAL
+
+
+async def test_outcome_resolves_a_submit_unknown_job(database: Database) -> None:
+    await add_job(database, None, JobState.SUBMIT_UNKNOWN, media_id="m1")
+    assert await apply(database, success("real-id")) is Applied.RESOLVED
+    job = await get_job(database, "real-id")
+    assert (job.origin, job.state) == (Origin.SUBMITTED, JobState.SUCCEEDED)
+    async with database.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+async def test_transition_respects_allowed_sources(database: Database) -> None:
+    await add_job(database, "j1", JobState.SUCCEEDED)
+    async with database.write() as session:
+        moved = await transition(session, Job.job_id == "j1", JobState.LOST, T0)
+    assert moved == 0
+    assert (await get_job(database, "j1")).state == JobState.SUCCEEDED
+
+
+@pytest.mark.parametrize("first", ["success", "fail"])
+async def test_concurrent_outcomes_apply_once(database: Database, first: str) -> None:
+    """Two writers racing with different outcomes: exactly one wins, the other sees it final."""
+    await add_job(database, "j1", JobState.PROCESSING)
+    a, b = (success(), fail()) if first == "success" else (fail(), success())
+    other = Database(str(database.url.render_as_string(hide_password=False)))
+    try:
+
+        async def run(db: Database, outcome: Outcome) -> Applied:
+            async with db.write() as session:
+                return await apply_outcome(session, outcome, T0)
+
+        results = await asyncio.gather(run(database, a), run(other, b))
+    finally:
+        await other.dispose()
+    assert sorted(results) == sorted([Applied.APPLIED, Applied.ALREADY_FINAL])
+    winner = a if results[0] is Applied.APPLIED else b
+    assert (await get_job(database, "j1")).state == winner.target

@@ -1,0 +1,190 @@
+"""The simulator's gateway: who may call, and how often (vod-reference sections 1.3, 1.5, 4)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from tracker.vod import (
+    API_VERSION,
+    parse_vod_time,
+    sign_v1,
+    sign_v3,
+    string_to_sign,
+    v3_string_to_sign,
+)
+
+WINDOW = 900.0  # seconds: timestamp skew allowed and how long a nonce stays used (section 1.3)
+V3 = "ACS3-HMAC-SHA256"
+# Status codes for the [U] cases of section 1.5: both SDKs only need a 4xx, and aliyun's gateway
+# has been seen answering 400 for both; the tracker's client retries Throttling* on any status.
+SIGNATURE_STATUS = 400
+THROTTLE_STATUS = 400
+
+
+class Refused(Exception):
+    """An error answer in VOD's shape."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Gateway:
+    """Verifies v1 and V3 signatures over what arrived, the time window, nonces, and the QPS."""
+
+    def __init__(self, access_key_id: str, access_key_secret: str, qps: float | None) -> None:
+        self.access_key_id = access_key_id
+        self._secret = access_key_secret
+        self._nonces: dict[str, float] = {}
+        self._nonce_order: deque[tuple[float, str]] = deque()
+        self.qps = qps
+
+    @property
+    def qps(self) -> float | None:
+        return self._qps
+
+    @qps.setter
+    def qps(self, value: float | None) -> None:
+        self._qps = value if value and value > 0 else None
+        self._tokens = max(1.0, self._qps or 1.0)
+        self._refilled = time.monotonic()
+
+    async def authenticate(self, request: web.Request) -> tuple[str, dict[str, str]]:
+        params = dict(request.query)
+        body = await request.read()
+        if request.content_type == "application/x-www-form-urlencoded" and body:
+            try:
+                params.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+            except (UnicodeDecodeError, ValueError):
+                raise Refused(400, "InvalidParameter", "The form body is malformed.") from None
+        authorization = request.headers.get("Authorization", "")
+        if authorization.startswith(V3 + " "):
+            return self._check_v3(request, params, body, authorization), params
+        return self._check_v1(request.method, params), params
+
+    def _check_v1(self, method: str, params: dict[str, str]) -> str:
+        for name in (
+            "Action",
+            "Version",
+            "AccessKeyId",
+            "Signature",
+            "SignatureNonce",
+            "Timestamp",
+            "SignatureMethod",
+        ):
+            required(params, name)
+        if params["Version"] != API_VERSION:
+            raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
+        if params["SignatureMethod"] != "HMAC-SHA1":
+            raise Refused(400, "InvalidParameter", "SignatureMethod must be HMAC-SHA1")
+        self._check_time(params["Timestamp"])
+        self._check_key(params["AccessKeyId"])
+        signed = {k: v for k, v in params.items() if k != "Signature"}
+        expected = sign_v1(method, signed, self._secret)
+        if not hmac.compare_digest(expected, params["Signature"]):
+            raise Refused(
+                SIGNATURE_STATUS,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation. server string to "
+                f"sign is:{string_to_sign(method, signed)}",
+            )
+        self._use_nonce(params["SignatureNonce"])
+        return params["Action"]
+
+    def _check_v3(
+        self, request: web.Request, params: dict[str, str], body: bytes, authorization: str
+    ) -> str:
+        fields = dict(
+            part.strip().split("=", 1)
+            for part in authorization[len(V3) :].split(",")
+            if "=" in part
+        )
+        headers = request.headers
+        action = headers.get("x-acs-action", "")
+        for name in ("x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce"):
+            if not headers.get(name):
+                raise Refused(400, "MissingParameter", f"The header {name} is missing.")
+        if headers["x-acs-version"] != API_VERSION:
+            raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
+        self._check_time(headers["x-acs-date"])
+        self._check_key(fields.get("Credential", ""))
+        signed_names = [n for n in fields.get("SignedHeaders", "").split(";") if n]
+        if not {"x-acs-date", "x-acs-signature-nonce"} <= set(signed_names):
+            raise Refused(400, "InvalidParameter", "x-acs-date and the nonce must be signed")
+        payload = hashlib.sha256(body).hexdigest()
+        if headers.get("x-acs-content-sha256", payload) != payload:
+            raise Refused(400, "ContentSHA256NotMatch", "x-acs-content-sha256 is not the body's")
+        signed_headers = {
+            n: ",".join(sorted(v.strip() for v in headers.getall(n, []))) for n in signed_names
+        }
+        args = (request.method, request.path, dict(request.query), signed_headers, payload)
+        expected = sign_v3(*args, self._secret)
+        if not hmac.compare_digest(expected, fields.get("Signature", "")):
+            raise Refused(
+                SIGNATURE_STATUS,
+                "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation. server string to "
+                f"sign is:{v3_string_to_sign(*args)}",
+            )
+        self._use_nonce(headers["x-acs-signature-nonce"])
+        return action
+
+    def _check_time(self, stamp: str) -> None:
+        moment = parse_vod_time(stamp)
+        if moment is None:
+            raise Refused(
+                400, "InvalidTimeStamp.Format", f"Specified time stamp is not valid: {stamp}"
+            )
+        if abs((datetime.now(UTC) - moment).total_seconds()) > WINDOW:
+            raise Refused(
+                400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
+            )
+
+    def _check_key(self, access_key_id: str) -> None:
+        if access_key_id != self.access_key_id:
+            raise Refused(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+
+    def _use_nonce(self, nonce: str) -> None:
+        now = time.monotonic()
+        while self._nonce_order and self._nonce_order[0][0] < now - WINDOW:
+            self._nonces.pop(self._nonce_order.popleft()[1], None)
+        if nonce in self._nonces:
+            raise Refused(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+        self._nonces[nonce] = now
+        self._nonce_order.append((now, nonce))
+
+    def throttle(self) -> None:
+        """A token bucket of `qps` tokens refilled at `qps` per second."""
+        if self._qps is None:
+            return
+        now = time.monotonic()
+        capacity = max(1.0, self._qps)
+        self._tokens = min(capacity, self._tokens + (now - self._refilled) * self._qps)
+        self._refilled = now
+        if self._tokens < 1:
+            raise Refused(
+                THROTTLE_STATUS, "Throttling.User", "Request was denied due to user flow control."
+            )
+        self._tokens -= 1
+
+
+def required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if value is None or value == "":
+        raise Refused(
+            400,
+            "MissingParameter",
+            f'The input parameter "{name}" that is mandatory for processing this request is not '
+            "supplied.",
+        )
+    return value

@@ -1,0 +1,61 @@
+"""ApsaraVideo VOD: the client, its signatures and its results (../shared/vod-reference.md)."""
+
+from tracker.vod.client import (
+    IDEMPOTENT,
+    RateLimiter,
+    VodClient,
+    VodError,
+    VodOutcomeUnknown,
+    VodThrottled,
+    VodUnreachable,
+    shared_limiter,
+)
+from tracker.vod.results import (
+    JOB_TYPES,
+    LIST_LIMIT,
+    AIJob,
+    AIJobStatus,
+    ListResult,
+    SubmitResult,
+    parse_json_string,
+)
+from tracker.vod.signing import (
+    API_VERSION,
+    canonical_query,
+    format_timestamp,
+    parse_vod_time,
+    percent_encode,
+    sign_callback,
+    sign_v1,
+    sign_v3,
+    string_to_sign,
+    v3_string_to_sign,
+)
+
+__all__ = [
+    "API_VERSION",
+    "IDEMPOTENT",
+    "JOB_TYPES",
+    "LIST_LIMIT",
+    "AIJob",
+    "AIJobStatus",
+    "ListResult",
+    "RateLimiter",
+    "SubmitResult",
+    "VodClient",
+    "VodError",
+    "VodOutcomeUnknown",
+    "VodThrottled",
+    "VodUnreachable",
+    "canonical_query",
+    "format_timestamp",
+    "parse_json_string",
+    "parse_vod_time",
+    "percent_encode",
+    "shared_limiter",
+    "sign_callback",
+    "sign_v1",
+    "sign_v3",
+    "string_to_sign",
+    "v3_string_to_sign",
+]

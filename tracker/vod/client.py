@@ -1,0 +1,392 @@
+"""The VOD client: one aiohttp session, typed errors, bounded retries, the shared rate limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import SimpleNamespace, TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from tracker.config import Settings
+from tracker.errors import TrackerError
+from tracker.metrics import VOD_CALLS, VOD_SECONDS
+from tracker.vod.results import (
+    LIST_LIMIT,
+    AIJob,
+    AIJobStatus,
+    ListResult,
+    SubmitResult,
+    as_list,
+    missing_ids,
+    opt_str,
+)
+from tracker.vod.signing import API_VERSION, format_timestamp, percent_encode, sign_v1
+
+log = logging.getLogger(__name__)
+
+# Throttling answers: VOD's codes, plus HTTP 429/503 whatever the code (section 1.5).
+THROTTLE_STATUSES = frozenset({429, 503})
+# Actions that change nothing when repeated; only these are retried after the request was sent.
+IDEMPOTENT = frozenset(
+    {
+        "ListAIJob",
+        "GetAIVideoTagResult",
+        "GetMediaDNAResult",
+        "GetMessageCallback",
+        "SetMessageCallback",
+    }
+)
+
+
+class VodError(TrackerError):
+    """VOD answered with an error body; `message` is VOD's Message (secrets redacted)."""
+
+    status_code = 502
+    code = "vod_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vod_code: str,
+        http_status: int,
+        request_id: str | None = None,
+        recommend: str | None = None,
+    ) -> None:
+        super().__init__(message, vod_code=vod_code, http_status=http_status, request_id=request_id)
+        self.vod_code = vod_code
+        self.http_status = http_status
+        self.request_id = request_id
+        self.recommend = recommend
+
+    def __str__(self) -> str:
+        return f"{self.vod_code} (HTTP {self.http_status}): {self.message}"
+
+
+class VodThrottled(VodError):
+    """Still throttled after the bounded retries."""
+
+    status_code = 503
+    code = "vod_throttled"
+
+
+class VodOutcomeUnknown(TrackerError):
+    """The request may have reached VOD; a SubmitAIJob must not be retried (-> submit_unknown)."""
+
+    status_code = 502
+    code = "vod_outcome_unknown"
+
+
+class VodUnreachable(TrackerError):
+    """The request never reached VOD (connect failures after retries): nothing was submitted."""
+
+    status_code = 503
+    code = "vod_unreachable"
+
+
+class RateLimiter:
+    """Evenly spaced slots at `rate` per second (burst 1), safe across tasks and event loops.
+
+    Each caller takes the next free slot synchronously, then sleeps until it, so no lock is held
+    and the achieved rate is the configured one under any concurrency.
+    """
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self._next)
+        self._next = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+_LIMITERS: dict[tuple[str, str, float], RateLimiter] = {}
+
+
+def shared_limiter(endpoint: str, access_key_id: str, rate: float) -> RateLimiter:
+    """One limiter per (endpoint, account, rate) in the process: VOD's limit is per account."""
+    key = (endpoint, access_key_id, rate)
+    if key not in _LIMITERS:
+        _LIMITERS[key] = RateLimiter(rate)
+    return _LIMITERS[key]
+
+
+class VodClient:
+    """One per process: owns one aiohttp session and uses the process-wide rate limiter."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backoff: float = 0.2,
+        backoff_cap: float = 5.0,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        if not settings.access_key_id or settings.access_key_secret is None:
+            raise ValueError("VodClient needs ALIBABA_CLOUD_ACCESS_KEY_ID and _SECRET")
+        endpoint = settings.vod_url.rstrip("/")
+        self.endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
+        self.region = settings.vod_region
+        self.access_key_id = settings.access_key_id
+        self._secret = settings.access_key_secret
+        self._token = settings.security_token
+        self.retries = settings.vod_retries
+        self.backoff = backoff
+        self.backoff_cap = backoff_cap
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.vod_timeout.total_seconds(),
+            connect=settings.vod_connect_timeout.total_seconds(),
+        )
+        self.limiter = limiter or shared_limiter(
+            self.endpoint, self.access_key_id, settings.vod_rate_limit
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"VodClient(endpoint={self.endpoint!r}, access_key_id={self.access_key_id!r})"
+
+    async def __aenter__(self) -> VodClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_mark_sent)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=10, ttl_dns_cache=300),
+                timeout=self._timeout,
+                trace_configs=[trace],
+                headers={"Accept": "application/json"},
+            )
+        return self._session
+
+    # -- actions --
+
+    async def submit_ai_job(
+        self,
+        media_id: str,
+        types: Sequence[str],
+        config: Mapping[str, Any] | None = None,
+        user_data: Mapping[str, Any] | None = None,
+    ) -> SubmitResult:
+        """Start one AI job per type. Never retried once it may have reached VOD (no idempotency
+        token, section 2): such failures raise VodOutcomeUnknown."""
+        if not media_id or not types:
+            raise ValueError("submit_ai_job needs a media id and at least one type")
+        params = {"MediaId": media_id, "Types": ",".join(types)}
+        if config:
+            params["Config"] = _compact_json(config)
+        if user_data:
+            params["UserData"] = _compact_json(user_data)
+        body = await self.call("SubmitAIJob", params)
+        jobs = [
+            AIJob(str(j.get("JobId", "")), str(j.get("MediaId", media_id)), str(j.get("Type", "")))
+            for j in as_list(body.get("AIJobList"), "AIJob")
+        ]
+        return SubmitResult(str(body.get("RequestId", "")), jobs)
+
+    async def list_ai_jobs(self, job_ids: Sequence[str]) -> ListResult:
+        if len(job_ids) > LIST_LIMIT:
+            raise ValueError(f"ListAIJob takes at most {LIST_LIMIT} job ids, got {len(job_ids)}")
+        if not job_ids:
+            return ListResult("", [], [])
+        body = await self.call("ListAIJob", {"JobIds": ",".join(job_ids)})
+        jobs = [AIJobStatus.from_vod(j) for j in as_list(body.get("AIJobList"), "AIJob")]
+        return ListResult(str(body.get("RequestId", "")), jobs, missing_ids(body))
+
+    async def get_ai_video_tag_result(self, media_id: str) -> dict[str, Any]:
+        body = await self.call("GetAIVideoTagResult", {"MediaId": media_id})
+        return dict(body.get("VideoTagResult") or {})
+
+    async def get_media_dna_result(self, media_id: str) -> dict[str, Any]:
+        body = await self.call("GetMediaDNAResult", {"MediaId": media_id})
+        return dict(body.get("DNAResult") or {})
+
+    async def get_message_callback(self, app_id: str | None = None) -> dict[str, Any]:
+        body = await self.call("GetMessageCallback", {"AppId": app_id} if app_id else {})
+        return dict(body.get("MessageCallback") or {})
+
+    async def set_message_callback(self, **params: str) -> None:
+        await self.call("SetMessageCallback", {k: v for k, v in params.items() if v is not None})
+
+    # -- transport --
+
+    def signed_params(self, action: str, params: Mapping[str, str]) -> dict[str, str]:
+        """The action's parameters plus the common ones and the v1 signature (section 1.3)."""
+        signed = {
+            "Action": action,
+            "Version": API_VERSION,
+            "Format": "JSON",
+            "AccessKeyId": self.access_key_id,
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureVersion": "1.0",
+            "SignatureNonce": uuid.uuid4().hex,
+            "Timestamp": format_timestamp(datetime.now(UTC)),
+            "RegionId": self.region,
+            **params,
+        }
+        if self._token is not None:
+            signed["SecurityToken"] = self._token.get_secret_value()
+        signed["Signature"] = sign_v1("POST", signed, self._secret.get_secret_value())
+        return signed
+
+    async def call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """One VOD action with bounded retries; raises the typed errors above."""
+        attempt = 0
+        while True:
+            try:
+                body = await self._attempt(action, params)
+            except VodError as exc:
+                throttled = _is_throttling(exc)
+                if not throttled or attempt >= self.retries:
+                    outcome = "throttled" if throttled else "error"
+                    VOD_CALLS.labels(action, outcome).inc()
+                    if throttled and not isinstance(exc, VodThrottled):
+                        raise _throttled(exc) from None
+                    raise
+                reason = exc.vod_code
+            except VodOutcomeUnknown:
+                VOD_CALLS.labels(action, "unknown").inc()
+                raise
+            except VodUnreachable:
+                if attempt >= self.retries:
+                    VOD_CALLS.labels(action, "unreachable").inc()
+                    raise
+                reason = "unreachable"
+            else:
+                VOD_CALLS.labels(action, "ok").inc()
+                return body
+            delay = random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt))
+            attempt += 1
+            VOD_CALLS.labels(action, "retried").inc()
+            log.warning(
+                "VOD %s: %s, retry %d/%d in %.2fs", action, reason, attempt, self.retries, delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        await self.limiter.acquire()
+        form = self.signed_params(action, params)
+        sent = SimpleNamespace(sent=False)
+        started = time.monotonic()
+        try:
+            # POST with a form body keeps SecurityToken and Signature out of the URL, hence out of
+            # any exception text or proxy log that quotes it.
+            async with self._http().post(
+                self.endpoint + "/", data=form, trace_request_ctx=sent, allow_redirects=False
+            ) as response:
+                status = response.status
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            detail = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+            if not sent.sent:
+                raise VodUnreachable(f"VOD {action}: not sent: {detail}") from None
+            if action in IDEMPOTENT:
+                # Safe to repeat: treat like a failure to reach VOD, so it is retried.
+                raise VodUnreachable(f"VOD {action}: no answer: {detail}") from None
+            raise VodOutcomeUnknown(
+                f"VOD {action}: request sent but no answer ({detail}); it may have been applied"
+            ) from None
+        finally:
+            VOD_SECONDS.labels(action).observe(time.monotonic() - started)
+        return self._parse(action, status, raw)
+
+    def _parse(self, action: str, status: int, raw: bytes) -> dict[str, Any]:
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = None
+        if 200 <= status < 300 and body is not None:
+            return body
+        if body is not None and "Code" in body:
+            error = VodError(
+                self._redact(str(body.get("Message", ""))),
+                vod_code=str(body["Code"]),
+                http_status=status,
+                request_id=opt_str(body.get("RequestId")),
+                recommend=opt_str(body.get("Recommend")),
+            )
+        else:
+            snippet = self._redact(raw[:200].decode("utf-8", "replace"))
+            error = VodError(
+                f"unexpected HTTP {status} answer: {snippet!r}",
+                vod_code="InvalidResponse" if 200 <= status < 300 else f"HTTP{status}",
+                http_status=status,
+            )
+        if action == "SubmitAIJob" and (
+            (200 <= status < 300) or (status >= 500 and not _is_throttling(error))
+        ):
+            # A 2xx we cannot read, or a server-side 5xx, may still have started a paid job.
+            raise VodOutcomeUnknown(
+                f"VOD SubmitAIJob: {error}; the job may have been created",
+                vod_code=error.vod_code,
+                http_status=status,
+                request_id=error.request_id,
+            )
+        raise error
+
+    def _redact(self, text: str) -> str:
+        """Remove the secret and the STS token in every encoding VOD might echo them in."""
+        for secret in (self._secret, self._token):
+            if secret is None:
+                continue
+            value = secret.get_secret_value()
+            if not value:
+                continue
+            forms = {value, percent_encode(value), percent_encode(percent_encode(value))}
+            forms.add(quote(value, safe=""))
+            for form in sorted(forms, key=len, reverse=True):
+                text = text.replace(form, "***")
+        return text
+
+
+async def _mark_sent(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object) -> None:
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.sent = True
+
+
+def _compact_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _is_throttling(error: VodError) -> bool:
+    return error.vod_code.startswith("Throttling") or (error.http_status in THROTTLE_STATUSES)
+
+
+def _throttled(error: VodError) -> VodThrottled:
+    return VodThrottled(
+        error.message,
+        vod_code=error.vod_code,
+        http_status=error.http_status,
+        request_id=error.request_id,
+        recommend=error.recommend,
+    )
