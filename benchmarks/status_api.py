@@ -77,6 +77,8 @@ def start_server(url: str) -> tuple[subprocess.Popen[bytes], str]:
         "TRACKER_DATABASE_URL": url,
         "TRACKER_HOST": "127.0.0.1",
         "TRACKER_PORT": str(port),
+        # No sweeper or reconciler writing to the table while it is being measured.
+        "TRACKER_SCHEDULER": "off",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "tracker", "serve"],

@@ -310,7 +310,7 @@ async def test_errors_are_json_for_any_path_and_method(client: httpx.AsyncClient
 
 @pytest.fixture
 async def secured(database_url: str, clock: FrozenClock) -> Any:
-    settings = Settings(database_url=database_url, api_tokens="s3cret,other")  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url, scheduler="off", api_tokens="s3cret,other")  # type: ignore[arg-type]
     app = create_app(settings, clock=clock)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
@@ -331,7 +331,7 @@ async def test_tokens_are_required_when_set(secured: httpx.AsyncClient, path: st
 
 
 async def test_auth_off_opens_the_api(database_url: str) -> None:
-    settings = Settings(database_url=database_url, api_tokens="t", api_auth="off")  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url, scheduler="off", api_tokens="t", api_auth="off")  # type: ignore[arg-type]
     app = create_app(settings)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
