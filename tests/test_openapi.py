@@ -31,7 +31,7 @@ async def seed(url: str) -> None:
             session.add(
                 Job(
                     job_id=f"j{n}",
-                    media_id="m1",
+                    media_id=f"m{n}",  # one live submitted job per media and type (models.py)
                     type="AIVideoTag",
                     state=state,
                     origin=Origin.SUBMITTED,
