@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +21,6 @@ from tracker.db import Database
 from tracker.errors import BadRequest, JobNotFound, Unavailable
 from tracker.models import CallbackEvent, Heartbeat, Job, JobState
 from tracker.queries import JobFilter, Stats, StatsCache
-
-Handler = Callable[[Request], Coroutine[Any, Any, JSONResponse]]
-
 
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a `Z`, or None."""
