@@ -22,6 +22,7 @@ from tracker.errors import BadRequest, JobNotFound, Unavailable
 from tracker.models import CallbackEvent, Heartbeat, Job, JobState
 from tracker.queries import JobFilter, Stats, StatsCache
 
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a `Z`, or None."""
     if value is None:
