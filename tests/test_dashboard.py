@@ -174,7 +174,7 @@ async def test_dashboard_escapes_and_refreshes(
 
 
 async def test_dashboard_asks_a_browser_for_the_token(database_url: str) -> None:
-    settings = Settings(database_url=database_url, api_tokens="tok")  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url, scheduler="off", api_tokens="tok")  # type: ignore[arg-type]
     app = create_app(settings)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
