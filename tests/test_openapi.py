@@ -20,7 +20,8 @@ from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
 from tracker.openapi import document
 
 TOKEN = "s3cret-token"
-SCHEMA = schemathesis.openapi.from_dict(document())
+# POST /jobs needs a VOD to answer 2xx; tests/test_submit.py fuzzes it against the simulator.
+SCHEMA = schemathesis.openapi.from_dict(document()).exclude(path="/jobs", method="POST")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -31,7 +32,7 @@ async def seed(url: str) -> None:
             session.add(
                 Job(
                     job_id=f"j{n}",
-                    media_id="m1",
+                    media_id=f"m{n}",  # one live submitted job per media and type (models.py)
                     type="AIVideoTag",
                     state=state,
                     origin=Origin.SUBMITTED,

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tracker.app import create_app
@@ -386,6 +388,69 @@ async def test_post_jobs_without_vod_credentials_is_503(client: httpx.AsyncClien
     response = await client.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
     assert response.status_code == 503
     assert response.json()["error"] == "vod_not_configured"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+BODIES = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "media_id": st.one_of(
+                st.sampled_from(["m1", "m2", " m3 "]), st.text(max_size=140), JSON_VALUES
+            ),
+            "types": st.one_of(
+                st.lists(st.sampled_from([*BOTH, "AIVideoCover", ""]), max_size=3),
+                st.sampled_from(["AIVideoTag", "AIVideoTag,AIMediaDNA", "x", ""]),
+                JSON_VALUES,
+            ),
+            "config": JSON_VALUES,
+            "user_data": st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "Extend": st.one_of(st.text(max_size=300), JSON_VALUES),
+                        "MessageCallback": st.one_of(
+                            st.fixed_dictionaries({"CallbackURL": st.text(max_size=20)}),
+                            JSON_VALUES,
+                        ),
+                    },
+                ),
+                JSON_VALUES,
+            ),
+            "force": JSON_VALUES,
+        },
+    )
+    | JSON_VALUES
+)
+
+
+@given(body=BODIES)
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+async def test_post_jobs_never_fails_on_any_body(api: httpx.AsyncClient, body: Any) -> None:
+    response = await api.post("/jobs", json=body)
+    event(f"HTTP {response.status_code}")
+    assert response.status_code in (200, 201, 400), response.text
+    answer = response.json()
+    if response.status_code == 400:
+        assert answer["error"] in ("bad_request", "invalid_submission")
+        assert answer["message"]
+    else:
+        assert answer["jobs"]
+        assert all(job["state"] == "processing" for job in answer["jobs"])
 
 
 # --- batches ------------------------------------------------------------------------------------

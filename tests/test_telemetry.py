@@ -54,7 +54,7 @@ async def test_job_gauges(client: httpx.AsyncClient, database: Database) -> None
             session.add(
                 Job(
                     job_id=f"j{n}",
-                    media_id="m",
+                    media_id=f"m{n}",  # one live submitted job per media and type (models.py)
                     type="AIMediaDNA",
                     state=state,
                     origin=Origin.SUBMITTED,

@@ -41,8 +41,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     app = Starlette(
         routes=[
             *health.routes,
+            *submit.routes,  # before api: it serves both GET and POST /jobs
             *api.routes,
-            *submit.routes,
             *openapi.routes,
             *telemetry.routes,
             *dashboard.routes,
