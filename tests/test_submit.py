@@ -649,3 +649,71 @@ async def test_an_interrupted_batch_resumes_with_only_what_is_left(
     assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
     assert set(truth(fake).values()) == {1}
     assert f"{len(started) * 2} skipped" in output
+
+
+# --- heavier variants: `pytest -m slow` ---------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_large_batch_against_the_simulators_own_throttling_and_slow_answers(
+    database_url: str, database: Database, fake: RefusingVod, clock: FrozenClock
+) -> None:
+    media = [f"media-{i:05d}" for i in range(3000)]
+    fake.refuse = set(media[::20])
+    fake.qps = 150  # VOD's token bucket, well under what the client would send
+    fake.slow_rate, fake.slow_seconds = 0.005, 2.0
+    settings = vod_settings(database_url, fake.url, vod_timeout=timedelta(seconds=1))
+    async with VodClient(settings) as client:
+        tally = await run_batch(
+            database,
+            client,
+            [Item(m, BOTH) for m in media],
+            clock,
+            PlainReporter(Lines()),
+            concurrency=48,
+            throttle_pause=0.5,
+        )
+    assert fake.refused.get("Throttling.User", 0) > 0
+    jobs = await jobs_of(database)
+    assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
+    assert set(truth(fake).values()) == {1}
+    unknown = {j.media_id for j in jobs if j.state == JobState.SUBMIT_UNKNOWN}
+    assert tally.jobs[Outcome.UNKNOWN] == 2 * len(unknown)
+    assert tally.jobs[Outcome.FAILED] == 300
+    # Every media VOD has a job for is either recorded with its JobId or `submit_unknown`.
+    for job in jobs:
+        if job.state == JobState.PROCESSING:
+            assert job.job_id in fake.jobs
+        else:
+            assert job.state in (JobState.SUBMIT_FAILED, JobState.SUBMIT_UNKNOWN)
+
+
+@pytest.mark.slow
+async def test_two_submit_commands_on_one_file(
+    database_url: str, database: Database, fake: FakeVod, tmp_path: Path
+) -> None:
+    media = [f"media-{i:04d}" for i in range(1500)]
+    path = tmp_path / "media.csv"
+    path.write_text("media_id,types\n" + "".join(f'{m},"{",".join(BOTH)}"\n' for m in media))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "ALIBABA_"))},
+        "TRACKER_DATABASE_URL": database_url,
+        "TRACKER_VOD_ENDPOINT": fake.url,
+        "TRACKER_VOD_RATE_LIMIT": "5000",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
+    }
+    argv = [sys.executable, "-m", "tracker", "submit", "--from-file", str(path)]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    async with asyncio.timeout(300):
+        outputs = [(await p.communicate())[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert fake.submit_calls == len(media)
+    assert set(truth(fake).values()) == {1}
+    jobs = await jobs_of(database)
+    assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
