@@ -20,7 +20,8 @@ from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
 from tracker.openapi import document
 
 TOKEN = "s3cret-token"
-SCHEMA = schemathesis.openapi.from_dict(document())
+# POST /jobs needs a VOD to answer 2xx; tests/test_submit.py fuzzes it against the simulator.
+SCHEMA = schemathesis.openapi.from_dict(document()).exclude(path="/jobs", method="POST")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

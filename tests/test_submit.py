@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tracker.app import create_app
@@ -388,6 +390,69 @@ async def test_post_jobs_without_vod_credentials_is_503(client: httpx.AsyncClien
     assert response.json()["error"] == "vod_not_configured"
 
 
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+BODIES = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "media_id": st.one_of(
+                st.sampled_from(["m1", "m2", " m3 "]), st.text(max_size=140), JSON_VALUES
+            ),
+            "types": st.one_of(
+                st.lists(st.sampled_from([*BOTH, "AIVideoCover", ""]), max_size=3),
+                st.sampled_from(["AIVideoTag", "AIVideoTag,AIMediaDNA", "x", ""]),
+                JSON_VALUES,
+            ),
+            "config": JSON_VALUES,
+            "user_data": st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "Extend": st.one_of(st.text(max_size=300), JSON_VALUES),
+                        "MessageCallback": st.one_of(
+                            st.fixed_dictionaries({"CallbackURL": st.text(max_size=20)}),
+                            JSON_VALUES,
+                        ),
+                    },
+                ),
+                JSON_VALUES,
+            ),
+            "force": JSON_VALUES,
+        },
+    )
+    | JSON_VALUES
+)
+
+
+@given(body=BODIES)
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+async def test_post_jobs_never_fails_on_any_body(api: httpx.AsyncClient, body: Any) -> None:
+    response = await api.post("/jobs", json=body)
+    event(f"HTTP {response.status_code}")
+    assert response.status_code in (200, 201, 400), response.text
+    answer = response.json()
+    if response.status_code == 400:
+        assert answer["error"] in ("bad_request", "invalid_submission")
+        assert answer["message"]
+    else:
+        assert answer["jobs"]
+        assert all(job["state"] == "processing" for job in answer["jobs"])
+
+
 # --- batches ------------------------------------------------------------------------------------
 
 
@@ -558,9 +623,16 @@ async def test_an_interrupted_batch_resumes_with_only_what_is_left(
     }
     code, output = await _run_cli(env, path, stop_after=100, sig=sig, database=database)
     assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL), output
+    # A killed client's last COMMIT may still land on the server: wait until nothing changes.
+    after_kill = await jobs_of(database)
+    for _ in range(20):
+        await asyncio.sleep(0.25)
+        again = await jobs_of(database)
+        if [(j.id, j.state) for j in again] == [(j.id, j.state) for j in after_kill]:
+            break
+        after_kill = again
     first_calls = fake.submit_calls
     assert 50 <= first_calls < 300
-    after_kill = await jobs_of(database)
     started = {job.media_id for job in after_kill}
     if sig == signal.SIGINT:
         # Stopped cleanly: everything started was recorded, nothing left in flight.
@@ -577,3 +649,71 @@ async def test_an_interrupted_batch_resumes_with_only_what_is_left(
     assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
     assert set(truth(fake).values()) == {1}
     assert f"{len(started) * 2} skipped" in output
+
+
+# --- heavier variants: `pytest -m slow` ---------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_large_batch_against_the_simulators_own_throttling_and_slow_answers(
+    database_url: str, database: Database, fake: RefusingVod, clock: FrozenClock
+) -> None:
+    media = [f"media-{i:05d}" for i in range(3000)]
+    fake.refuse = set(media[::20])
+    fake.qps = 150  # VOD's token bucket, well under what the client would send
+    fake.slow_rate, fake.slow_seconds = 0.005, 2.0
+    settings = vod_settings(database_url, fake.url, vod_timeout=timedelta(seconds=1))
+    async with VodClient(settings) as client:
+        tally = await run_batch(
+            database,
+            client,
+            [Item(m, BOTH) for m in media],
+            clock,
+            PlainReporter(Lines()),
+            concurrency=48,
+            throttle_pause=0.5,
+        )
+    assert fake.refused.get("Throttling.User", 0) > 0
+    jobs = await jobs_of(database)
+    assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
+    assert set(truth(fake).values()) == {1}
+    unknown = {j.media_id for j in jobs if j.state == JobState.SUBMIT_UNKNOWN}
+    assert tally.jobs[Outcome.UNKNOWN] == 2 * len(unknown)
+    assert tally.jobs[Outcome.FAILED] == 300
+    # Every media VOD has a job for is either recorded with its JobId or `submit_unknown`.
+    for job in jobs:
+        if job.state == JobState.PROCESSING:
+            assert job.job_id in fake.jobs
+        else:
+            assert job.state in (JobState.SUBMIT_FAILED, JobState.SUBMIT_UNKNOWN)
+
+
+@pytest.mark.slow
+async def test_two_submit_commands_on_one_file(
+    database_url: str, database: Database, fake: FakeVod, tmp_path: Path
+) -> None:
+    media = [f"media-{i:04d}" for i in range(1500)]
+    path = tmp_path / "media.csv"
+    path.write_text("media_id,types\n" + "".join(f'{m},"{",".join(BOTH)}"\n' for m in media))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "ALIBABA_"))},
+        "TRACKER_DATABASE_URL": database_url,
+        "TRACKER_VOD_ENDPOINT": fake.url,
+        "TRACKER_VOD_RATE_LIMIT": "5000",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
+    }
+    argv = [sys.executable, "-m", "tracker", "submit", "--from-file", str(path)]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        for _ in range(2)
+    ]
+    async with asyncio.timeout(300):
+        outputs = [(await p.communicate())[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert fake.submit_calls == len(media)
+    assert set(truth(fake).values()) == {1}
+    jobs = await jobs_of(database)
+    assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}

@@ -315,6 +315,92 @@ PATHS: dict[str, Any] = {
 }
 
 
+# --- POST /jobs (issue 4: tracker/submit.py) ----------------------------------------------------
+
+SCHEMAS["SubmitRequest"] = {
+    "type": "object",
+    "required": ["media_id", "types"],
+    "properties": {
+        "media_id": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_.:@=+/-]{1,128}$",
+            "example": "3D3D12340d92c641401fab46a0b847",
+        },
+        "types": {
+            "oneOf": [
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string", "enum": ["AIVideoTag", "AIMediaDNA"]},
+                },
+                {
+                    "type": "string",
+                    "pattern": "^(AIVideoTag|AIMediaDNA)(,(AIVideoTag|AIMediaDNA))*$",
+                    "example": "AIVideoTag,AIMediaDNA",
+                },
+            ]
+        },
+        "config": _nullable("object", description="SubmitAIJob `Config`"),
+        "user_data": _nullable(
+            "object",
+            description="SubmitAIJob `UserData`; VOD echoes `Extend` (at most 512 bytes) in the "
+            "callback, and `MessageCallback.CallbackURL` overrides the callback URL",
+            properties={
+                # 128 characters are at most 512 bytes in UTF-8; longer ASCII text is accepted.
+                "Extend": {"type": "string", "maxLength": 128},
+                "MessageCallback": {
+                    "type": "object",
+                    "required": ["CallbackURL"],
+                    "properties": {"CallbackURL": {"type": "string", "pattern": "^https?://"}},
+                },
+            },
+        ),
+        "force": {"type": "boolean", "default": False, "description": "resubmit even if live"},
+    },
+}
+SCHEMAS["SubmitError"] = {
+    "type": "object",
+    "required": ["error", "message", "Code", "Message", "RequestId", "jobs"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "Code": {
+            "type": "string",
+            "description": "VOD's error code, or ours if VOD never answered",
+        },
+        "Message": {"type": "string"},
+        "RequestId": _nullable("string"),
+        "jobs": {"type": "array", "items": _ref("Job")},
+    },
+}
+PATHS["/jobs"]["post"] = {
+    "operationId": "submitJobs",
+    "summary": "Submit one media for AI jobs (SubmitAIJob); each type that already has a live or "
+    "finished job is not submitted again unless `force`",
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("SubmitRequest")}},
+    },
+    "responses": {
+        "201": _json("submitted: the jobs of the requested types", "SubmittedJobs"),
+        "200": _json("nothing new: every type already had a live or finished job", "SubmittedJobs"),
+        "400": _json("invalid input; unknown types list `valid_types`", "Error"),
+        "401": ERROR_401,
+        "429": _json("VOD still throttling after retries; nothing submitted", "SubmitError"),
+        "502": _json("VOD refused, or was not reached; jobs are submit_failed", "SubmitError"),
+        "503": _json("VOD credentials are not configured", "Error"),
+        "504": _json(
+            "VOD's answer never came: jobs are submit_unknown, not resubmitted", "SubmitError"
+        ),
+    },
+}
+SCHEMAS["SubmittedJobs"] = {
+    "type": "object",
+    "required": ["jobs"],
+    "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tracker.api import job_json
+from tracker.api import job_json, list_jobs
 from tracker.auth import require_api_token
 from tracker.claims import (
     Answer,
@@ -62,6 +63,9 @@ REGIONS: dict[str, frozenset[str]] = {
 }
 EXTEND_LIMIT = 512  # bytes of UserData.Extend (vod-reference.md 6.3, 6.6)
 MEDIA_ID_LIMIT = 128  # the width of jobs.media_id
+# VOD's media ids are 32 hex digits; this leaves room for other ids without letting in spaces,
+# commas (a CSV line) or control characters. The OpenAPI document states the same pattern.
+MEDIA_ID = re.compile(rf"[A-Za-z0-9_.:@=+/-]{{1,{MEDIA_ID_LIMIT}}}")
 RECORD_ATTEMPTS = 5  # writing VOD's answer: a JobId we were given must not be dropped lightly
 
 
@@ -108,10 +112,17 @@ def parse_types(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """`AIVideoTag,AIMediaDNA` or a list of them; unknown names are a 400 listing the valid ones."""
     if value is None:
         raise InvalidSubmission("types: required", valid_types=list(JOB_TYPES))
-    items = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise InvalidSubmission(
+            "types: a list or a comma-separated string", valid_types=list(JOB_TYPES)
+        )
     if not all(isinstance(item, str) for item in items):
         raise InvalidSubmission("types: must be strings", valid_types=list(JOB_TYPES))
-    types = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+    types = tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
     if not types:
         raise InvalidSubmission("types: at least one is required", valid_types=list(JOB_TYPES))
     unknown = [t for t in types if t not in JOB_TYPES]
@@ -141,9 +152,9 @@ def check_media_id(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidSubmission("media_id: required")
     media_id = value.strip()
-    if len(media_id) > MEDIA_ID_LIMIT or any(c.isspace() or not c.isprintable() for c in media_id):
+    if not MEDIA_ID.fullmatch(media_id):
         raise InvalidSubmission(
-            f"media_id: at most {MEDIA_ID_LIMIT} printable characters without spaces"
+            f"media_id: 1 to {MEDIA_ID_LIMIT} of the characters A-Z a-z 0-9 _ . : @ = + / -"
         )
     return media_id
 
@@ -361,6 +372,9 @@ async def post_jobs(request: Request) -> JSONResponse:
     502 (429 when throttled), an unknown outcome as 504, each with VOD's Code and RequestId."""
     require_api_token(request)
     body = await _json_body(request)
+    for name in ("config", "user_data"):
+        if not isinstance(body.get(name), dict | None):  # JSON text is for the command line
+            raise InvalidSubmission(f"{name}: must be a JSON object")
     settings = request.app.state.settings
     submit = validate_request(
         body.get("media_id"),
@@ -410,4 +424,12 @@ async def _json_body(request: Request) -> Mapping[str, Any]:
     return body
 
 
-routes = [Route("/jobs", post_jobs, methods=["POST"])]
+async def jobs(request: Request) -> JSONResponse:
+    """/jobs: POST submits (here), GET lists (tracker/api.py). One route, so a 405 and OPTIONS
+    name both methods; it must come before tracker.api's routes."""
+    if request.method == "POST":
+        return await post_jobs(request)
+    return await list_jobs(request)
+
+
+routes = [Route("/jobs", jobs, methods=["GET", "POST"])]
