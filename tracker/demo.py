@@ -50,7 +50,7 @@ FAILED_MEDIA = "demo-video-4"  # its AIMediaDNA job fails at VOD
 JOB_SECONDS = 3.0
 STUCK_EXTRA = 9.0
 STALE_AFTER = timedelta(seconds=6)
-EVERY = timedelta(seconds=1)  # sweep and reconciliation
+EVERY = timedelta(seconds=1)  # sweep, reconciliation and callback confirmation
 GRACE = timedelta(seconds=4)  # reconciliation also asks about jobs this old that never heard back
 SUBMIT_GAP = 0.5  # seconds between media, so the jobs finish one after another
 POLL = 0.4  # seconds between status API reads
@@ -113,6 +113,7 @@ def demo_settings(database_url: str, port: int, vod_url: str, keys: dict[str, st
         sweep_interval=EVERY,
         reconcile_interval=EVERY,
         reconcile_grace=GRACE,
+        confirm_interval=EVERY,
         scheduler="on",
     )
 

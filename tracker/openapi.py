@@ -401,6 +401,54 @@ SCHEMAS["SubmittedJobs"] = {
 }
 
 
+# --- POST /callbacks/vod (issue 5: tracker/callbacks.py), documented by issue 8 ---------------
+
+SCHEMAS["CallbackEvent"] = {
+    "type": "object",
+    "description": "VOD's event notification (vod-reference.md 6.2), parsed leniently: any "
+    "JSON object with an EventType is stored; AI `...Complete` events need JobId and Status "
+    "(else 400) and are applied; other types are stored and answered 200, not applied",
+    "properties": {
+        "EventTime": {"type": "string", "example": "2017-03-20T07:49:17Z"},
+        "EventType": {"type": "string", "example": "AIVideoTagComplete"},
+        "JobId": {"type": "string"},
+        "MediaId": {"type": "string"},
+        "Status": {"type": "string", "example": "success"},
+        "Code": {"type": "string"},
+        "Message": {"type": "string"},
+        "Data": {"type": "string", "description": "the result as a JSON-encoded string"},
+    },
+}
+SCHEMAS["Stored"] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["stored", "duplicate"]}},
+}
+PATHS["/callbacks/vod"] = {
+    "post": {
+        "operationId": "receiveCallback",
+        "summary": "VOD's AI completion events; signed with X-VOD-SIGNATURE = "
+        "md5(TRACKER_CALLBACK_URL|X-VOD-TIMESTAMP|AuthKey), committed before the 200",
+        "security": [],
+        "parameters": [
+            {"name": "X-VOD-TIMESTAMP", "in": "header", "schema": {"type": "string"}},
+            {"name": "X-VOD-SIGNATURE", "in": "header", "schema": {"type": "string"}},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("CallbackEvent")}},
+        },
+        "responses": {
+            "200": _json("stored (or already stored): VOD stops retrying", "Stored"),
+            "400": _json("not JSON, or an AI event without the fields it needs (kept)", "Error"),
+            "401": _json("signature missing, wrong or too old", "Error"),
+            "413": _json("body over 64 KiB", "Error"),
+            "503": _json("not stored (database unavailable): VOD retries", "Error"),
+        },
+    }
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
