@@ -73,7 +73,7 @@ class Watched:
     type: str
     phase: str = "processing"
     note: str = "submitted; VOD is working on it"
-    json: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)  # its GET /jobs JSON
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -137,7 +137,7 @@ def phase_of(job: dict[str, Any]) -> str:
 
 
 def note_of(job: Watched) -> str:
-    body = job.json
+    body = job.body
     if job.phase == "confirming":
         return f"callback says {body['pending_status']}; confirming (ListAIJob)"
     if job.phase == "stale":
@@ -185,8 +185,9 @@ class Demo:
     def elapsed(self) -> str:
         return f"{time.monotonic() - self.started:5.1f}s"
 
-    def say(self, text: str) -> None:
-        self.console.print(text, highlight=False, soft_wrap=True)
+    def say(self, text: str, style: str | None = None) -> None:
+        # No markup: job notes and results hold VOD's text, which may contain [brackets].
+        self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
     def table(self) -> Table:
         """Fits 80 columns: no vertical borders, only the notes wrap."""
@@ -223,8 +224,8 @@ class Demo:
         )
         try:
             code = await self._run()
-        except DemoFailed as exc:
-            self.say(f"[bold red]demo failed:[/] {exc}")
+        except (DemoFailed, aiohttp.ClientError, OSError) as exc:
+            self.say(f"demo failed: {exc}", style="bold red")
             self.say(f"logs kept in {self.directory / 'demo.log'}")
             return 1
         finally:
@@ -305,7 +306,7 @@ class Demo:
             if response.status != 201:
                 raise DemoFailed(f"POST /jobs for {media_id} answered {response.status}: {answer}")
         for job in answer["jobs"]:
-            watched = Watched(job["job_id"], media_id, job["type"], json=job)
+            watched = Watched(job["job_id"], media_id, job["type"], body=job)
             self.watched[watched.job_id] = watched
             if media_id == FAILED_MEDIA and job["type"] == "AIMediaDNA":
                 self.fake.jobs[watched.job_id].will_fail = True
@@ -352,7 +353,7 @@ class Demo:
             job = self.watched.get(body["job_id"])
             if job is None:
                 continue
-            job.json = body
+            job.body = body
             phase = phase_of(body)
             if phase == job.phase:
                 continue
@@ -379,17 +380,17 @@ class Demo:
             expected = TRUTH.get(truth.status)
             if expected is None:
                 problems.append(f"{job.job_id[:8]} still {truth.status} at VOD")
-            elif job.json["state"] != expected:
+            elif job.body["state"] != expected:
                 problems.append(
-                    f"{job.job_id[:8]} is {job.json['state']} in the tracker, {expected} at VOD"
+                    f"{job.job_id[:8]} is {job.body['state']} in the tracker, {expected} at VOD"
                 )
         stuck = self.watched.get(self.stuck_id or "")
-        if stuck is not None and not stuck.json.get("stale_at"):
+        if stuck is not None and not stuck.body.get("stale_at"):
             problems.append(f"{stuck.job_id[:8]} (stuck at VOD) not flagged stale yet")
         return problems
 
     def summarise(self) -> None:
-        states = [job.json["state"] for job in self.watched.values()]
+        states = [job.body["state"] for job in self.watched.values()]
         counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
         dropped = self._fake_job(self.dropped_id)
         recovered = (
