@@ -582,5 +582,8 @@ async def test_postgres_stopping_mid_burst_answers_503_and_recovers_without_rest
 
 # --- bad input ----------------------------------------------------------------------------------
 # The fuzzers live with the endpoints they cover and are not repeated here:
-# - tests/test_openapi.py: schemathesis over every operation of /openapi.json on a live server
-#   (status API and POST /jobs, with and without the token): no 500, no schema violation.
+# - tests/test_callbacks.py::test_fuzzed_bodies_never_fail_the_server_nor_change_a_job:
+#   hypothesis, 200 malformed bodies at POST /callbacks/vod: never a 500, never a changed job.
+# - tests/test_openapi.py::test_api_conforms_to_its_openapi_document: schemathesis over every
+#   operation of /openapi.json on a live server (status API, POST /jobs, POST /callbacks/vod;
+#   with the token and without): no 500, every response as documented.

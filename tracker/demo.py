@@ -159,6 +159,12 @@ def note_of(job: Watched) -> str:
     return how
 
 
+def one_field_a_line(body: dict[str, Any]) -> str:
+    """JSON with one top-level field per line: readable, and still the API's exact answer."""
+    fields = (f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in body.items())
+    return "{\n" + ",\n".join(fields) + "\n}"
+
+
 class Demo:
     """Starts everything, submits, watches, checks against the simulator's truth, stops."""
 
@@ -415,7 +421,7 @@ class Demo:
             body = await response.json()
         self.say("")
         self.say(f'$ curl -H "Authorization: Bearer {token}" {self.url}/jobs/{job_id}')
-        self.say(json.dumps(body, indent=2, ensure_ascii=False))
+        self.say(one_field_a_line(body))
         self.say("")
         self.say(f"dashboard: {self.url}/  (browser login: any user name, password {token})")
         if not self.exit_when_done:
