@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.conftest import POSTGRES_URL
 from tests.processes import TrackerProcess, free_port
 from tracker.db import Database, upgrade
-from tracker.fakevod import FakeJob, FakeVod
+from tracker.fakevod import FakeVod
 from tracker.models import CallbackEvent, Job
 from tracker.vod import sign_callback
 
@@ -531,52 +531,69 @@ async def test_postgres_stopping_mid_burst_answers_503_and_recovers_without_rest
     # VOD retries 2-3 times 1 s apart (vod-reference.md 6.5); the simulator here keeps trying
     # for 10 s so the outage may last a few seconds on a slow, shared machine.
     fake = await make_fake(
-        callback_url=url,
-        auth_key=AUTH_KEY,
-        delay=1.5,
-        fail_rate=0.3,
-        seed=5,
-        callback_attempts=10,
+        callback_url=url, auth_key=AUTH_KEY, delay=1.5, fail_rate=0.3, seed=5, callback_attempts=10
     )
-    # No scheduler: only callbacks can finish a job, so the retries have to land.
+    # No scheduler: only callbacks can finish a job, so the simulator's retries have to land.
     server = spawn("serve", "--no-scheduler", env=serve_env(cluster.url, port, fake.url), port=port)
     await ready(server)
     await submit([server.url], [f"pg-{n}" for n in range(media)])
 
-    await cluster.stop_server()
+    # A steady burst beside the simulator's events, 16 at a time, from before the database
+    # stops until after it returns: upload events, each distinct, stored but never applied, so
+    # they cannot finish a job in the simulator's place.
+    answers: list[tuple[str, int]] = []
+    hammering = True
+
+    async def hammer(http: httpx.AsyncClient) -> None:
+        while hammering:
+            body = json.dumps({"EventType": "FileUploadComplete", "VideoId": uuid.uuid4().hex})
+            response = await http.post(url, content=body, headers=signed(url))
+            answers.append((body, response.status_code))
+
+    async def until(what: str, check: Callable[[], bool], seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    def count(status: int) -> int:
+        return sum(1 for _, code in answers if code == status)
+
     async with httpx.AsyncClient(timeout=10) as http:
+        burst = [asyncio.create_task(hammer(http)) for _ in range(16)]
+        await until("the burst to be stored", lambda: count(200) >= 20)
+        await cluster.stop_server()
         readyz = await http.get(f"{server.url}/readyz")
         assert readyz.status_code == 503
         assert readyz.json()["reason"].startswith("database unreachable")
-        # The simulator's events arrive meanwhile; add a burst of our own, 64 at once.
-        deadline = time.monotonic() + 10
-        while not any(job.final for job in fake.jobs.values()):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
-        finished: list[FakeJob] = [job for job in fake.jobs.values() if job.final]
-        bodies = [json.dumps(job.event()) for job in finished] * 64
-        burst = await asyncio.gather(
-            *(http.post(url, content=body, headers=signed(url)) for body in bodies[:64])
+        await until(
+            "the simulator's events to meet the outage",
+            lambda: all(job.final and job.attempts for job in fake.jobs.values()),
         )
-        assert {r.status_code for r in burst} == {503}
-        assert {r.json()["error"] for r in burst} == {"unavailable"}
+        stored_before = count(200)
+        await until("503s for the burst", lambda: count(503) >= 50)
         assert server.process.poll() is None
 
         await cluster.start_server()
-        deadline = time.monotonic() + 20
-        while (await http.get(f"{server.url}/readyz")).status_code != 200:
-            assert time.monotonic() < deadline, "not ready again after the database returned"
-            await asyncio.sleep(0.2)
+        await until("200s again", lambda: count(200) >= stored_before + 20)
+        hammering = False
+        await asyncio.gather(*burst)
+        assert (await http.get(f"{server.url}/readyz")).status_code == 200
 
+    assert {code for _, code in answers} == {200, 503}  # never a 500, never a hang
     await fake.idle(20)
     await until_true(fake, cluster.url, 20)
     statuses = Counter(d.status for d in fake.deliveries)
-    assert statuses[503] > 0, "no delivery met the outage"
-    assert set(statuses) <= {200, 503}, statuses  # never a 500, never a hang
+    assert statuses[503] > 0, "no delivery of the simulator met the outage"
+    assert set(statuses) <= {200, 503}, statuses
     assert all(job.acknowledged >= 1 for job in fake.jobs.values())  # the retries landed
     assert not fake.dropped
     _, events = await read_db(cluster.url)
-    assert applied_once(events) == len(fake.jobs)
+    ai_events = [e for e in events if e.job_id is not None]
+    assert applied_once(ai_events) == len(fake.jobs)
+    # Every burst event that got a 200 is stored, whichever side of the outage it fell on.
+    stored = {e.body for e in events if e.event_type == "FileUploadComplete"}
+    assert {body for body, code in answers if code == 200} <= stored
     assert server.process.poll() is None  # recovered without a restart
 
 
