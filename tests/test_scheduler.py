@@ -684,7 +684,7 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
         "TRACKER_SWEEP_INTERVAL": "0.2s",
         "TRACKER_RECONCILE_INTERVAL": "0.5s",
         "TRACKER_RECONCILE_GRACE": "1h",  # only stale jobs are looked up
-        "TRACKER_LEASE_TTL": "4s",
+        "TRACKER_LEASE_TTL": "5s",
     }
     fake_vod.delay, fake_vod.fail_rate = 3.0, 0.3
     first: dict[str, int] = {}
@@ -704,12 +704,14 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
             return await settled(first) and (await get_job(database, unknown)).state == "lost"
 
         await wait_for(first_round_done, 40, "the first jobs to reach their true state")
+
+        async def logged(finished: int) -> bool:  # a run logs its line after its last write
+            return total(r"(\d+) finished", *logs) >= finished and all(
+                "sweep: flagged" in log.read_text() for log in logs
+            )
+
+        await wait_for(lambda: logged(len(first)), 10, "the runs' log lines")
         # Quiet now: nothing stale is left, so no reconciliation is half done when we kill.
-        await wait_for(
-            lambda: asyncio.sleep(0, all("sweep: flagged" in log.read_text() for log in logs)),
-            10,
-            "both processes to sweep",
-        )
         assert total(r"sweep: flagged (\d+) jobs", *logs) == len(first) + 1
         reconcilers = [log for log in logs if "reconcile: checked" in log.read_text()]
         assert len(reconcilers) == 1, "both processes polled VOD while both were alive"
@@ -735,6 +737,7 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
 
         await wait_for(taken_over, 15, "the survivor to take the lease")
         await wait_for(lambda: settled(second), 30, "the survivor to reconcile new jobs")
+        await wait_for(lambda: logged(len(first) + len(second)), 10, "the survivor's log line")
         survivor_log = logs[procs.index(survivor)].read_text()
         assert "lease: took the reconcile lease" in survivor_log
         assert total(r"(\d+) finished", *logs) == len(first) + len(second)
