@@ -21,7 +21,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from click.testing import CliRunner
 from pydantic import SecretStr
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text
 
 from tests.processes import TrackerProcess, free_port
 from tracker.app import create_app
@@ -141,6 +141,38 @@ async def test_per_type_thresholds(database: Database, clock: FrozenClock) -> No
     assert not (await get_job(database, dna)).stale
     assert await sweep(database, settings, start + timedelta(hours=3, seconds=1)) == 1
     assert (await get_job(database, dna)).stale
+
+
+async def test_concurrent_sweeps_flag_each_job_once(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    """Four replicas sweep at the same moment: together they flag each due job exactly once."""
+    start = clock() - timedelta(hours=2)
+    rows = [
+        {
+            "job_id": f"j{n}",
+            "media_id": f"m{n}",
+            "type": "AIVideoTag",
+            "state": JobState.PROCESSING,
+            "origin": Origin.SUBMITTED,
+            "stale": False,
+            "submitted_at": start + timedelta(seconds=n),
+            "updated_at": start,
+        }
+        for n in range(2000)
+    ]
+    async with database.write() as session:
+        await session.execute(insert(Job), rows)
+    replicas = [Database(str(database.url)) for _ in range(4)]
+    try:
+        counts = await asyncio.gather(*(sweep(db, settings, clock()) for db in replicas))
+    finally:
+        for db in replicas:
+            await db.dispose()
+    assert sum(counts) == len(rows)
+    async with database.session() as session:
+        flagged = await session.scalar(select(func.count()).where(Job.stale_at == clock()))
+    assert flagged == len(rows)
 
 
 async def explain(database: Database, statement: Any) -> str:

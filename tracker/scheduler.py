@@ -38,6 +38,7 @@ from tracker.vod import JOB_TYPES, VodClient
 log = logging.getLogger(__name__)
 
 RECONCILE_LEASE = "reconcile"
+SWEEP_LOCK = 0x7472_6B73_7765_6570  # PostgreSQL advisory lock key: "trksweep"
 RETENTION_INTERVAL = timedelta(days=1)
 # A job is late when it has not finished for two intervals and this much more.
 LATE_SLACK = timedelta(minutes=1)
@@ -80,6 +81,10 @@ async def flag_stale_jobs(session: AsyncSession, settings: Settings, now: dateti
     (SQLite's single writer). A flagged job that finishes is unflagged by `transition` and keeps
     `stale_at`.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # Replicas' sweeps take turns: two UPDATEs locking the same rows in different orders
+        # (different plans) could deadlock. Released at commit.
+        await session.execute(select(func.pg_advisory_xact_lock(SWEEP_LOCK)))
     result = await session.execute(stale_sweep(settings, now))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
