@@ -311,6 +311,66 @@ def vod_callback_set(app_id: str | None, yes: bool) -> None:
     click.echo("Done: VOD now sends AI completion events to " + plan["CallbackURL"])
 
 
+# --- tracker jobs (issue 7): the status API's queries, straight from the database ------------
+
+
+@main.group()
+def jobs() -> None:
+    """Look up jobs in the database at TRACKER_DATABASE_URL."""
+
+
+def _states(values: tuple[str, ...]) -> tuple[str, ...]:
+    from tracker.models import JobState
+    from tracker.queries import split_csv
+
+    states = split_csv(values)
+    known = {state.value for state in JobState}
+    for state in states:
+        if state not in known:
+            raise click.BadParameter(f"{state!r} is not one of {', '.join(sorted(known))}")
+    return states
+
+
+@jobs.command("list")
+@click.option("--state", "states", multiple=True, help="Repeat or comma-separate.")
+@click.option("--type", "types", multiple=True, help="AIVideoTag, AIMediaDNA, ...")
+@click.option("--media-id", help="Only this media's jobs.")
+@click.option("--stale", is_flag=True, help="Only jobs flagged stale.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", help="`next_cursor` of the previous page (same filters).")
+@click.option("--json", "as_json", is_flag=True, help="JSON as GET /jobs answers.")
+def jobs_list(
+    states: tuple[str, ...],
+    types: tuple[str, ...],
+    media_id: str | None,
+    stale: bool,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Jobs, newest first."""
+    from tracker import jobsview
+    from tracker.queries import JobFilter, split_csv
+
+    job_filter = JobFilter(
+        states=_states(states),
+        types=split_csv(types),
+        media_id=media_id,
+        stale=True if stale else None,
+    )
+    jobsview.list_jobs(settings_or_exit(), job_filter, limit, cursor, as_json=as_json)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON as GET /jobs/{job_id} answers.")
+def jobs_show(job_id: str, as_json: bool) -> None:
+    """One job and the callbacks received for it."""
+    from tracker import jobsview
+
+    jobsview.show_job(settings_or_exit(), job_id, as_json=as_json)
+
+
 # --- scheduler (issue 6) ---
 
 
