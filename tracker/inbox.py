@@ -159,6 +159,9 @@ class Inbox:
         self.writers = writers or (1 if database.is_sqlite else 4)
         self.poll_seconds = poll_seconds
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._holding = 0  # writers holding a connection
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._dialect = database.writer.dialect.name
         # The Core statement rendered once for the driver, with the batch as its one parameter.
         self._sql = str(
@@ -170,10 +173,11 @@ class Inbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write = 0.0
         self._closed = True
+        self._stopping = False
         self.batches = 0  # statements committed; for tests and diagnostics
 
     async def start(self) -> None:
-        self._closed = False
+        self._closed = self._stopping = False
         self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self.writers)]
         self._tasks.append(asyncio.create_task(self._apply_loop()))
 
@@ -182,8 +186,16 @@ class Inbox:
         self._closed = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), 5.0)
-        for task in self._tasks:
+        writers, applier = self._tasks[:-1], self._tasks[-1]
+        with contextlib.suppress(TimeoutError):  # until no writer holds a connection
+            await asyncio.wait_for(self._idle.wait(), 5.0)
+        for task in writers:  # now waiting on the empty queue: safe to cancel
             task.cancel()
+        self._stopping = True
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(applier), 10.0)
+        applier.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         while not self._queue.empty():
@@ -201,14 +213,21 @@ class Inbox:
 
     async def _write_loop(self) -> None:
         while True:
-            first = await self._queue.get()
+            taken = [await self._queue.get()]  # events taken from the queue, not yet answered
+            self._holding += 1
+            self._idle.clear()
             try:
-                await self._write_while_busy(first)
-            except Exception as exc:  # the connection could not be had: fail what was taken
-                self._fail([first], exc)
-                self._queue.task_done()
+                await self._write_while_busy(taken)
+            except Exception as exc:  # no connection could be had (or given back)
+                self._fail(taken, exc)
+                for _ in taken:
+                    self._queue.task_done()
+            finally:
+                self._holding -= 1
+                if not self._holding:
+                    self._idle.set()
 
-    async def _write_while_busy(self, first: Pending) -> None:
+    async def _write_while_busy(self, taken: list[Pending]) -> None:
         """Hold one connection while events keep coming (bounded), one statement per batch.
 
         The statement runs on the driver connection in autocommit: one INSERT is one atomic
@@ -218,9 +237,10 @@ class Inbox:
         async with self.database.writer.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             release_at = time.monotonic() + HOLD_SECONDS
-            batch = [first]
-            while batch:
-                self._drain(batch)
+            while taken:
+                self._drain(taken)
+                batch = taken[:]
+                taken.clear()
                 try:
                     ok = await self._write(driver, batch)
                 finally:
@@ -231,9 +251,8 @@ class Inbox:
                     return
                 if time.monotonic() >= release_at:
                     return
-                batch = []
                 with contextlib.suppress(asyncio.QueueEmpty):
-                    batch.append(self._queue.get_nowait())
+                    taken.append(self._queue.get_nowait())
 
     def _drain(self, batch: list[Pending]) -> None:
         while len(batch) < MAX_BATCH:
@@ -298,16 +317,13 @@ class Inbox:
         return not self._queue.empty() or time.monotonic() - self._last_write < BUSY_WINDOW
 
     async def _apply_loop(self) -> None:
-        import os
-
-        if os.environ.get("NOAPPLY"):
-            return
-        while True:
+        # Ends only between batches (see stop): cancelling mid-query would strand a connection.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
             try:
-                while True:
+                while not self._stopping:
                     started = time.monotonic()
                     done = await apply_pending(
                         self.database, self.clock(), confirm=self.confirm, limit=APPLY_BATCH
@@ -315,12 +331,17 @@ class Inbox:
                     if done < APPLY_BATCH:
                         break
                     if self._busy():
-                        await asyncio.sleep((time.monotonic() - started) * BACKOFF)
+                        await self._pause((time.monotonic() - started) * BACKOFF)
                     else:
                         await asyncio.sleep(0)
             except Exception as exc:  # keep going: the database may come back
                 log.warning("applying callbacks failed: %s", _describe(exc))
-                await asyncio.sleep(self.poll_seconds)
+                await self._pause(self.poll_seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, unless stop() wakes us."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
 
 async def apply_pending(
