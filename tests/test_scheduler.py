@@ -22,7 +22,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from click.testing import CliRunner
 from pydantic import SecretStr
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text
 
 from tests.processes import TrackerProcess, free_port
 from tracker.app import create_app
@@ -143,6 +143,38 @@ async def test_per_type_thresholds(database: Database, clock: FrozenClock) -> No
     assert not (await get_job(database, dna)).stale
     assert await sweep(database, settings, start + timedelta(hours=3, seconds=1)) == 1
     assert (await get_job(database, dna)).stale
+
+
+async def test_concurrent_sweeps_flag_each_job_once(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    """Four replicas sweep at the same moment: together they flag each due job exactly once."""
+    start = clock() - timedelta(hours=2)
+    rows = [
+        {
+            "job_id": f"j{n}",
+            "media_id": f"m{n}",
+            "type": "AIVideoTag",
+            "state": JobState.PROCESSING,
+            "origin": Origin.SUBMITTED,
+            "stale": False,
+            "submitted_at": start + timedelta(seconds=n),
+            "updated_at": start,
+        }
+        for n in range(2000)
+    ]
+    async with database.write() as session:
+        await session.execute(insert(Job), rows)
+    replicas = [Database(str(database.url)) for _ in range(4)]
+    try:
+        counts = await asyncio.gather(*(sweep(db, settings, clock()) for db in replicas))
+    finally:
+        for db in replicas:
+            await db.dispose()
+    assert sum(counts) == len(rows)
+    async with database.session() as session:
+        flagged = await session.scalar(select(func.count()).where(Job.stale_at == clock()))
+    assert flagged == len(rows)
 
 
 async def explain(database: Database, statement: Any) -> str:
@@ -686,7 +718,7 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
         "TRACKER_SWEEP_INTERVAL": "0.2s",
         "TRACKER_RECONCILE_INTERVAL": "0.5s",
         "TRACKER_RECONCILE_GRACE": "1h",  # only stale jobs are looked up
-        "TRACKER_LEASE_TTL": "4s",
+        "TRACKER_LEASE_TTL": "5s",
     }
     fake_vod.delay, fake_vod.fail_rate = 3.0, 0.3
     first: dict[str, int] = {}
@@ -706,12 +738,14 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
             return await settled(first) and (await get_job(database, unknown)).state == "lost"
 
         await wait_for(first_round_done, 40, "the first jobs to reach their true state")
+
+        async def logged(finished: int) -> bool:  # a run logs its line after its last write
+            return total(r"(\d+) finished", *logs) >= finished and all(
+                "sweep: flagged" in log.read_text() for log in logs
+            )
+
+        await wait_for(lambda: logged(len(first)), 10, "the runs' log lines")
         # Quiet now: nothing stale is left, so no reconciliation is half done when we kill.
-        await wait_for(
-            lambda: asyncio.sleep(0, all("sweep: flagged" in log.read_text() for log in logs)),
-            10,
-            "both processes to sweep",
-        )
         assert total(r"sweep: flagged (\d+) jobs", *logs) == len(first) + 1
         reconcilers = [log for log in logs if "reconcile: checked" in log.read_text()]
         assert len(reconcilers) == 1, "both processes polled VOD while both were alive"
@@ -737,6 +771,7 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
 
         await wait_for(taken_over, 15, "the survivor to take the lease")
         await wait_for(lambda: settled(second), 30, "the survivor to reconcile new jobs")
+        await wait_for(lambda: logged(len(first) + len(second)), 10, "the survivor's log line")
         survivor_log = logs[procs.index(survivor)].read_text()
         assert "lease: took the reconcile lease" in survivor_log
         assert total(r"(\d+) finished", *logs) == len(first) + len(second)

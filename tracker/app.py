@@ -55,8 +55,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         routes=[
             *health.routes,
             *submit.routes,  # before api: it serves both GET and POST /jobs
-            *api.routes,
             *callbacks.routes,
+            *api.routes,
             *openapi.routes,
             *telemetry.routes,
             *dashboard.routes,

@@ -38,6 +38,7 @@ from tracker.vod import JOB_TYPES, VodClient
 log = logging.getLogger(__name__)
 
 RECONCILE_LEASE = "reconcile"
+SWEEP_LOCK = 0x7472_6B73_7765_6570  # PostgreSQL advisory lock key: "trksweep"
 RETENTION_INTERVAL = timedelta(days=1)
 # A job is late when it has not finished for two intervals and this much more.
 LATE_SLACK = timedelta(minutes=1)
@@ -45,6 +46,7 @@ LATE_SLACK = timedelta(minutes=1)
 DELETE_CHUNK = 5_000
 MAX_DELETE_CHUNKS = 2_000
 STOP_TIMEOUT = 10.0
+FIRST_RUN_MAX = timedelta(minutes=1)
 
 
 # --- the jobs' work -----------------------------------------------------------------------------
@@ -80,6 +82,10 @@ async def flag_stale_jobs(session: AsyncSession, settings: Settings, now: dateti
     (SQLite's single writer). A flagged job that finishes is unflagged by `transition` and keeps
     `stale_at`.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # Replicas' sweeps take turns: two UPDATEs locking the same rows in different orders
+        # (different plans) could deadlock. Released at commit.
+        await session.execute(select(func.pg_advisory_xact_lock(SWEEP_LOCK)))
     result = await session.execute(stale_sweep(settings, now))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -293,8 +299,10 @@ class Scheduler:
                 "ALIBABA_CLOUD_ACCESS_KEY_SECRET); the stale sweep and retention still run"
             )
         aps = AsyncIOScheduler(timezone=UTC)
-        # APScheduler runs on wall time whatever clock the jobs are given; first runs at once.
-        first = datetime.now(UTC)
+        # APScheduler runs on wall time whatever clock the jobs are given. First runs come one
+        # interval (at most a minute) after start: a replica coming up (or a short-lived app
+        # in a test) does not compete with the webhook for the database straight away.
+        started = datetime.now(UTC)
         every: dict[str, tuple[Callable[[], Awaitable[None]], timedelta]] = {
             "sweep": (self.sweep, self.settings.sweep_interval),
             "retention": (self.retention, RETENTION_INTERVAL),
@@ -310,7 +318,7 @@ class Scheduler:
                 "interval",
                 seconds=max(interval.total_seconds(), 0.05),
                 id=name,
-                next_run_time=first,
+                next_run_time=started + min(interval, FIRST_RUN_MAX),
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
