@@ -717,3 +717,41 @@ async def test_two_submit_commands_on_one_file(
     assert set(truth(fake).values()) == {1}
     jobs = await jobs_of(database)
     assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
+
+
+async def test_a_second_ctrl_c_abandons_the_calls_in_flight_as_submit_unknown(
+    database_url: str, database: Database, fake: FakeVod, tmp_path: Path
+) -> None:
+    fake.slow_rate, fake.slow_seconds = 1.0, 4.0  # VOD does the work, then answers late
+    path = tmp_path / "media.txt"
+    path.write_text("".join(f"media-{i}\n" for i in range(20)))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "ALIBABA_"))},
+        "TRACKER_DATABASE_URL": database_url,
+        "TRACKER_VOD_ENDPOINT": fake.url,
+        "TRACKER_VOD_TIMEOUT": "30s",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
+    }
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "tracker", "submit", "--types", "AIMediaDNA"],
+        *["--from-file", str(path), "--concurrency", "4"],
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    for _ in range(600):  # all four in flight: VOD holds their answers
+        if fake.submit_calls >= 4:
+            break
+        await asyncio.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(10):  # well before VOD's late answers
+        output, _ = await process.communicate()
+    assert process.returncode == 130, output.decode()
+    jobs = await jobs_of(database)
+    assert len(jobs) == 4
+    assert {(j.state, j.job_id) for j in jobs} == {(JobState.SUBMIT_UNKNOWN, None)}
+    assert "unknown" in output.decode()
+    assert fake.submit_calls == 4  # VOD has them: a callback will resolve each one
