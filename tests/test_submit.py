@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tracker.app import create_app
-from tracker.batch import Item, PlainReporter, dry_run, read_items, run_batch
+from tracker.batch import Item, dry_run, read_items, run_batch
 from tracker.claims import SubmitRequest, claim_many, record_many
 from tracker.clock import FrozenClock
 from tracker.config import Settings
@@ -29,6 +29,7 @@ from tracker.errors import BadRequest
 from tracker.fakevod import FakeVod, Refused
 from tracker.models import Job, JobState, Origin, Submission
 from tracker.submit import Outcome, submit_media, validate_request
+from tracker.tally import PlainReporter
 from tracker.transitions import Applied, apply_outcome
 from tracker.vod import AIJob, SubmitResult, VodClient
 
