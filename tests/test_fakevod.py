@@ -322,7 +322,7 @@ async def test_fail_rate(fake: FakeVod, vod: VodClient, receiver: Receiver) -> N
 
 
 async def test_same_seed_same_story(receiver: Receiver) -> None:
-    async def story(seed: int) -> list[tuple[str, str, str]]:
+    async def story(seed: int, polls: int) -> list[tuple[str, str, str]]:
         fake = FakeVod(
             access_key_id=AK, access_key_secret=SECRET, delay=0.01, seed=seed, fail_rate=0.5
         )
@@ -337,12 +337,15 @@ async def test_same_seed_same_story(receiver: Receiver) -> None:
             async with VodClient(settings) as client:
                 for n in range(5):
                     await client.submit_ai_job(f"m{n}", ["AIVideoTag", "AIMediaDNA"])
+                    # Polling, however often, does not change the story.
+                    for _ in range(polls * n):
+                        await client.list_ai_jobs(["x"])
             await fake.idle(5)
             return [(j.job_id, j.status, j.data) for j in fake.jobs.values()]
         finally:
             await fake.stop()
 
-    first, again, other = await story(5), await story(5), await story(6)
+    first, again, other = await story(5, 0), await story(5, 2), await story(6, 0)
     assert first == again
     assert first != other
     assert {status for _, status, _ in first} == {"success", "fail"}
@@ -549,7 +552,7 @@ def test_command_line_startup_line(tmp_path: Any) -> None:
         **os.environ,
         "ALIBABA_CLOUD_ACCESS_KEY_ID": AK,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
-        "TRACKER_CALLBACK_AUTH_KEY": KEY,
+        "TRACKER_CALLBACK_AUTH_KEY": f"{KEY},OlderKey1",
     }
     process = subprocess.Popen(
         [
@@ -680,3 +683,17 @@ def test_no_input_makes_it_fail_like_a_bug(
     assert body["RequestId"]
     if response.status_code != 200:
         assert body["Code"] != "InternalError"
+
+
+def test_command_line_needs_a_key_pair() -> None:
+    from click.testing import CliRunner
+
+    from tracker.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        ["fake-vod"],
+        env={"ALIBABA_CLOUD_ACCESS_KEY_ID": "", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ""},
+    )
+    assert result.exit_code == 1
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in result.output

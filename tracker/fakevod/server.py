@@ -78,7 +78,9 @@ class FakeVod:
         self.callback_attempts = callback_attempts
         self.callback_interval = callback_interval
         self.callback_timeout = callback_timeout
-        self.rng = random.Random(seed)
+        # Two streams, so that how often the tracker polls cannot change which jobs fail.
+        self.rng = random.Random(seed)  # jobs: ids, outcomes, results, delivery faults
+        self._api_rng = random.Random(None if seed is None else f"api-{seed}")
         self.message_callback: dict[str, str] = {
             "AppId": APP_ID,
             "CallbackType": "HTTP",
@@ -197,18 +199,18 @@ class FakeVod:
             log.exception("fake VOD failed on a request")
             error = Refused(500, "InternalError", "The request processing has failed.")
             return _error_response(request, request_id, error)
-        if self._chance(self.slow_rate):
+        if self._chance(self.slow_rate, self._api_rng):
             # The work is done; answering late lets the caller time out after the fact.
             await asyncio.sleep(self.slow_seconds)
         payload = json.dumps(body).encode()
-        if self._chance(self.reset_rate):
+        if self._chance(self.reset_rate, self._api_rng):
             return await _reset_midway(request, payload)
         return web.Response(body=payload, content_type="application/json")
 
     async def _answer(self, request: web.Request) -> dict[str, Any]:
         action, params = await self.gateway.authenticate(request)
         self.gateway.throttle()
-        if self._chance(self.error_rate):
+        if self._chance(self.error_rate, self._api_rng):
             raise Refused(
                 500, "InternalError", "The request processing has failed due to some unknown error."
             )
@@ -413,14 +415,14 @@ class FakeVod:
             setattr(self, counter, left - 1)
         return left > 0
 
-    def _chance(self, rate: float) -> bool:
-        return rate > 0 and self.rng.random() < rate
+    def _chance(self, rate: float, rng: random.Random | None = None) -> bool:
+        return rate > 0 and (rng or self.rng).random() < rate
 
     def _hex(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"
 
     def _request_id(self) -> str:
-        h = f"{self.rng.getrandbits(128):032X}"
+        h = f"{self._api_rng.getrandbits(128):032X}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
