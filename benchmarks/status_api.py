@@ -77,6 +77,8 @@ def start_server(url: str) -> tuple[subprocess.Popen[bytes], str]:
         "TRACKER_DATABASE_URL": url,
         "TRACKER_HOST": "127.0.0.1",
         "TRACKER_PORT": str(port),
+        # No sweeper or reconciler writing to the table while it is being measured.
+        "TRACKER_SCHEDULER": "off",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "tracker", "serve"],
@@ -100,7 +102,9 @@ def start_server(url: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 class Scenario:
-    def __init__(self, name: str, path: str, direct: Callable[[Any], Awaitable[Any]]) -> None:
+    def __init__(
+        self, name: str, path: str, direct: Callable[[Any], Awaitable[Any]] | None
+    ) -> None:
         self.name, self.path, self.direct = name, path, direct
         self.api: list[float] = []
         self.db: list[float] = []
@@ -114,14 +118,13 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
     try:
         http = httpx.AsyncClient(base_url=base, timeout=30)
         # The cursor of page 100, from walking the first 99 pages.
-        cursor: str | None = None
+        page100 = ""
         for _ in range(99):
-            more = f"&cursor={cursor}" if cursor else ""
+            more = f"&cursor={page100}" if page100 else ""
             response = await http.get(f"/jobs?{FILTER_QUERY}&limit={PAGE}{more}")
-            cursor = response.json()["next_cursor"]
-            if cursor is None:
+            page100 = response.json()["next_cursor"] or ""
+            if not page100:
                 raise SystemExit(f"fewer than 100 pages of {FILTER_QUERY}: use more --jobs")
-        page100 = cursor
         after = Cursor.decode(page100, FILTER)
 
         async def one_job(conn: Any) -> Any:
@@ -139,6 +142,8 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
                 return await queries.compute_stats(session, datetime.now(UTC))
 
         scenarios = [
+            # No database at all: the floor of HTTP, uvicorn and the client on this machine.
+            Scenario("GET /healthz (HTTP floor)", "/healthz", None),
             Scenario("GET /jobs/{id}", "/jobs/job-{n}", one_job),
             Scenario(f"GET /jobs?{FILTER_QUERY} first page", f"/jobs?{FILTER_QUERY}", first_page),
             Scenario(
@@ -151,13 +156,16 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
         for scenario in scenarios:  # warm both sides: caches, pools, the planner
             for _ in range(5):
                 await _api(http, scenario, rng, args.jobs)
-            async with database.engine.connect() as conn:
-                await scenario.direct(conn)
+            if scenario.direct is not None:
+                async with database.engine.connect() as conn:
+                    await scenario.direct(conn)
         for _ in range(args.rounds):
             for scenario in scenarios:
                 n_direct = args.stats_requests if scenario.name == "GET /stats" else args.requests
                 for _ in range(args.requests):
                     scenario.api.append(await _api(http, scenario, rng, args.jobs))
+                if scenario.direct is None:
+                    continue
                 async with database.engine.connect() as conn:
                     for _ in range(n_direct):
                         start = time.perf_counter()
@@ -200,6 +208,9 @@ def _table(url: str, note: str, scenarios: list[Scenario], args: argparse.Namesp
     ]
     for s in scenarios:
         api50, api99 = percentile(s.api, 0.5), percentile(s.api, 0.99)
+        if not s.db:
+            lines.append(f"| {s.name} | {_ms(api50)} | {_ms(api99)} | | | | | {len(s.api)} / 0 |")
+            continue
         db50, db99 = percentile(s.db, 0.5), percentile(s.db, 0.99)
         lines.append(
             f"| {s.name} | {_ms(api50)} | {_ms(api99)} | {_ms(db50)} | {_ms(db99)} "

@@ -129,7 +129,9 @@ def chromium_dom(url: str, profile: Path) -> Visible:
 @pytest.fixture
 def served(fresh_database_url: str, live_server: Any) -> Iterator[str]:
     asyncio.run(seed(fresh_database_url))
-    app = create_app(Settings(database_url=fresh_database_url), clock=FrozenClock(NOW))
+    app = create_app(
+        Settings(database_url=fresh_database_url, scheduler="off"), clock=FrozenClock(NOW)
+    )
     with live_server(app) as url:
         yield url
 
@@ -172,7 +174,7 @@ async def test_dashboard_escapes_and_refreshes(
 
 
 async def test_dashboard_asks_a_browser_for_the_token(database_url: str) -> None:
-    settings = Settings(database_url=database_url, api_tokens="tok")  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url, scheduler="off", api_tokens="tok")  # type: ignore[arg-type]
     app = create_app(settings)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)

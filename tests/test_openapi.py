@@ -63,7 +63,7 @@ async def seed(url: str) -> None:
 @pytest.fixture
 def live(fresh_database_url: str, live_server: Any) -> Iterator[str]:
     asyncio.run(seed(fresh_database_url))
-    settings_ = Settings(database_url=fresh_database_url, api_tokens=TOKEN)  # type: ignore[arg-type]
+    settings_ = Settings(database_url=fresh_database_url, scheduler="off", api_tokens=TOKEN)  # type: ignore[arg-type]
     with live_server(create_app(settings_)) as url:
         yield url
 
@@ -88,7 +88,7 @@ def test_served_document_is_the_checked_one(live: str) -> None:
 
 
 def test_every_route_is_documented_with_its_methods(fresh_database_url: str) -> None:
-    app = create_app(Settings(database_url=fresh_database_url))
+    app = create_app(Settings(database_url=fresh_database_url, scheduler="off"))
     served = {
         (route.path, method.lower())
         for route in app.routes

@@ -109,5 +109,5 @@ async def metrics_status(settings: Settings, headers: dict[str, str]) -> int:
 async def test_metrics_auth(
     database_url: str, env: dict[str, str], headers: dict[str, str], status: int
 ) -> None:
-    settings = Settings(database_url=database_url, **env)  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url, scheduler="off", **env)  # type: ignore[arg-type]
     assert await metrics_status(settings, headers) == status

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -14,11 +18,9 @@ from starlette.routing import Route
 from tracker import queries
 from tracker.auth import require_api_token
 from tracker.db import Database
-from tracker.errors import BadRequest, JobNotFound
+from tracker.errors import BadRequest, JobNotFound, Unavailable
 from tracker.models import CallbackEvent, Heartbeat, Job, JobState
 from tracker.queries import JobFilter, Stats, StatsCache
-
-Handler = Callable[[Request], Coroutine[Any, Any, JSONResponse]]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -196,9 +198,23 @@ def parse_limit(request: Request) -> int:
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _database(request: Request) -> Database:
+# A database that cannot be reached (down, restarting, SQLite file unopenable, pool exhausted).
+UNREACHABLE = (OperationalError, InterfaceError, SQLAlchemyTimeout, OSError)
+
+
+@asynccontextmanager
+async def reading(database: Database) -> AsyncIterator[AsyncSession]:
+    """A read session; an unreachable database is a 503 the caller may retry, never a 500."""
+    try:
+        async with database.session() as session:
+            yield session
+    except UNREACHABLE as exc:
+        raise Unavailable(f"database unavailable ({type(exc).__name__}); retry later") from None
+
+
+def read_session(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
     database: Database = request.app.state.database
-    return database
+    return reading(database)
 
 
 def _now(request: Request) -> datetime:
@@ -216,7 +232,7 @@ def stats_cache(request: Request) -> StatsCache:
 async def get_job(request: Request) -> JSONResponse:
     require_api_token(request)
     job_id = request.path_params["job_id"]
-    async with _database(request).session() as session:
+    async with read_session(request) as session:
         job = await queries.get_job(session, job_id)
     if job is None:
         raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
@@ -227,7 +243,7 @@ async def list_jobs(request: Request) -> JSONResponse:
     require_api_token(request)
     job_filter, limit = parse_filter(request), parse_limit(request)
     cursor = _single(request, "cursor")
-    async with _database(request).session() as session:
+    async with read_session(request) as session:
         page = await queries.list_jobs(session, job_filter, limit=limit, cursor=cursor)
     return JSONResponse(
         {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
@@ -237,7 +253,7 @@ async def list_jobs(request: Request) -> JSONResponse:
 async def get_job_events(request: Request) -> JSONResponse:
     require_api_token(request)
     job_id = request.path_params["job_id"]
-    async with _database(request).session() as session:
+    async with read_session(request) as session:
         events = await queries.job_events(session, job_id)
         if not events and await queries.get_job(session, job_id) is None:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
@@ -246,7 +262,7 @@ async def get_job_events(request: Request) -> JSONResponse:
 
 async def get_media_jobs(request: Request) -> JSONResponse:
     require_api_token(request)
-    async with _database(request).session() as session:
+    async with read_session(request) as session:
         jobs = await queries.media_jobs(session, request.path_params["media_id"])
     return JSONResponse({"items": [job_json(job) for job in jobs]})
 
@@ -254,7 +270,7 @@ async def get_media_jobs(request: Request) -> JSONResponse:
 async def get_stats(request: Request) -> JSONResponse:
     require_api_token(request)
     now = _now(request)
-    stats = await stats_cache(request).get(_database(request).session, now)
+    stats = await stats_cache(request).get(lambda: read_session(request), now)
     return JSONResponse(stats_json(stats, now))
 
 

@@ -11,9 +11,8 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from tracker import queries
-from tracker.api import iso, stats_cache
+from tracker.api import iso, read_session, stats_cache
 from tracker.auth import require_api_token
-from tracker.db import Database
 from tracker.errors import Unauthorized
 from tracker.models import CallbackEvent, Job, JobState
 
@@ -190,12 +189,11 @@ async def dashboard(request: Request) -> HTMLResponse:
         require_api_token(request)
     except Unauthorized:
         raise BrowserUnauthorized("open the dashboard with an API token as the password") from None
-    database: Database = request.app.state.database
     now = request.app.state.clock()
-    stats = await stats_cache(request).get(database.session, now)
+    stats = await stats_cache(request).get(lambda: read_session(request), now)
     search = (request.query_params.get("q") or "").strip() or None
     found: list[Job] = []
-    async with database.session() as session:
+    async with read_session(request) as session:
         stale = await queries.stale_jobs(session)
         events = await queries.recent_events(session)
         if search is not None:

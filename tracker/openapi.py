@@ -180,6 +180,7 @@ def _json(description: str, schema: str) -> dict[str, Any]:
 ERROR_400 = _json("a parameter is invalid (`parameter` names it)", "Error")
 ERROR_401 = _json("missing or wrong bearer token", "Error")
 ERROR_404 = _json("no such job", "Error")
+ERROR_503 = _json("the database cannot be reached; retry later", "Error")
 
 
 def _path_param(name: str) -> dict[str, Any]:
@@ -215,7 +216,12 @@ PATHS: dict[str, Any] = {
             "operationId": "listJobs",
             "summary": "Jobs, newest first (submitted_at, then id), keyset-paginated",
             "parameters": LIST_PARAMETERS,
-            "responses": {"200": _json("a page", "JobPage"), "400": ERROR_400, "401": ERROR_401},
+            "responses": {
+                "200": _json("a page", "JobPage"),
+                "400": ERROR_400,
+                "401": ERROR_401,
+                "503": ERROR_503,
+            },
         },
     },
     "/jobs/{job_id}": {
@@ -223,7 +229,12 @@ PATHS: dict[str, Any] = {
             "operationId": "getJob",
             "summary": "One job by its VOD JobId",
             "parameters": [_path_param("job_id")],
-            "responses": {"200": _json("the job", "Job"), "401": ERROR_401, "404": ERROR_404},
+            "responses": {
+                "200": _json("the job", "Job"),
+                "401": ERROR_401,
+                "503": ERROR_503,
+                "404": ERROR_404,
+            },
         }
     },
     "/jobs/{job_id}/events": {
@@ -234,6 +245,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("the callbacks", "EventList"),
                 "401": ERROR_401,
+                "503": ERROR_503,
                 "404": ERROR_404,
             },
         }
@@ -243,7 +255,7 @@ PATHS: dict[str, Any] = {
             "operationId": "getMediaJobs",
             "summary": "Every job of one media, newest first",
             "parameters": [_path_param("media_id")],
-            "responses": {"200": _json("the jobs", "JobList"), "401": ERROR_401},
+            "responses": {"200": _json("the jobs", "JobList"), "401": ERROR_401, "503": ERROR_503},
         }
     },
     "/stats": {
@@ -251,7 +263,7 @@ PATHS: dict[str, Any] = {
             "operationId": "getStats",
             "summary": "Counts by type and state, stale jobs, callbacks, scheduler heartbeats; "
             "cached for a few seconds per process (`computed_at`)",
-            "responses": {"200": _json("the figures", "Stats"), "401": ERROR_401},
+            "responses": {"200": _json("the figures", "Stats"), "401": ERROR_401, "503": ERROR_503},
         }
     },
     "/": {
@@ -264,6 +276,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "the page", "content": {"text/html": {"schema": {}}}},
                 "401": ERROR_401,
+                "503": ERROR_503,
             },
         }
     },
@@ -276,6 +289,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "text format", "content": {"text/plain": {"schema": {}}}},
                 "401": ERROR_401,
+                "503": ERROR_503,
             },
         }
     },

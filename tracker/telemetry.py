@@ -12,9 +12,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker import metrics
-from tracker.api import stats_cache
+from tracker.api import read_session, stats_cache
 from tracker.auth import require_metrics_token
-from tracker.db import Database
 
 UNMATCHED = "<unmatched>"  # one label for every unknown path, so scanners cannot blow up the series
 
@@ -62,8 +61,7 @@ async def refresh_gauges(request: Request) -> None:
     """Jobs by type and state, stale jobs and the oldest unfinished job, from the stats cache
     (so a scrape costs at most one aggregate per cache period, whatever the scrape rate)."""
     now = request.app.state.clock()
-    database: Database = request.app.state.database
-    stats = await stats_cache(request).get(database.session, now)
+    stats = await stats_cache(request).get(lambda: read_session(request), now)
     metrics.JOBS.clear()
     for job_type, states in stats.jobs.items():
         for state, count in states.items():
