@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -32,6 +33,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.models import Job
 from tracker.submit import (
+    ClaimFailed,
     InvalidSubmission,
     Outcome,
     Submitted,
@@ -45,6 +47,7 @@ from tracker.submit import (
 from tracker.tally import Line, Reporter, Tally, describe, show, skip_reason
 from tracker.vod import VodClient
 
+log = logging.getLogger(__name__)
 CHUNK = 500  # media looked up per query when planning
 SHOWN_ERRORS = 10  # bad input lines listed before giving up
 THROTTLE_ROUNDS = 5  # extra tries of a media VOD throttled (it created nothing)
@@ -315,11 +318,28 @@ async def run_batch(
                 )
             except asyncio.CancelledError:
                 # submit_media recorded it as submit_unknown; count it once, as that.
-                tally.media += 1
                 reason = "interrupted while waiting for VOD; the job may exist"
-                tally.add(request.media_id, Line(Outcome.UNKNOWN, [*request.types], "", reason))
+                abandon(request, Line(Outcome.UNKNOWN, [*request.types], "interrupted", reason))
                 raise
+            except ClaimFailed as exc:  # the database is failing: stop, nothing was sent
+                abandon(request, Line(Outcome.FAILED, [*request.types], exc.code, exc.message))
+                tally.stopped_by = tally.stopped_by or exc.code
+                stop.set()
+                continue
+            except Exception as exc:  # VOD may have the jobs but we could not record them
+                log.exception("submitting %s", request.media_id)
+                detail = f"not recorded: {type(exc).__name__}: {exc}"
+                abandon(request, Line(Outcome.UNKNOWN, [*request.types], "not_recorded", detail))
+                tally.stopped_by = tally.stopped_by or "not_recorded"
+                stop.set()
+                continue
             count(done)
+
+    def abandon(request: SubmitRequest, line: Line) -> None:
+        tally.media += 1
+        tally.add(request.media_id, line)
+        reporter.media(request.media_id, line)
+        reporter.advance()
 
     store = GroupedStore(database, clock, force=force)
     producer = asyncio.create_task(produce())
@@ -337,7 +357,7 @@ async def run_batch(
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
         await store.close()
-        if stop.is_set():
+        if stop.is_set() and tally.stopped_by is None:
             tally.interrupted = True
     return tally
 

@@ -39,6 +39,7 @@ class Tally:
     )
     details: dict[tuple[Outcome, str], str] = field(default_factory=dict)
     interrupted: bool = False
+    stopped_by: str | None = None  # an error that stopped the batch early
 
     def add(self, media_id: str, line: Line) -> None:
         self.jobs[line.outcome] += len(line.types)
@@ -63,7 +64,12 @@ class Tally:
             f"{self.jobs[Outcome.UNKNOWN]} unknown"
         )
         out = [head]
-        if self.interrupted:
+        if self.stopped_by is not None:
+            out.append(
+                f"stopped early ({self.stopped_by}): {self.total - self.media} media not "
+                "started; run it again once that is fixed"
+            )
+        elif self.interrupted:
             out.append(f"interrupted: {self.total - self.media} media not started; run it again")
         for key, count in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
             shown = ", ".join(self.examples[key])
