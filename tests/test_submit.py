@@ -385,6 +385,31 @@ async def test_post_jobs_errors(api: httpx.AsyncClient, fake: RefusingVod) -> No
     assert fake.submit_calls == 0
 
 
+async def test_a_per_request_callback_is_passed_through(
+    api: httpx.AsyncClient, fake: FakeVod
+) -> None:
+    callback = {"CallbackURL": "https://example.com/hook", "CallbackType": "http"}
+    body = {"media_id": "m1", "types": ["AIMediaDNA"], "user_data": {"MessageCallback": callback}}
+    response = await api.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    (job,) = response.json()["jobs"]
+    assert fake.jobs[job["job_id"]].callback_url == "https://example.com/hook"
+
+
+async def test_post_jobs_when_the_database_fails_sends_nothing(
+    fake: FakeVod, clock: FrozenClock, tmp_path: Path
+) -> None:
+    missing = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'tracker.db'}"
+    app = create_app(vod_settings(missing, fake.url), clock=clock)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            response = await http.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
+    assert response.status_code == 503
+    assert response.json()["error"] == "database_unavailable"
+    assert fake.submit_calls == 0
+
+
 async def test_post_jobs_without_vod_credentials_is_503(client: httpx.AsyncClient) -> None:
     response = await client.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
     assert response.status_code == 503
