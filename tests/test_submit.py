@@ -17,7 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from tracker.app import create_app
 from tracker.batch import Item, dry_run, read_items, run_batch
@@ -397,14 +397,15 @@ async def test_a_per_request_callback_is_passed_through(
 
 
 async def test_post_jobs_when_the_database_fails_sends_nothing(
-    fake: FakeVod, clock: FrozenClock, tmp_path: Path
+    api: httpx.AsyncClient, database: Database, fake: FakeVod
 ) -> None:
-    missing = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'tracker.db'}"
-    app = create_app(vod_settings(missing, fake.url), clock=clock)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-            response = await http.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
+    async with database.write() as session:  # the claim's INSERT now fails
+        await session.execute(text("ALTER TABLE submissions RENAME TO submissions_away"))
+    try:
+        response = await api.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
+    finally:
+        async with database.write() as session:
+            await session.execute(text("ALTER TABLE submissions_away RENAME TO submissions"))
     assert response.status_code == 503
     assert response.json()["error"] == "database_unavailable"
     assert fake.submit_calls == 0
