@@ -17,10 +17,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from tracker.app import create_app
-from tracker.batch import Item, PlainReporter, dry_run, read_items, run_batch
+from tracker.batch import Item, dry_run, read_items, run_batch
 from tracker.claims import SubmitRequest, claim_many, record_many
 from tracker.clock import FrozenClock
 from tracker.config import Settings
@@ -29,6 +29,7 @@ from tracker.errors import BadRequest
 from tracker.fakevod import FakeVod, Refused
 from tracker.models import Job, JobState, Origin, Submission
 from tracker.submit import Outcome, submit_media, validate_request
+from tracker.tally import PlainReporter
 from tracker.transitions import Applied, apply_outcome
 from tracker.vod import AIJob, SubmitResult, VodClient
 
@@ -384,6 +385,32 @@ async def test_post_jobs_errors(api: httpx.AsyncClient, fake: RefusingVod) -> No
     assert fake.submit_calls == 0
 
 
+async def test_a_per_request_callback_is_passed_through(
+    api: httpx.AsyncClient, fake: FakeVod
+) -> None:
+    callback = {"CallbackURL": "https://example.com/hook", "CallbackType": "http"}
+    body = {"media_id": "m1", "types": ["AIMediaDNA"], "user_data": {"MessageCallback": callback}}
+    response = await api.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    (job,) = response.json()["jobs"]
+    assert fake.jobs[job["job_id"]].callback_url == "https://example.com/hook"
+
+
+async def test_post_jobs_when_the_database_fails_sends_nothing(
+    api: httpx.AsyncClient, database: Database, fake: FakeVod
+) -> None:
+    async with database.write() as session:  # the claim's INSERT now fails
+        await session.execute(text("ALTER TABLE submissions RENAME TO submissions_away"))
+    try:
+        response = await api.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
+    finally:
+        async with database.write() as session:
+            await session.execute(text("ALTER TABLE submissions_away RENAME TO submissions"))
+    assert response.status_code == 503
+    assert response.json()["error"] == "database_unavailable"
+    assert fake.submit_calls == 0
+
+
 async def test_post_jobs_without_vod_credentials_is_503(client: httpx.AsyncClient) -> None:
     response = await client.post("/jobs", json={"media_id": "m1", "types": ["AIVideoTag"]})
     assert response.status_code == 503
@@ -655,12 +682,12 @@ async def test_an_interrupted_batch_resumes_with_only_what_is_left(
 
 
 @pytest.mark.slow
-async def test_large_batch_against_the_simulators_own_throttling_and_slow_answers(
+async def test_big_batch_against_the_simulators_own_throttling_and_slow_answers(
     database_url: str, database: Database, fake: RefusingVod, clock: FrozenClock
 ) -> None:
-    media = [f"media-{i:05d}" for i in range(3000)]
+    media = [f"media-{i:05d}" for i in range(2000)]
     fake.refuse = set(media[::20])
-    fake.qps = 150  # VOD's token bucket, well under what the client would send
+    fake.qps = 50  # VOD's token bucket, well under what the client would send
     fake.slow_rate, fake.slow_seconds = 0.005, 2.0
     settings = vod_settings(database_url, fake.url, vod_timeout=timedelta(seconds=1))
     async with VodClient(settings) as client:
@@ -679,7 +706,7 @@ async def test_large_batch_against_the_simulators_own_throttling_and_slow_answer
     assert set(truth(fake).values()) == {1}
     unknown = {j.media_id for j in jobs if j.state == JobState.SUBMIT_UNKNOWN}
     assert tally.jobs[Outcome.UNKNOWN] == 2 * len(unknown)
-    assert tally.jobs[Outcome.FAILED] == 300
+    assert tally.jobs[Outcome.FAILED] == 200
     # Every media VOD has a job for is either recorded with its JobId or `submit_unknown`.
     for job in jobs:
         if job.state == JobState.PROCESSING:
@@ -717,3 +744,41 @@ async def test_two_submit_commands_on_one_file(
     assert set(truth(fake).values()) == {1}
     jobs = await jobs_of(database)
     assert Counter((j.media_id, j.type) for j in jobs) == {(m, t): 1 for m in media for t in BOTH}
+
+
+async def test_a_second_ctrl_c_abandons_the_calls_in_flight_as_submit_unknown(
+    database_url: str, database: Database, fake: FakeVod, tmp_path: Path
+) -> None:
+    fake.slow_rate, fake.slow_seconds = 1.0, 4.0  # VOD does the work, then answers late
+    path = tmp_path / "media.txt"
+    path.write_text("".join(f"media-{i}\n" for i in range(20)))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "ALIBABA_"))},
+        "TRACKER_DATABASE_URL": database_url,
+        "TRACKER_VOD_ENDPOINT": fake.url,
+        "TRACKER_VOD_TIMEOUT": "30s",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": KEY,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": SECRET,
+    }
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "tracker", "submit", "--types", "AIMediaDNA"],
+        *["--from-file", str(path), "--concurrency", "4"],
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    for _ in range(600):  # all four in flight: VOD holds their answers
+        if fake.submit_calls >= 4:
+            break
+        await asyncio.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(10):  # well before VOD's late answers
+        output, _ = await process.communicate()
+    assert process.returncode == 130, output.decode()
+    jobs = await jobs_of(database)
+    assert len(jobs) == 4
+    assert {(j.state, j.job_id) for j in jobs} == {(JobState.SUBMIT_UNKNOWN, None)}
+    assert "unknown" in output.decode()
+    assert fake.submit_calls == 4  # VOD has them: a callback will resolve each one

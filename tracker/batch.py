@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
 import re
 import signal
-from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.claims import (
@@ -35,7 +25,6 @@ from tracker.claims import (
     SubmitRequest,
     blocking_jobs,
     claim_many,
-    error_fields,
     record_many,
 )
 from tracker.clock import Clock, utcnow
@@ -44,6 +33,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.models import Job
 from tracker.submit import (
+    ClaimFailed,
     InvalidSubmission,
     Outcome,
     Submitted,
@@ -54,8 +44,10 @@ from tracker.submit import (
     parse_types,
     submit_media,
 )
+from tracker.tally import Line, Reporter, Tally, describe, show, skip_reason
 from tracker.vod import VodClient
 
+log = logging.getLogger(__name__)
 CHUNK = 500  # media looked up per query when planning
 SHOWN_ERRORS = 10  # bad input lines listed before giving up
 THROTTLE_ROUNDS = 5  # extra tries of a media VOD throttled (it created nothing)
@@ -113,92 +105,6 @@ def merge_items(items: Iterable[Item]) -> list[Item]:
 def check_items(items: Sequence[Item], region: str, user_data: dict[str, Any] | None) -> None:
     check_user_data(user_data)
     check_region(sorted({t for item in items for t in item.types}), region)
-
-
-# --- the tally ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """Jobs (media x type) by outcome, and why the unsuccessful ones were not submitted."""
-
-    media: int = 0
-    total: int = 0  # media in the input
-    jobs: Counter[Outcome] = field(default_factory=Counter)
-    reasons: Counter[tuple[Outcome, str]] = field(default_factory=Counter)
-    examples: dict[tuple[Outcome, str], list[str]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    details: dict[tuple[Outcome, str], str] = field(default_factory=dict)
-    interrupted: bool = False
-
-    def add(self, media_id: str, line: Line) -> None:
-        self.jobs[line.outcome] += len(line.types)
-        if line.outcome is Outcome.SUBMITTED:
-            return
-        key = (line.outcome, line.key)
-        self.reasons[key] += len(line.types)
-        self.details.setdefault(key, line.detail)
-        shown = self.examples[key]
-        if len(shown) < 3 and media_id not in shown:
-            shown.append(media_id)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.jobs[Outcome.FAILED] or self.jobs[Outcome.UNKNOWN] or self.interrupted)
-
-    def lines(self, *, dry_run: bool = False) -> list[str]:
-        verb = "would submit" if dry_run else "submitted"
-        head = (
-            f"{self.media} of {self.total} media: {self.jobs[Outcome.SUBMITTED]} jobs {verb}, "
-            f"{self.jobs[Outcome.SKIPPED]} skipped, {self.jobs[Outcome.FAILED]} failed, "
-            f"{self.jobs[Outcome.UNKNOWN]} unknown"
-        )
-        out = [head]
-        if self.interrupted:
-            out.append(f"interrupted: {self.total - self.media} media not started; run it again")
-        for key, count in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
-            shown = ", ".join(self.examples[key])
-            out.append(f"  {key[0].value} {count}: {self.details[key]} (e.g. {shown})")
-        return out
-
-
-def skip_reason(job: Job) -> str:
-    return f"already {job.state}" + (f" ({job.origin})" if job.origin != "submitted" else "")
-
-
-@dataclass(frozen=True)
-class Line:
-    """One outcome of one media: `key` groups the summary (skip reason or VOD's code)."""
-
-    outcome: Outcome
-    types: list[str]
-    key: str
-    detail: str
-
-
-def describe(done: Submitted) -> list[Line]:
-    jobs = {job.type: job for job in done.jobs}
-    by_outcome: dict[Outcome, list[str]] = defaultdict(list)
-    for job_type, outcome in done.outcomes.items():
-        by_outcome[outcome].append(job_type)
-    out = []
-    for outcome, types in by_outcome.items():
-        if outcome is Outcome.SUBMITTED:
-            ids = " ".join(f"{t}={done.job_ids.get(t)}" for t in types)
-            out.append(Line(outcome, types, "", ids))
-        elif outcome is Outcome.SKIPPED:
-            for t in types:
-                reason = skip_reason(jobs[t]) if t in jobs else "already submitted"
-                out.append(Line(outcome, [t], reason, reason))
-        else:
-            assert done.error is not None
-            code, request_id = error_fields(done.error)
-            detail = f"{code}: {done.error.message}"
-            if request_id:
-                detail += f" [RequestId {request_id}]"
-            out.append(Line(outcome, types, code, detail))
-    return out
 
 
 # --- group commit -------------------------------------------------------------------------------
@@ -299,12 +205,6 @@ class GroupedStore:
 
 
 # --- running ------------------------------------------------------------------------------------
-
-
-class Reporter(Protocol):
-    def started(self, total: int) -> None: ...
-    def media(self, media_id: str, line: Line) -> None: ...
-    def advance(self) -> None: ...
 
 
 async def plan(
@@ -418,11 +318,28 @@ async def run_batch(
                 )
             except asyncio.CancelledError:
                 # submit_media recorded it as submit_unknown; count it once, as that.
-                tally.media += 1
                 reason = "interrupted while waiting for VOD; the job may exist"
-                tally.add(request.media_id, Line(Outcome.UNKNOWN, [*request.types], "", reason))
+                abandon(request, Line(Outcome.UNKNOWN, [*request.types], "interrupted", reason))
                 raise
+            except ClaimFailed as exc:  # the database is failing: stop, nothing was sent
+                abandon(request, Line(Outcome.FAILED, [*request.types], exc.code, exc.message))
+                tally.stopped_by = tally.stopped_by or exc.code
+                stop.set()
+                continue
+            except Exception as exc:  # VOD may have the jobs but we could not record them
+                log.exception("submitting %s", request.media_id)
+                detail = f"not recorded: {type(exc).__name__}: {exc}"
+                abandon(request, Line(Outcome.UNKNOWN, [*request.types], "not_recorded", detail))
+                tally.stopped_by = tally.stopped_by or "not_recorded"
+                stop.set()
+                continue
             count(done)
+
+    def abandon(request: SubmitRequest, line: Line) -> None:
+        tally.media += 1
+        tally.add(request.media_id, line)
+        reporter.media(request.media_id, line)
+        reporter.advance()
 
     store = GroupedStore(database, clock, force=force)
     producer = asyncio.create_task(produce())
@@ -440,7 +357,7 @@ async def run_batch(
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
         await store.close()
-        if stop.is_set():
+        if stop.is_set() and tally.stopped_by is None:
             tally.interrupted = True
     return tally
 
@@ -450,49 +367,6 @@ def _skips(blocked: dict[str, Job]) -> dict[str, Outcome]:
 
 
 # --- the command --------------------------------------------------------------------------------
-
-
-class PlainReporter:
-    """One line per media outcome: for logs, pipes and CI."""
-
-    def __init__(self, echo: Callable[[str], None], *, dry_run: bool = False) -> None:
-        self.echo = echo
-        self.dry_run = dry_run
-
-    def started(self, total: int) -> None:
-        verb = "planning" if self.dry_run else "submitting"
-        self.echo(f"{verb} {total} media")
-
-    def media(self, media_id: str, line: Line) -> None:
-        word = "would-submit" if self.dry_run and line.outcome is Outcome.SUBMITTED else None
-        types = ",".join(line.types)
-        self.echo(f"{word or line.outcome.value} {media_id} {types} {line.detail}".rstrip())
-
-    def advance(self) -> None:
-        pass
-
-
-class ProgressReporter:
-    """A rich progress bar on a terminal; only failures and unknowns are printed above it."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: TaskID | None = None
-
-    def started(self, total: int) -> None:
-        self.task = self.progress.add_task("submitting", total=total)
-
-    def media(self, media_id: str, line: Line) -> None:
-        if line.outcome in (Outcome.FAILED, Outcome.UNKNOWN):
-            self.progress.console.print(
-                f"[red]{line.outcome.value}[/] {media_id} {','.join(line.types)} {line.detail}",
-                markup=True,
-                highlight=False,
-            )
-
-    def advance(self) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task)
 
 
 @dataclass
@@ -529,22 +403,6 @@ def load_items(settings: Settings, options: Options) -> tuple[list[Item], Submit
     return items, template
 
 
-@contextmanager
-def _reporter(console: Console, dry_run: bool) -> Iterator[Reporter]:
-    if console.is_terminal and not dry_run:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
-            yield ProgressReporter(progress)
-    else:
-        yield PlainReporter(click.echo, dry_run=dry_run)
-
-
 async def submit_command(settings: Settings, options: Options, console: Console) -> int:
     """`tracker submit`: 0 when everything was submitted or skipped, 1 when anything failed or
     is unknown, 130 when interrupted (Ctrl-C: in-flight media finish; twice: they are
@@ -572,7 +430,7 @@ async def submit_command(settings: Settings, options: Options, console: Console)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
     try:
-        with _reporter(console, options.dry_run) as reporter:
+        with show(console, dry_run=options.dry_run) as reporter:
             if options.dry_run:
                 tally = await dry_run(database, items, reporter, force=options.force)
             else:

@@ -139,49 +139,47 @@ async def _claim_wave(
     asking = [r for r in requests if wanted[r.media_id]]
     submission_ids: dict[str, int] = {}
     if asking:
+        # Core executemany with RETURNING: one cached statement, many rows per round trip.
+        table = Submission.__table__
         inserted = await session.execute(
-            _insert(session, Submission)
-            .values(
-                [
-                    {
-                        "media_id": r.media_id,
-                        "types": wanted[r.media_id],
-                        "config": r.config,
-                        "user_data": r.user_data,
-                        "state": SubmissionState.SUBMITTING.value,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for r in asking
-                ]
-            )
-            .returning(Submission.media_id, Submission.id)
+            _insert(session, table).returning(table.c.media_id, table.c.id),
+            [
+                {
+                    "media_id": r.media_id,
+                    "types": wanted[r.media_id],
+                    "config": r.config,
+                    "user_data": r.user_data,
+                    "state": SubmissionState.SUBMITTING.value,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for r in asking
+            ],
         )
         submission_ids = {row[0]: row[1] for row in inserted}
     rows: dict[tuple[str, str], int] = {}
     if asking:
+        jobs = Job.__table__
         inserted = await session.execute(
-            _insert(session, Job)
-            .values(
-                [
-                    {
-                        "submission_id": submission_ids[r.media_id],
-                        "media_id": r.media_id,
-                        "type": job_type,
-                        "state": S.SUBMITTING.value,
-                        "origin": Origin.SUBMITTED.value,
-                        "stale": False,
-                        "config": r.config,
-                        "user_data": r.user_data,
-                        "submitted_at": now,
-                        "updated_at": now,
-                    }
-                    for r in asking
-                    for job_type in wanted[r.media_id]
-                ]
-            )
+            _insert(session, jobs)
             .on_conflict_do_nothing()
-            .returning(Job.media_id, Job.type, Job.id)
+            .returning(jobs.c.media_id, jobs.c.type, jobs.c.id),
+            [
+                {
+                    "submission_id": submission_ids[r.media_id],
+                    "media_id": r.media_id,
+                    "type": job_type,
+                    "state": S.SUBMITTING.value,
+                    "origin": Origin.SUBMITTED.value,
+                    "stale": False,
+                    "config": r.config,
+                    "user_data": r.user_data,
+                    "submitted_at": now,
+                    "updated_at": now,
+                }
+                for r in asking
+                for job_type in wanted[r.media_id]
+            ],
         )
         rows = {(row[0], row[1]): row[2] for row in inserted}
     lost = [(r, t) for r in asking for t in wanted[r.media_id] if (r.media_id, t) not in rows]
@@ -225,7 +223,7 @@ async def _blocking(
     return found
 
 
-def _insert(session: AsyncSession, table: type[Job] | type[Submission]) -> Any:
+def _insert(session: AsyncSession, table: Any) -> Any:
     dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 

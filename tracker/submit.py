@@ -6,7 +6,7 @@ A submission is two units of work around the VOD call, never one transaction acr
 2. record: VOD's JobIds move those jobs to `processing`, or its refusal to `submit_failed`, or an
    unknown outcome to `submit_unknown`, through `tracker.transitions.transition`.
 Two submitters of the same media and type race on the unique index
-`uq_jobs_media_id_type_submitted` (see tracker/models.py), so only one of them calls VOD.
+`uq_jobs_media_id_type_submitted` (tracker/models.py, tracker/claims.py): one of them calls VOD.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -79,6 +79,12 @@ class TypeNotInRegion(BadRequest):
 
 class VodNotConfigured(Unavailable):
     code = "vod_not_configured"
+
+
+class ClaimFailed(Unavailable):
+    """The database refused the claim: nothing was sent to VOD."""
+
+    code = "database_unavailable"
 
 
 class Outcome(StrEnum):
@@ -262,6 +268,8 @@ async def submit_media(
     claiming = asyncio.ensure_future(store.claim(request, force=force, read=check_existing))
     try:
         claim = await asyncio.shield(claiming)
+    except (SQLAlchemyError, OSError) as exc:
+        raise ClaimFailed(f"could not record the submission, nothing sent: {exc}") from exc
     except asyncio.CancelledError:
         # Interrupted before the call: release what was claimed, nothing was sent.
         claim = await claiming
