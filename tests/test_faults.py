@@ -393,7 +393,7 @@ async def test_two_replicas_with_duplicates_and_late_callbacks_apply_each_outcom
         fail_rate=0.3,
         duplicate_rate=0.4,
         late_rate=0.3,
-        late_seconds=2.0,
+        late_seconds=3.0,
         stuck_seconds=2.5,
         seed=2,
     )
