@@ -159,6 +159,13 @@ def note_of(job: Watched) -> str:
     return how
 
 
+def _isatty(console: Console) -> bool:
+    try:
+        return bool(console.file.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def one_field_a_line(body: dict[str, Any]) -> str:
     """JSON with one top-level field per line: readable, and still the API's exact answer."""
     fields = (f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in body.items())
@@ -170,7 +177,8 @@ class Demo:
 
     def __init__(self, console: Console, *, exit_when_done: bool, timeout: float) -> None:
         self.console = console
-        self.live = console.is_terminal
+        # A live table only on a real terminal (not when FORCE_COLOR makes rich think so).
+        self.live = console.is_terminal and _isatty(console)
         self.exit_when_done = exit_when_done
         self.timeout = timeout
         self.started = time.monotonic()
