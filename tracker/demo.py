@@ -236,9 +236,13 @@ class Demo:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             force=True,
         )
+        keep = False  # the directory (database and log) stays only when the demo failed
         try:
-            code = await self._run()
+            return await self._run()
+        except BrokenPipeError:  # piped into `head`, say: nothing left to show
+            return 1
         except (DemoFailed, aiohttp.ClientError, OSError) as exc:
+            keep = True
             self.say(f"demo failed: {exc}", style="bold red")
             self.say(f"logs kept in {self.directory / 'demo.log'}")
             return 1
@@ -246,8 +250,8 @@ class Demo:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             logging.shutdown()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        return code
+            if not keep:
+                shutil.rmtree(self.directory, ignore_errors=True)
 
     async def _run(self) -> int:
         database = self.directory / "demo.db"
