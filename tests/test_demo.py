@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
+
+import pytest
 
 from tests.processes import run_tracker
 
@@ -56,3 +64,47 @@ def test_demo_timeout_exits_non_zero_and_says_what_is_missing(tmp_path: Path) ->
     kept = re.search(r"logs kept in (\S+)", done.stdout)
     assert kept is not None
     assert Path(kept[1]).parent.parent == tmp_path  # left for the user to read
+
+
+@pytest.mark.slow
+def test_demo_on_a_terminal_shows_a_live_table(tmp_path: Path) -> None:
+    """The README's first command as a person sees it: stdout on a pseudo-terminal."""
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "demo", "--exit-when-done"],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "TMPDIR": str(tmp_path), "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the demo exited and closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        code = process.wait(90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(leader)
+    raw = b"".join(chunks).decode(errors="replace")
+    assert code == 0, raw
+    assert "\x1b[" in raw  # drawn and redrawn in place, not printed line by line
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    assert "POST /jobs" not in text
+    last = text[text.rindex("tracker demo") :]
+    assert re.search(r"what happened", last)
+    assert len(re.findall(r"demo-video-\d\s+(tag|dna) \w{8}\s+(succeeded|failed)", last)) == 8
+    assert re.search(
+        r"tag \w{8}\s+succeeded\s+success\s+callback lost: found by reconciliation", last
+    )
+    assert re.search(r"was stale", last)
+    assert "all 8 jobs match VOD's truth" in text
