@@ -10,7 +10,14 @@ from sqlalchemy import func, select
 
 from tracker.db import Database
 from tracker.models import Job, JobState, Origin
-from tracker.transitions import ALLOWED, Applied, Outcome, apply_outcome, transition
+from tracker.transitions import (
+    ALLOWED,
+    Applied,
+    Outcome,
+    apply_outcome,
+    mark_pending,
+    transition,
+)
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -158,3 +165,47 @@ async def test_concurrent_outcomes_apply_once(database: Database, first: str) ->
     assert sorted(results) == sorted([Applied.APPLIED, Applied.ALREADY_FINAL])
     winner = a if results[0] is Applied.APPLIED else b
     assert (await get_job(database, "j1")).state == winner.target
+
+
+async def pend(database: Database, outcome: Outcome, now: datetime = T0) -> Applied:
+    async with database.write() as session:
+        return await mark_pending(session, outcome, now)
+
+
+async def test_a_pending_outcome_waits_for_confirmation(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING)
+    later = T0 + timedelta(minutes=5)
+    assert await pend(database, success()) is Applied.PENDING
+    assert await pend(database, fail(), later) is Applied.PENDING  # the latest word, first time
+    job = await get_job(database, "j1")
+    assert (job.state, job.pending_status, job.pending_since) == (JobState.PROCESSING, "fail", T0)
+    assert job.result is None
+    # Reconciliation applies VOD's own answer, which clears the pending mark.
+    assert await apply(database, success(), later) is Applied.APPLIED
+    job = await get_job(database, "j1")
+    assert (job.state, job.pending_status, job.pending_since) == (JobState.SUCCEEDED, None, None)
+
+
+async def test_a_final_job_is_not_marked_pending(database: Database) -> None:
+    await add_job(database, "j1", JobState.FAILED)
+    assert await pend(database, success()) is Applied.ALREADY_FINAL
+    assert (await get_job(database, "j1")).pending_status is None
+
+
+async def test_an_unknown_job_is_learned_undated_then_marked(database: Database) -> None:
+    assert await pend(database, success("new")) is Applied.PENDING
+    job = await get_job(database, "new")
+    assert (job.state, job.origin, job.pending_status) == (
+        JobState.PROCESSING,
+        "callback",
+        "success",
+    )
+    assert job.event_time is None  # so VOD's answer, whatever its time, is not "older"
+    assert await apply(database, success("new", at=T0 - timedelta(hours=1))) is Applied.APPLIED
+
+
+async def test_non_terminal_outcomes_apply_directly(database: Database) -> None:
+    await add_job(database, "j1", JobState.LOST)
+    progress = Outcome(job_id="j1", type="AIVideoTag", status="processing", event_time=T0)
+    assert await pend(database, progress) is Applied.PROGRESS
+    assert (await get_job(database, "j1")).state == JobState.PROCESSING

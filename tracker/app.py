@@ -12,11 +12,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import api, dashboard, health, openapi, submit, telemetry
+from tracker import api, callbacks, dashboard, health, openapi, submit, telemetry
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
+from tracker.inbox import Inbox
+from tracker.scheduler import Scheduler
 from tracker.vod import VodClient
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,20 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         app.state.database = database
         vod = VodClient(settings) if settings.has_vod_credentials else None
         app.state.vod = vod
+        inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
+        app.state.inbox = inbox
+        await inbox.start()
+        scheduler = None
+        if settings.scheduler == "on":  # off: `tracker serve --no-scheduler`
+            scheduler = Scheduler(settings, database, vod=vod, clock=clock)
+            await scheduler.start()
+        app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
+            await inbox.stop()
             if vod is not None:
                 await vod.close()
             await database.dispose()
@@ -41,6 +54,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     app = Starlette(
         routes=[
             *health.routes,
+            *callbacks.routes,
             *submit.routes,  # before api: it serves both GET and POST /jobs
             *api.routes,
             *openapi.routes,

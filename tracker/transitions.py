@@ -7,12 +7,12 @@ once change the row once: the database decides, not a read-before-write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,6 +71,7 @@ class Applied(StrEnum):
     RESOLVED = "resolved_submit_unknown"
     ALREADY_FINAL = "already_final"
     OLDER = "older_than_current"
+    PENDING = "pending_confirmation"
 
     @property
     def changed(self) -> bool:
@@ -206,3 +207,37 @@ async def _insert_discovered(
         insert(Job).values(row).on_conflict_do_nothing(index_elements=["job_id"])
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -> Applied:
+    """Record a callback's terminal outcome on its job as awaiting confirmation; idempotent.
+
+    Nothing becomes final here: `pending_status` takes the outcome's status and `pending_since`
+    keeps the first time one was recorded, until reconciliation applies VOD's own answer through
+    `apply_outcome` (which clears both). A final job is left alone. A JobId we never saw is first
+    learned as `processing` (undated, so VOD's later answer is never judged older), then marked.
+    Non-terminal outcomes finalise nothing and are applied directly.
+    """
+    if outcome.target is None:
+        return await apply_outcome(session, outcome, now)
+    unfinished = [state.value for state in JobState if state not in FINAL]
+    mark = (
+        update(Job)
+        .where(Job.job_id == outcome.job_id, Job.state.in_(unfinished))
+        .values(
+            pending_status=outcome.status.lower(),
+            pending_since=func.coalesce(Job.pending_since, now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if (await session.execute(mark)).rowcount:  # type: ignore[attr-defined]
+        return Applied.PENDING
+    state = await session.scalar(select(Job.state).where(Job.job_id == outcome.job_id))
+    if state is not None:
+        return Applied.ALREADY_FINAL
+    learned = replace(
+        outcome, status="processing", code=None, message=None, data=None, event_time=None
+    )
+    await apply_outcome(session, learned, now)
+    return await mark_pending(session, outcome, now)
