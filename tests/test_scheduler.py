@@ -11,11 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -61,11 +61,11 @@ async def add_job(
     type: str = "AIVideoTag",
     media_id: str | None = None,
 ) -> int:
+    """A submitted job; each on its own media, as the submitter's unique index requires."""
     async with database.write() as session:
         job = Job(
             job_id=job_id,
-            # Distinct by default: submitted jobs are unique per media and type (tracker/submit.py).
-            media_id=media_id or f"m-{job_id or uuid.uuid4().hex}",
+            media_id=media_id or f"m-{job_id or uuid4().hex}",
             type=type,
             state=state,
             origin=Origin.SUBMITTED,

@@ -54,8 +54,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     app = Starlette(
         routes=[
             *health.routes,
-            *submit.routes,  # before api: it serves both GET and POST /jobs
             *callbacks.routes,
+            *submit.routes,  # before api: it serves both GET and POST /jobs
             *api.routes,
             *openapi.routes,
             *telemetry.routes,

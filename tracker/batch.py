@@ -148,8 +148,8 @@ class Grouped(Generic[U, R]):
         """Finish what is queued (callers that went away still get their unit written)."""
         if self._task is None:
             return
-        if self._pending:
-            await self._idle.wait()
+        if not self._task.done():
+            await self._idle.wait()  # cleared by every new unit, set once all are committed
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
