@@ -21,7 +21,7 @@ import uvicorn
 from sqlalchemy import func, select, text
 from starlette.applications import Starlette
 
-from tests.processes import free_port
+from tests.processes import TrackerProcess, free_port
 from tests.test_callbacks import DNA_EVENT, KEY, TAG_EVENT, URL, add_job, events, job, settle
 from tracker import callbacks
 from tracker.app import create_app
@@ -405,3 +405,60 @@ async def test_simulator_callbacks_drive_submitted_jobs_to_their_final_states(
     failed = [fake.jobs[i] for i in truth if truth[i] == "fail"]
     assert failed
     assert all(jobs[f.job_id].code == f.code for f in failed)
+
+
+# -- a killed server loses nothing it acknowledged ----------------------------------------------
+
+
+async def test_every_acknowledged_callback_survives_kill_9(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/tracker.db"
+    port = free_port()
+    target = f"http://127.0.0.1:{port}/callbacks/vod"
+    env = {"TRACKER_DATABASE_URL": url, "TRACKER_CALLBACK_URL": target}
+    env["TRACKER_CALLBACK_AUTH_KEY"] = KEY
+    server = TrackerProcess("serve", env=env, port=port)
+    acked: list[str] = []
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        limit = asyncio.Semaphore(32)
+
+        async def deliver(http: httpx.AsyncClient, i: int) -> None:
+            timestamp = int(utcnow().timestamp())
+            headers = {
+                "X-VOD-TIMESTAMP": str(timestamp),
+                "X-VOD-SIGNATURE": sign_callback(target, timestamp, KEY),
+            }
+            body = {**TAG_EVENT, "JobId": f"kill-{i}"}
+            async with limit:
+                with contextlib.suppress(httpx.TransportError):
+                    response = await http.post(target, json=body, headers=headers)
+                    if response.status_code == 200:
+                        acked.append(body["JobId"])
+                    if len(acked) == 150:
+                        server.kill()  # SIGKILL in the middle of the burst
+
+        async with httpx.AsyncClient(timeout=10) as http:
+            await asyncio.gather(*(deliver(http, i) for i in range(400)))
+        assert 150 <= len(acked) < 400
+    finally:
+        server.stop()
+
+    restarted = TrackerProcess("serve", env=env, port=port)
+    try:
+        await asyncio.to_thread(restarted.wait_ready)
+        database = Database(url)
+        try:
+            await settle(database)  # the restarted applier picks up what was stored
+            async with database.session() as session:
+                query = select(CallbackEvent.job_id, CallbackEvent.applied)
+                stored = {job_id: applied for job_id, applied in await session.execute(query)}
+                query = select(Job.job_id, Job.state)
+                jobs = {job_id: state for job_id, state in await session.execute(query)}
+        finally:
+            await database.dispose()
+    finally:
+        restarted.stop()
+    assert set(acked) <= set(stored)
+    assert all(stored[job_id] is True for job_id in stored)
+    assert set(jobs) == set(stored)  # one job per stored event, none twice
+    assert set(jobs.values()) == {JobState.SUCCEEDED}
