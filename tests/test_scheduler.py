@@ -869,6 +869,9 @@ async def test_served_tracker_reaches_every_true_state_despite_dropped_callbacks
             assert jobs[job_id].stale_at is not None
             assert not jobs[job_id].stale
         assert {e.job_id for e in events} == set(rows) - dropped
-        assert all((e.applied, e.reason) == (True, "confirmed_by_vod") for e in events)
+        # Settled once: confirmed by VOD, or (when the applier waits out a burst, as it does on
+        # SQLite) found already final because reconciliation applied VOD's answer first.
+        settled = {(e.applied, e.reason) for e in events}
+        assert settled <= {(True, "confirmed_by_vod"), (False, "already_final")}, settled
     finally:
         await asyncio.to_thread(server.stop)
