@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,3 +109,58 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
         yield http
+
+
+# --- a real server on a loopback port (issue 7: schemathesis, headless Chromium) -------------
+
+
+class LiveServer:
+    """The app under uvicorn in a thread of its own, on a port the OS picks."""
+
+    def __init__(self, app: Starlette) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture
+def fresh_database_url(migrated_template: str, tmp_path: Path) -> str:
+    """Like `database_url`, for synchronous tests (which run outside the event loop)."""
+    if POSTGRES_URL:
+
+        async def truncate() -> None:
+            database = Database(POSTGRES_URL)
+            tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            async with database.engine.begin() as conn:
+                await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            await database.dispose()
+
+        asyncio.run(truncate())
+        return POSTGRES_URL
+    path = tmp_path / "tracker.db"
+    shutil.copyfile(migrated_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def live_server() -> type[LiveServer]:
+    """`with live_server(app) as base_url:` serves `app` on loopback for the block."""
+    return LiveServer

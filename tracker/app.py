@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import callbacks, health
+from tracker import api, callbacks, dashboard, health, openapi, submit, telemetry
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -43,7 +44,16 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await database.dispose()
 
     app = Starlette(
-        routes=[*health.routes, *callbacks.routes],
+        routes=[
+            *health.routes,
+            *callbacks.routes,
+            *submit.routes,  # before api: it serves both GET and POST /jobs
+            *api.routes,
+            *openapi.routes,
+            *telemetry.routes,
+            *dashboard.routes,
+        ],
+        middleware=[Middleware(telemetry.RequestMetrics)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
@@ -58,7 +68,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
 
 async def _tracker_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TrackerError)
-    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tracker.config import Settings, load_settings
 from tracker.db import Database, head_revision, is_sqlite, upgrade
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, TrackerError
 
 
 def settings_or_exit() -> Settings:
@@ -301,3 +301,120 @@ def vod_callback_set(app_id: str | None, yes: bool) -> None:
     params = {**plan, "AppId": app_id} if app_id else plan
     _vod_call(settings, lambda vod: vod.set_message_callback(**params))
     click.echo("Done: VOD now sends AI completion events to " + plan["CallbackURL"])
+
+
+# --- submitter (issue 4) ---
+
+
+@main.command()
+@click.argument("media_ids", nargs=-1)
+@click.option("--types", help="AIVideoTag, AIMediaDNA or both, comma-separated")
+@click.option("--config", "config_json", help='Config JSON, e.g. {"AIVideoTag":{...}}')
+@click.option("--user-data", "user_data_json", help="UserData JSON (Extend, MessageCallback)")
+@click.option(
+    "--from-file",
+    type=click.File("r", encoding="utf-8"),
+    help="One MediaId a line, or CSV media_id[,types]; - for stdin",
+)
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--force", is_flag=True, help="Resubmit media that have a live or done job")
+@click.option("--dry-run", is_flag=True, help="Print what would be submitted; call nothing")
+def submit(
+    media_ids: tuple[str, ...],
+    types: str | None,
+    config_json: str | None,
+    user_data_json: str | None,
+    from_file: Any,
+    concurrency: int,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Submit smart-tagging/fingerprint jobs for MEDIA_IDS or a file of them (resumable)."""
+    from rich.console import Console
+
+    from tracker.batch import Options, submit_command
+
+    settings = settings_or_exit()
+    if not dry_run and not settings.has_vod_credentials:
+        raise click.ClickException(
+            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET are required "
+            "(or use --dry-run)"
+        )
+    options = Options(
+        media_ids=media_ids,
+        types=types,
+        config=config_json,
+        user_data=user_data_json,
+        lines=from_file,
+        source=getattr(from_file, "name", "input"),
+        concurrency=concurrency,
+        force=force,
+        dry_run=dry_run,
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ensure_schema(settings)
+    try:
+        code = asyncio.run(submit_command(settings, options, Console()))
+    except TrackerError as exc:
+        raise click.UsageError(exc.message) from None
+    raise SystemExit(code)
+
+
+# --- tracker jobs (issue 7): the status API's queries, straight from the database ------------
+
+
+@main.group()
+def jobs() -> None:
+    """Look up jobs in the database at TRACKER_DATABASE_URL."""
+
+
+def _states(values: tuple[str, ...]) -> tuple[str, ...]:
+    from tracker.models import JobState
+    from tracker.queries import split_csv
+
+    states = split_csv(values)
+    known = {state.value for state in JobState}
+    for state in states:
+        if state not in known:
+            raise click.BadParameter(f"{state!r} is not one of {', '.join(sorted(known))}")
+    return states
+
+
+@jobs.command("list")
+@click.option("--state", "states", multiple=True, help="Repeat or comma-separate.")
+@click.option("--type", "types", multiple=True, help="AIVideoTag, AIMediaDNA, ...")
+@click.option("--media-id", help="Only this media's jobs.")
+@click.option("--stale", is_flag=True, help="Only jobs flagged stale.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", help="`next_cursor` of the previous page (same filters).")
+@click.option("--json", "as_json", is_flag=True, help="JSON as GET /jobs answers.")
+def jobs_list(
+    states: tuple[str, ...],
+    types: tuple[str, ...],
+    media_id: str | None,
+    stale: bool,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Jobs, newest first."""
+    from tracker import jobsview
+    from tracker.queries import JobFilter, split_csv
+
+    job_filter = JobFilter(
+        states=_states(states),
+        types=split_csv(types),
+        media_id=media_id,
+        stale=True if stale else None,
+    )
+    jobsview.list_jobs(settings_or_exit(), job_filter, limit, cursor, as_json=as_json)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON as GET /jobs/{job_id} answers.")
+def jobs_show(job_id: str, as_json: bool) -> None:
+    """One job and the callbacks received for it."""
+    from tracker import jobsview
+
+    jobsview.show_job(settings_or_exit(), job_id, as_json=as_json)

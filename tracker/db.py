@@ -86,10 +86,11 @@ def _sqlite_engine(
         # Let SQLAlchemy's BEGIN (below) start transactions, not the driver's implicit one.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
+        # The busy timeout first: even `journal_mode` can meet a lock while others write.
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -10,6 +10,7 @@ class TrackerError(Exception):
 
     status_code = 500
     code = "internal_error"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -34,6 +35,7 @@ class BadRequest(TrackerError):
 class Unauthorized(TrackerError):
     status_code = 401
     code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="tracker"'}
 
 
 class NotFound(TrackerError):

@@ -32,6 +32,12 @@ OLDEST_UNFINISHED_SECONDS = Gauge(
     "tracker_oldest_unfinished_job_seconds", "Age of the oldest unfinished job"
 )
 
+SUBMITTED_JOBS = Counter(
+    "tracker_submitted_jobs_total",
+    "Job types asked of the submitter, by what happened (submitted, skipped, failed, unknown)",
+    ["type", "outcome"],
+)
+
 VOD_CALLS = Counter(
     "tracker_vod_calls_total", "Calls to VOD by action and outcome", ["action", "outcome"]
 )

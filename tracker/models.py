@@ -42,6 +42,10 @@ UNFINISHED = (JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN, JobState.PROCESSING)
 FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.SUBMIT_FAILED)
 
 
+# Rows in `uq_jobs_media_id_type_submitted`: they block submitting that media and type again.
+CLAIM_PREDICATE = "origin = 'submitted' AND state <> 'submit_failed' AND superseded_at IS NULL"
+
+
 class Origin(StrEnum):
     SUBMITTED = "submitted"
     CALLBACK = "callback"
@@ -119,6 +123,17 @@ class Job(Base):
         Index("ix_jobs_type_submitted_at_id", "type", "submitted_at", "id"),
         Index("ix_jobs_media_id_type", "media_id", "type"),
         Index("ix_jobs_stale_state", "stale", "state"),
+        # At most one submitted job per media and type that is live or done: two submitters of
+        # the same media race on this index, not on a read (tracker/submit.py). A refused
+        # submission leaves it; `--force` takes the old job out by setting `superseded_at`.
+        Index(
+            "uq_jobs_media_id_type_submitted",
+            "media_id",
+            "type",
+            unique=True,
+            sqlite_where=text(CLAIM_PREDICATE),
+            postgresql_where=text(CLAIM_PREDICATE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -144,6 +159,8 @@ class Job(Base):
     submitted_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+    # Set when `tracker submit --force` resubmitted this media and type as a new job.
+    superseded_at: Mapped[datetime | None]
 
 
 class CallbackEvent(Base):

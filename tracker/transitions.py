@@ -108,8 +108,8 @@ async def apply_outcome(session: AsyncSession, outcome: Outcome, now: datetime) 
 
     `success`/`fail` make the job final unless it already is; `init`/`processing` only refresh it
     (and bring a `lost` job back). An outcome older than the job's last one changes nothing. A
-    JobId we never saw resolves a `submit_unknown` job of the same media and type, or else becomes
-    a new job of origin `callback` (VOD runs DNA on its own after upload).
+    JobId we never saw resolves a `submit_unknown` (or still `submitting`) job of the same media
+    and type, or else becomes a new job of origin `callback` (VOD runs DNA on its own after upload).
     """
     target = outcome.target
     fields: dict[str, Any] = {
@@ -165,7 +165,9 @@ async def _resolve_submit_unknown(
         .where(
             Job.media_id == outcome.media_id,
             Job.type == outcome.type,
-            Job.state == S.SUBMIT_UNKNOWN,
+            # A `submitting` row too: the callback can beat the submitter's own commit of the
+            # JobId, or find the row a killed submitter left behind (tracker/submit.py).
+            Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]),
             Job.job_id.is_(None),
         )
         .order_by(Job.submitted_at)

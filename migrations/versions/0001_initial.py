@@ -16,6 +16,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Kept verbatim here (not imported) so this revision never changes with the models.
+CLAIM_PREDICATE = "origin = 'submitted' AND state <> 'submit_failed' AND superseded_at IS NULL"
+
 
 def upgrade() -> None:
     op.create_table(
@@ -141,6 +144,7 @@ def upgrade() -> None:
         sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("superseded_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["submission_id"], ["submissions.id"], name=op.f("fk_jobs_submission_id_submissions")
         ),
@@ -158,10 +162,22 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_jobs_type_submitted_at_id", ["type", "submitted_at", "id"], unique=False
         )
+        batch_op.create_index(
+            "uq_jobs_media_id_type_submitted",
+            ["media_id", "type"],
+            unique=True,
+            sqlite_where=sa.text(CLAIM_PREDICATE),
+            postgresql_where=sa.text(CLAIM_PREDICATE),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_jobs_media_id_type_submitted",
+            sqlite_where=sa.text(CLAIM_PREDICATE),
+            postgresql_where=sa.text(CLAIM_PREDICATE),
+        )
         batch_op.drop_index("ix_jobs_type_submitted_at_id")
         batch_op.drop_index("ix_jobs_submitted_at_id")
         batch_op.drop_index(batch_op.f("ix_jobs_submission_id"))

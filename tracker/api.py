@@ -1,0 +1,283 @@
+"""The status API: where is my job? Thin routes over `tracker.queries`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tracker import queries
+from tracker.auth import require_api_token
+from tracker.db import Database
+from tracker.errors import BadRequest, JobNotFound, Unavailable
+from tracker.models import CallbackEvent, Heartbeat, Job, JobState
+from tracker.queries import JobFilter, Stats, StatsCache
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z`, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The one JSON shape of a job (GET /jobs/{id}, lists, POST /jobs)."""
+    body: dict[str, Any] = {
+        "job_id": job.job_id,
+        "media_id": job.media_id,
+        "type": job.type,
+        "state": job.state,
+        "stale": bool(job.stale),
+        "stale_at": iso(job.stale_at),
+        "origin": job.origin,
+        "status": job.status,
+        "code": job.code,
+        "message": job.message,
+        "result": job.result,
+        "submitted_at": iso(job.submitted_at),
+        "updated_at": iso(job.updated_at),
+        "completed_at": iso(job.completed_at),
+    }
+    if job.pending_status is not None:
+        body["pending_status"] = job.pending_status
+        body["pending_since"] = iso(job.pending_since)
+    return body
+
+
+def event_json(event: CallbackEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event_type": event.event_type,
+        "job_id": event.job_id,
+        "media_id": event.media_id,
+        "status": event.status,
+        "event_time": iso(event.event_time),
+        "received_at": iso(event.received_at),
+        "deliveries": event.deliveries,
+        "applied": event.applied,
+        "applied_at": iso(event.applied_at),
+        "reason": event.reason,
+        "body": event.body,
+    }
+
+
+def heartbeat_json(beat: Heartbeat) -> dict[str, Any]:
+    return {
+        "name": beat.name,
+        "owner": beat.owner,
+        "started_at": iso(beat.started_at),
+        "finished_at": iso(beat.finished_at),
+        "duration_s": beat.duration_s,
+        "ok": beat.ok,
+        "summary": beat.summary,
+    }
+
+
+def stats_json(stats: Stats, now: datetime) -> dict[str, Any]:
+    return {
+        "computed_at": iso(stats.computed_at),
+        "jobs": {
+            "by_type": stats.jobs,
+            "by_state": stats.by_state(),
+            "total": sum(stats.by_state().values()),
+            "stale": stats.stale,
+            "oldest_unfinished_submitted_at": iso(stats.oldest_unfinished_at),
+            "oldest_unfinished_age_s": stats.oldest_unfinished_seconds(now),
+        },
+        "callbacks_last_hour": {
+            "received": stats.callbacks_received,
+            "duplicate": stats.callbacks_duplicate,
+            "rejected": stats.callbacks_rejected,
+        },
+        "heartbeats": [heartbeat_json(beat) for beat in stats.heartbeats],
+    }
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+KNOWN_PARAMS = {
+    "state",
+    "type",
+    "media_id",
+    "stale",
+    "submitted_after",
+    "submitted_before",
+    "limit",
+    "cursor",
+}
+STATES = {state.value for state in JobState}
+
+
+def _bad(parameter: str, message: str) -> BadRequest:
+    return BadRequest(f"{parameter}: {message}", parameter=parameter)
+
+
+def _single(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise _bad(name, "given more than once")
+    return values[0] if values else None
+
+
+def _csv(request: Request, name: str) -> tuple[str, ...]:
+    return queries.split_csv(request.query_params.getlist(name))
+
+
+# RFC 3339, as `format: date-time` in the OpenAPI document says; Python alone is more lenient.
+RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def parse_time(raw: str, name: str) -> datetime:
+    match = RFC3339.fullmatch(raw)
+    if match is None:
+        raise _bad(name, "not an RFC 3339 date-time, e.g. 2026-01-02T03:04:05Z")
+    day, minutes, seconds, fraction, offset = match.groups()
+    seconds = min(seconds, "59")  # a leap second counts as the second before it
+    fraction = (fraction or "")[:7]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{day}T{minutes}:{seconds}{fraction}{offset}").astimezone(
+            UTC
+        )
+    except (ValueError, OverflowError):
+        raise _bad(name, "not a valid date-time") from None
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = _single(request, name)
+    return None if raw is None else parse_time(raw, name)
+
+
+def parse_filter(request: Request) -> JobFilter:
+    unknown = sorted(set(request.query_params) - KNOWN_PARAMS)
+    if unknown:
+        raise _bad(unknown[0], "unknown parameter")
+    states: list[str] = []
+    for raw in request.query_params.getlist("state"):
+        for state in raw.split(","):
+            if state not in STATES:
+                raise _bad("state", f"{state!r} is not one of {', '.join(sorted(STATES))}")
+            states.append(state)
+    stale_raw = _single(request, "stale")
+    if stale_raw not in (None, "true", "false"):
+        raise _bad("stale", "must be true or false")
+    return JobFilter(
+        states=tuple(dict.fromkeys(states)),
+        types=_csv(request, "type"),
+        media_id=_single(request, "media_id"),
+        stale=None if stale_raw is None else stale_raw == "true",
+        submitted_after=_time(request, "submitted_after"),
+        submitted_before=_time(request, "submitted_before"),
+    )
+
+
+def parse_limit(request: Request) -> int:
+    raw = _single(request, "limit")
+    if raw is None:
+        return queries.DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit():
+        raise _bad("limit", "not an integer")
+    limit = int(raw)
+    if not 1 <= limit <= queries.MAX_LIMIT:
+        raise _bad("limit", f"must be between 1 and {queries.MAX_LIMIT}")
+    return limit
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+# A database that cannot be reached (down, restarting, SQLite file unopenable, pool exhausted).
+UNREACHABLE = (OperationalError, InterfaceError, SQLAlchemyTimeout, OSError)
+
+
+@asynccontextmanager
+async def reading(database: Database) -> AsyncIterator[AsyncSession]:
+    """A read session; an unreachable database is a 503 the caller may retry, never a 500."""
+    try:
+        async with database.session() as session:
+            yield session
+    except UNREACHABLE as exc:
+        raise Unavailable(f"database unavailable ({type(exc).__name__}); retry later") from None
+
+
+def read_session(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    database: Database = request.app.state.database
+    return reading(database)
+
+
+def _now(request: Request) -> datetime:
+    now: datetime = request.app.state.clock()
+    return now
+
+
+def stats_cache(request: Request) -> StatsCache:
+    cache: StatsCache | None = getattr(request.app.state, "stats_cache", None)
+    if cache is None:
+        cache = request.app.state.stats_cache = StatsCache()
+    return cache
+
+
+async def get_job(request: Request) -> JSONResponse:
+    require_api_token(request)
+    job_id = request.path_params["job_id"]
+    async with read_session(request) as session:
+        job = await queries.get_job(session, job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return JSONResponse(job_json(job))
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    require_api_token(request)
+    job_filter, limit = parse_filter(request), parse_limit(request)
+    cursor = _single(request, "cursor")
+    async with read_session(request) as session:
+        page = await queries.list_jobs(session, job_filter, limit=limit, cursor=cursor)
+    return JSONResponse(
+        {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_job_events(request: Request) -> JSONResponse:
+    require_api_token(request)
+    job_id = request.path_params["job_id"]
+    async with read_session(request) as session:
+        events = await queries.job_events(session, job_id)
+        if not events and await queries.get_job(session, job_id) is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return JSONResponse({"items": [event_json(event) for event in events]})
+
+
+async def get_media_jobs(request: Request) -> JSONResponse:
+    require_api_token(request)
+    async with read_session(request) as session:
+        jobs = await queries.media_jobs(session, request.path_params["media_id"])
+    return JSONResponse({"items": [job_json(job) for job in jobs]})
+
+
+async def get_stats(request: Request) -> JSONResponse:
+    require_api_token(request)
+    now = _now(request)
+    stats = await stats_cache(request).get(lambda: read_session(request), now)
+    return JSONResponse(stats_json(stats, now))
+
+
+routes = [
+    Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/events", get_job_events, methods=["GET"]),
+    Route("/media/{media_id}/jobs", get_media_jobs, methods=["GET"]),
+    Route("/stats", get_stats, methods=["GET"]),
+]
