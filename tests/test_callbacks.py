@@ -84,7 +84,7 @@ async def settle(database: Database) -> None:
 async def add_job(database: Database, job_id: str | None, **values: Any) -> None:
     now = datetime(2017, 3, 20, 7, 0, tzinfo=UTC)
     fields: dict[str, Any] = {
-        "media_id": "media",
+        "media_id": f"media-{job_id}",
         "type": "AIVideoTag",
         "state": JobState.PROCESSING,
         "origin": Origin.SUBMITTED,
@@ -331,7 +331,8 @@ async def test_malformed_bodies_get_400_and_are_kept_for_inspection(
         (json.dumps({**TAG_EVENT, "JobId": None}).encode(), "JobId missing or not a short string"),
         (json.dumps({**TAG_EVENT, "Status": "maybe"}).encode(), "Status must be success or fail"),
         (json.dumps({"JobId": "j"}).encode(), "EventType missing or not a short string"),
-        (json.dumps({**TAG_EVENT, "JobId": "a\u0000b"}).encode(), "body holds NUL"),
+        (json.dumps({**TAG_EVENT, "JobId": "a\u0000b"}).encode(), "JobId missing or not a"),
+        (json.dumps({**TAG_EVENT, "Status": "processing"}).encode(), "Status must be success"),
     ]
     for body, reason in cases:
         response = await client.post("/callbacks/vod", content=body)

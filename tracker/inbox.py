@@ -451,12 +451,17 @@ def outcome_of(row: Any) -> Outcome:
 def parse_data(data: Any) -> Any:
     """VOD sends the result as a JSON string; keep the raw string if it is not clean JSON."""
     if not isinstance(data, str):
-        return data
+        return data if is_clean(data) else storable(json.dumps(data))
     try:
         parsed = json.loads(data)
     except (ValueError, RecursionError):
-        return data
-    return parsed if is_clean(parsed) else data
+        return storable(data)
+    return parsed if is_clean(parsed) else storable(data)
+
+
+def storable(text: str) -> str:
+    """`text` with NUL and unpaired surrogates escaped, so any database takes it."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
 
 
 def is_clean(value: Any, depth: int = 0) -> bool:
@@ -483,7 +488,7 @@ def _encodes(text: str) -> bool:
 def _short(value: Any, limit: int) -> str | None:
     if value is None:
         return None
-    return str(value)[:limit]
+    return storable(str(value))[:limit]
 
 
 def parse_event_time(value: Any) -> datetime | None:

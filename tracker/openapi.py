@@ -401,49 +401,75 @@ SCHEMAS["SubmittedJobs"] = {
 }
 
 
-# --- POST /callbacks/vod (issue 5: tracker/callbacks.py), documented by issue 8 ---------------
+# --- POST /callbacks/vod (issue 5: tracker/callbacks.py) -----------------------------------------
 
-SCHEMAS["CallbackEvent"] = {
+_TEXT = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}
+_AI_EVENT = "^AI[^\\u0000]*Complete$"  # what tracker/callbacks.py applies
+_STATUS = "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$"  # in any case
+SCHEMAS["VodEvent"] = {
+    "description": "VOD's event notification body (vod-reference.md 6.2), read as JSON whatever "
+    "the Content-Type; at most 64 KiB. AI completion events are applied to their job; any other "
+    "event type is stored and acknowledged, not applied.",
+    "oneOf": [_ref("VodAIEvent"), _ref("VodOtherEvent")],
+}
+SCHEMAS["VodAIEvent"] = {
     "type": "object",
-    "description": "VOD's event notification (vod-reference.md 6.2), parsed leniently: any "
-    "JSON object with an EventType is stored; AI `...Complete` events need JobId and Status "
-    "(else 400) and are applied; other types are stored and answered 200, not applied",
+    "required": ["EventType", "JobId", "Status"],
     "properties": {
-        "EventTime": {"type": "string", "example": "2017-03-20T07:49:17Z"},
-        "EventType": {"type": "string", "example": "AIVideoTagComplete"},
-        "JobId": {"type": "string"},
-        "MediaId": {"type": "string"},
-        "Status": {"type": "string", "example": "success"},
-        "Code": {"type": "string"},
-        "Message": {"type": "string"},
-        "Data": {"type": "string", "description": "the result as a JSON-encoded string"},
+        "EventType": {**_TEXT, "maxLength": 64, "pattern": _AI_EVENT},
+        "EventTime": {"description": "UTC; read leniently (`...:17Z`, `...:17:025Z`)"},
+        "JobId": {**_TEXT, "maxLength": 128},
+        "MediaId": {**_TEXT, "maxLength": 128, "nullable": True},
+        "Status": {
+            "type": "string",
+            "pattern": "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$",
+        },
+        "Code": {},
+        "Message": {},
+        "Data": {"description": "the result as a JSON-encoded string"},
     },
 }
-SCHEMAS["Stored"] = {
+SCHEMAS["VodOtherEvent"] = {
+    "type": "object",
+    "required": ["EventType"],
+    "properties": {
+        "EventType": {**_TEXT, "maxLength": 64, "not": {"pattern": _AI_EVENT}},
+    },
+}
+SCHEMAS["CallbackAck"] = {
     "type": "object",
     "required": ["status"],
     "properties": {"status": {"type": "string", "enum": ["stored", "duplicate"]}},
 }
 PATHS["/callbacks/vod"] = {
     "post": {
-        "operationId": "receiveCallback",
-        "summary": "VOD's AI completion events; signed with X-VOD-SIGNATURE = "
-        "md5(TRACKER_CALLBACK_URL|X-VOD-TIMESTAMP|AuthKey), committed before the 200",
-        "security": [],
+        "operationId": "receiveVodCallback",
+        "summary": "VOD's webhook: stored (committed) before the 200, applied to its job soon "
+        "after; a repeated delivery answers 200 and changes nothing",
+        "security": [],  # VOD signs with its own headers, not a bearer token
         "parameters": [
-            {"name": "X-VOD-TIMESTAMP", "in": "header", "schema": {"type": "string"}},
-            {"name": "X-VOD-SIGNATURE", "in": "header", "schema": {"type": "string"}},
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, text in (
+                ("X-VOD-TIMESTAMP", "Unix seconds the callback was sent"),
+                ("X-VOD-SIGNATURE", "md5_hex(callback URL|timestamp|AuthKey); required with keys"),
+            )
         ],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _ref("CallbackEvent")}},
+            "content": {"application/json": {"schema": _ref("VodEvent")}},
         },
         "responses": {
-            "200": _json("stored (or already stored): VOD stops retrying", "Stored"),
-            "400": _json("not JSON, or an AI event without the fields it needs (kept)", "Error"),
-            "401": _json("signature missing, wrong or too old", "Error"),
+            "200": _json("stored, or a duplicate of a stored event", "CallbackAck"),
+            "400": _json("malformed JSON or an AI event without its fields (kept)", "Error"),
+            "401": _json("missing, wrong or expired signature (not stored)", "Error"),
             "413": _json("body over 64 KiB", "Error"),
-            "503": _json("not stored (database unavailable): VOD retries", "Error"),
+            "503": _json("the event could not be stored; VOD retries", "Error"),
         },
     }
 }
