@@ -94,7 +94,8 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    # The scheduler stays off in app tests unless a test turns it on (tests/test_scheduler.py).
+    return Settings(database_url=database_url, scheduler="off")
 
 
 @pytest.fixture

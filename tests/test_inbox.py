@@ -239,7 +239,8 @@ async def test_a_burst_is_stored_and_applied_in_full(
     http, database, _ = signed_app
     count = 300
     for i in range(0, count, 30):  # some submitted, the others learned from their callback
-        await add_job(database, f"burst-{i}")
+        # One media each: a submitted job is unique per media and type (tracker/models.py).
+        await add_job(database, f"burst-{i}", media_id=f"media-{i}")
     limit = asyncio.Semaphore(32)
 
     async def deliver(i: int) -> int:

@@ -18,6 +18,7 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.inbox import Inbox
+from tracker.scheduler import Scheduler
 from tracker.vod import VodClient
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,16 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
         app.state.inbox = inbox
         await inbox.start()
+        scheduler = None
+        if settings.scheduler == "on":  # off: `tracker serve --no-scheduler`
+            scheduler = Scheduler(settings, database, vod=vod, clock=clock)
+            await scheduler.start()
+        app.state.scheduler = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             await inbox.stop()
             if vod is not None:
                 await vod.close()

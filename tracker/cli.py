@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -71,13 +72,20 @@ def ensure_schema(settings: Settings) -> None:
 
 
 @main.command()
-def serve() -> None:
-    """Run the HTTP service (webhook, status API, dashboard)."""
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Run the web part alone; run `tracker scheduler` elsewhere [env: TRACKER_SCHEDULER=off]",
+)
+def serve(no_scheduler: bool) -> None:
+    """Run the HTTP service (webhook, status API, dashboard) and, by default, the scheduler."""
     import uvicorn
 
     from tracker.app import create_app
 
     settings = settings_or_exit()
+    if no_scheduler:
+        settings = settings.model_copy(update={"scheduler": "off"})
     try:
         settings.check_exposure()
     except ConfigError as exc:
@@ -418,3 +426,95 @@ def jobs_show(job_id: str, as_json: bool) -> None:
     from tracker import jobsview
 
     jobsview.show_job(settings_or_exit(), job_id, as_json=as_json)
+
+
+# --- scheduler (issue 6) ---
+
+
+@main.command("scheduler")
+def scheduler_command() -> None:
+    """Run the scheduler alone (stale sweep, reconciliation, retention), without HTTP."""
+    from tracker.scheduler import run_scheduler
+
+    settings = settings_or_exit()
+    setup_logging()
+    ensure_schema(settings)
+    asyncio.run(run_scheduler(settings))
+
+
+@main.group()
+def events() -> None:
+    """Stored VOD callbacks (the inbox)."""
+
+
+@events.command("replay")
+@click.option(
+    "--since",
+    default=None,
+    help="Only callbacks received since then: a duration back from now (90m, 7d) or a time "
+    "(2026-01-02T03:04:05Z)",
+)
+def events_replay(since: str | None) -> None:
+    """Re-apply stored callbacks that were not applied, through the webhook's applier."""
+    from tracker.clock import utcnow
+    from tracker.scheduler import replay_events
+
+    settings = settings_or_exit()
+    setup_logging()
+    ensure_schema(settings)
+    start = parse_since(since, utcnow()) if since else None
+
+    async def replay() -> dict[str, int]:
+        database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        try:
+            return dict(
+                await replay_events(
+                    database, utcnow, since=start, confirm=settings.confirms_callbacks
+                )
+            )
+        finally:
+            await database.dispose()
+
+    tally = asyncio.run(replay())
+    total = sum(tally.values())
+    parts = ", ".join(f"{count} {what}" for what, count in sorted(tally.items()))
+    click.echo(f"replayed {total} callbacks" + (f": {parts}" if parts else ""))
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """`--since`: a duration back from `now` (`90m`, `7d`) or an ISO 8601 time (UTC if no zone)."""
+    from tracker.config import parse_duration
+
+    duration = parse_duration(value)
+    if isinstance(duration, timedelta):
+        return now - duration
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a duration (90m, 7d) nor a time", param_hint="--since"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- demo (issue 8) ---
+
+
+@main.command()
+@click.option(
+    "--exit-when-done",
+    is_flag=True,
+    help="Exit once every job reached VOD's final state (0), or on timeout (1), for scripts",
+)
+@click.option(
+    "--timeout",
+    default=40.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for the jobs after the last submission",
+)
+def demo(exit_when_done: bool, timeout: float) -> None:
+    """Run the VOD simulator and the tracker locally and watch a few jobs (no cloud account)."""
+    from tracker.demo import run_demo
+
+    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout))

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     sweep_interval: Duration = timedelta(minutes=1)
     reconcile_interval: Duration = timedelta(minutes=5)
     event_retention: Duration = timedelta(days=30)
+    # Scheduler (tracker/scheduler.py): `tracker serve --no-scheduler` sets it off.
+    scheduler: Switch = "on"
+    reconcile_grace: Duration = timedelta(minutes=10)
+    reconcile_batch: int = Field(default=200, ge=0)
+    # Callbacks awaiting VOD's confirmation (callback_confirm) are looked up this often.
+    confirm_interval: Duration = timedelta(seconds=5)
+    lease_ttl: Duration = timedelta(seconds=30)
 
     @property
     def vod_url(self) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracker.db import Database, head_revision
+from tracker.scheduler import scheduler_status
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -25,7 +28,22 @@ async def readyz(request: Request) -> JSONResponse:
     if revision != head_revision():
         reason = f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`"
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-    return JSONResponse({"status": "ready", "revision": revision})
+    body: dict[str, Any] = {"status": "ready", "revision": revision}
+    body["scheduler"] = await _scheduler(request)
+    return JSONResponse(body)
+
+
+async def _scheduler(request: Request) -> dict[str, Any]:
+    """The scheduled jobs' heartbeats (any replica's). Shown, not gating readiness: a stuck
+    sweep must not take the webhook out of the load balancer."""
+    state = request.app.state
+    try:
+        async with state.database.session() as session:
+            status = await scheduler_status(session, state.settings, state.clock())
+    except (SQLAlchemyError, OSError) as exc:
+        return {"status": "unknown", "reason": f"heartbeats unreadable: {type(exc).__name__}"}
+    status["in_process"] = getattr(state, "scheduler", None) is not None
+    return status
 
 
 routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

@@ -38,6 +38,10 @@ class JobState(StrEnum):
 
 # A job in one of these has not heard its outcome yet; the sweeper watches them.
 UNFINISHED = (JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN, JobState.PROCESSING)
+# The sweep's working set: unfinished jobs not flagged yet. Literal SQL, not bound parameters, so
+# that SQLite and PostgreSQL can prove a query implies it and use the partial index below.
+UNFLAGGED_SQL = "NOT stale AND state IN ('submitting', 'submit_unknown', 'processing')"
+PENDING_SQL = "pending_status IS NOT NULL"
 # Outcomes that nothing may overwrite. `lost` is not among them: VOD may still tell us the truth.
 FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.SUBMIT_FAILED)
 
@@ -133,6 +137,20 @@ class Job(Base):
             unique=True,
             sqlite_where=text(CLAIM_PREDICATE),
             postgresql_where=text(CLAIM_PREDICATE),
+        ),
+        # The sweep and reconciliation read only rows in flight: these stay small on a big table.
+        Index(
+            "ix_jobs_unflagged",
+            "state",
+            "submitted_at",
+            sqlite_where=text(UNFLAGGED_SQL),
+            postgresql_where=text(UNFLAGGED_SQL),
+        ),
+        Index(
+            "ix_jobs_pending",
+            "pending_since",
+            sqlite_where=text(PENDING_SQL),
+            postgresql_where=text(PENDING_SQL),
         ),
     )
 

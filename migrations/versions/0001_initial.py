@@ -18,6 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 # Kept verbatim here (not imported) so this revision never changes with the models.
 CLAIM_PREDICATE = "origin = 'submitted' AND state <> 'submit_failed' AND superseded_at IS NULL"
+# Copied from tracker.models on purpose: a migration must not change when the models do.
+UNFLAGGED_SQL = "NOT stale AND state IN ('submitting', 'submit_unknown', 'processing')"
+PENDING_SQL = "pending_status IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -155,6 +158,20 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_media_id_type", ["media_id", "type"], unique=False)
         batch_op.create_index("ix_jobs_stale_state", ["stale", "state"], unique=False)
         batch_op.create_index(
+            "ix_jobs_unflagged",
+            ["state", "submitted_at"],
+            unique=False,
+            sqlite_where=sa.text(UNFLAGGED_SQL),
+            postgresql_where=sa.text(UNFLAGGED_SQL),
+        )
+        batch_op.create_index(
+            "ix_jobs_pending",
+            ["pending_since"],
+            unique=False,
+            sqlite_where=sa.text(PENDING_SQL),
+            postgresql_where=sa.text(PENDING_SQL),
+        )
+        batch_op.create_index(
             "ix_jobs_state_submitted_at_id", ["state", "submitted_at", "id"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_jobs_submission_id"), ["submission_id"], unique=False)
@@ -182,6 +199,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_jobs_submitted_at_id")
         batch_op.drop_index(batch_op.f("ix_jobs_submission_id"))
         batch_op.drop_index("ix_jobs_state_submitted_at_id")
+        batch_op.drop_index("ix_jobs_pending")
+        batch_op.drop_index("ix_jobs_unflagged")
         batch_op.drop_index("ix_jobs_stale_state")
         batch_op.drop_index("ix_jobs_media_id_type")
 
