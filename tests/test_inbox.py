@@ -299,16 +299,16 @@ def private_postgres() -> Iterator[tuple[str, Path]]:
     # the `postgres` user. The script creates, owns and finally removes the directory.
     directory = Path(tempfile.gettempdir()) / f"tracker-test-pg-{os.getpid()}"
     script = ROOT / ".ci" / "postgres"
-    url = subprocess.run(
-        ["bash", str(script), "start", str(directory), str(PG_PORT)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    ).stdout.strip()
     try:
+        url = subprocess.run(
+            ["bash", str(script), "start", str(directory), str(PG_PORT)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout.strip()
         yield url, directory
-    finally:
+    finally:  # also after a failed start: stop what may have started, remove the directory
         subprocess.run(["bash", str(script), "stop", str(directory)], timeout=120, check=False)
 
 

@@ -138,7 +138,11 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
     row["event_time"] = parse_event_time(raw_time)
 
     if not (event_type.startswith("AI") and event_type.endswith("Complete")):
-        row["dedup_key"] = _key("event", json.dumps(body, sort_keys=True, separators=(",", ":")))
+        try:
+            normal = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        except (ValueError, RecursionError):  # nesting json.loads took but dumps refuses
+            normal = hashlib.sha256(raw).hexdigest()
+        row["dedup_key"] = _key("event", normal)
         row["reason"] = "not_ai_event"
         return row, None
     if row["job_id"] is None:
