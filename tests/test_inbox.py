@@ -76,6 +76,25 @@ def test_redeliveries_share_a_dedup_key_and_different_events_do_not() -> None:
     assert parse_callback(b"junk")[0]["dedup_key"] != parse_callback(b"junk!")[0]["dedup_key"]
 
 
+async def test_a_steady_stream_is_applied_while_it_lasts(database: Database) -> None:
+    """Recording comes first during a burst, but a stream that never pauses must not starve the
+    applier: events are applied while they keep arriving, not only once they stop."""
+    inbox = Inbox(database, clock=utcnow)
+    await inbox.start()
+    try:
+        for n in range(150):  # a commit every ~10 ms: ingest never idle for BUSY_WINDOW
+            await inbox.record(row_for({**TAG_EVENT, "JobId": f"steady{n}"}, utcnow()))
+            await asyncio.sleep(0.01)
+        async with database.session() as session:
+            applied = await session.scalar(
+                select(func.count()).select_from(EVENTS).where(EVENTS.c.applied.is_not(None))
+            )
+    finally:
+        await inbox.stop()
+    assert applied is not None
+    assert applied >= 50, f"only {applied} of 150 applied while the stream lasted"
+
+
 async def test_concurrent_events_are_committed_in_groups(database: Database) -> None:
     inbox = Inbox(database, clock=utcnow)
     await inbox.start()

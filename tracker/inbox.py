@@ -51,9 +51,13 @@ EVENTS = cast(Table, CallbackEvent.__table__)
 MAX_BATCH = 1000
 APPLY_BATCH = 32
 POLL_SECONDS = 2.0
-# While callbacks keep arriving, the applier takes BUSY_BATCH events every busy pause: 0.5 s on
-# PostgreSQL, 5 s on SQLite, where applying holds the one writer connection that recording needs.
+# While callbacks keep arriving, recording comes first: the applier takes BUSY_BATCH events, then
+# pauses BUSY_RATIO times as long as they took (at least MIN_BUSY_PAUSE), so it uses a bounded share
+# of the writer (on SQLite the one connection recording needs) yet keeps pace with a steady stream
+# instead of falling behind for as long as the stream lasts.
 BUSY_BATCH = 8
+BUSY_RATIO = 3.0
+MIN_BUSY_PAUSE = 0.02
 BUSY_WINDOW = 0.05  # seconds since the last recorded batch during which ingest counts as busy
 
 
@@ -158,7 +162,7 @@ class Inbox:
         # SQLite has one writer connection; on PostgreSQL overlapping commits raise throughput.
         self.writers = writers or (1 if database.is_sqlite else 4)
         self.poll_seconds = poll_seconds
-        self.busy_pause = 5.0 if database.is_sqlite else 0.5
+        self._busy_pause = MIN_BUSY_PAUSE
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._holding = 0  # writers holding a connection
         self._idle = asyncio.Event()
@@ -331,12 +335,15 @@ class Inbox:
                     limit = APPLY_BATCH
                     if self._busy():
                         # Recording is what VOD waits for: during a burst apply a few events
-                        # now and then, and catch up when it ends.
-                        await self._sleep(self.busy_pause)
+                        # between pauses, and catch up in full when it ends.
+                        await self._sleep(self._busy_pause)
                         limit = BUSY_BATCH
+                    started = time.monotonic()
                     done = await apply_pending(
                         self.database, self.clock(), confirm=self.confirm, limit=limit
                     )
+                    took = time.monotonic() - started
+                    self._busy_pause = max(MIN_BUSY_PAUSE, took * BUSY_RATIO)
                     if done < limit:
                         break
                     await asyncio.sleep(0)
