@@ -177,6 +177,36 @@ async def test_cursor_is_bound_to_its_filters(
 
 
 @pytest.mark.parametrize(
+    ("query", "matches"),
+    [
+        ("submitted_before=0001-01-01T00:00:00%2B00:01", False),
+        ("submitted_after=0001-01-01T00:00:00%2B00:01", True),
+        ("submitted_after=9999-12-31T23:59:59-00:01", False),
+        ("submitted_before=9999-12-31T23:59:59-00:01", True),
+    ],
+)
+async def test_times_past_the_ends_of_the_calendar_are_accepted(
+    client: httpx.AsyncClient, database: Database, query: str, matches: bool
+) -> None:
+    """Valid RFC 3339 times whose UTC falls outside years 1-9999 still filter, never 400."""
+    async with database.write() as session:
+        session.add(
+            Job(
+                job_id="j-edge",
+                media_id="m-edge",
+                type="AIVideoTag",
+                state="processing",
+                origin="submitted",
+                submitted_at=T0,
+                updated_at=T0,
+            )
+        )
+    response = await client.get(f"/jobs?{query}")
+    assert response.status_code == 200, response.text
+    assert [j["job_id"] for j in response.json()["items"]] == (["j-edge"] if matches else [])
+
+
+@pytest.mark.parametrize(
     ("query", "parameter"),
     [
         ("limit=0", "limit"),

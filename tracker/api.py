@@ -148,11 +148,13 @@ def parse_time(raw: str, name: str) -> datetime:
     fraction = (fraction or "")[:7]
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
-        return datetime.fromisoformat(f"{day}T{minutes}:{seconds}{fraction}{offset}").astimezone(
-            UTC
-        )
-    except (ValueError, OverflowError):
+        parsed = datetime.fromisoformat(f"{day}T{minutes}:{seconds}{fraction}{offset}")
+    except ValueError:
         raise _bad(name, "not a valid date-time") from None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # valid, but just outside what Python holds in UTC (year 1 or 9999)
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 def _time(request: Request, name: str) -> datetime | None:
