@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import hypothesis
 import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
@@ -28,6 +29,12 @@ from tracker.db import Database, upgrade
 from tracker.models import Base
 
 POSTGRES_URL = os.environ.get("TRACKER_TEST_DATABASE_URL")
+
+# Fuzzers explore new inputs on every developer run; in CI (CI=true) they replay a fixed sequence,
+# so a red build always names a reproducible input rather than a roll of the dice.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True, scope="session")
