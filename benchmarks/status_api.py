@@ -239,7 +239,7 @@ def main() -> None:
         lines = [
             f"## Benchmark 3: status API ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
             "",
-            f"cores: {os.cpu_count()}; command: `python {shlex.join(sys.argv)}`",
+            f"cores: {os.cpu_count()}; command: `{shlex.join(["python", "benchmarks/status_api.py", *sys.argv[1:]])}`",
             "",
         ]
         for url in urls:
