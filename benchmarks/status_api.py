@@ -40,6 +40,7 @@ from tracker.queries import Cursor, JobFilter
 FILTER = JobFilter(states=("processing",), types=("AIVideoTag",))
 FILTER_QUERY = "state=processing&type=AIVideoTag"
 PAGE = 50
+COMMAND = "python benchmarks/status_api.py"
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -239,7 +240,7 @@ def main() -> None:
         lines = [
             f"## Benchmark 3: status API ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
             "",
-            f"cores: {os.cpu_count()}; command: `{shlex.join(["python", "benchmarks/status_api.py", *sys.argv[1:]])}`",
+            f"cores: {os.cpu_count()}; command: `{COMMAND} {shlex.join(sys.argv[1:])}`",
             "",
         ]
         for url in urls:
