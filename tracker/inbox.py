@@ -56,7 +56,7 @@ POLL_SECONDS = 2.0
 # keeps pace with a steady stream at no measurable cost to ingest. On SQLite applying holds the one
 # writer connection recording needs, and any applying during a burst was measured to cut ingest
 # about tenfold, so there it waits 5 s between turns and catches up when the burst ends: a stream
-# of more than ~2 events/s that never pauses for 50 ms is applied only after it ends.
+# that never pauses for BUSY_WINDOW (20+ events/s) is applied only after it ends.
 BUSY_BATCH = 8
 BUSY_RATIO = 3.0
 MIN_BUSY_PAUSE = {"sqlite": 5.0, "postgresql": 0.02}
