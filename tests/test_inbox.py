@@ -23,14 +23,15 @@ from starlette.applications import Starlette
 
 from tests.processes import TrackerProcess, free_port
 from tests.test_callbacks import DNA_EVENT, KEY, TAG_EVENT, URL, add_job, events, job, settle
-from tracker import callbacks
+from tracker import inbox as inbox_module
 from tracker.app import create_app
-from tracker.callbacks import parse_callback
+from tracker.applier import EVENTS, apply_pending
 from tracker.clock import FrozenClock, utcnow
 from tracker.config import Settings
 from tracker.db import Database, upgrade
+from tracker.events import parse_callback, parse_event_time
 from tracker.fakevod import FakeVod
-from tracker.inbox import EVENTS, Inbox, StoreFailed, apply_pending, parse_event_time
+from tracker.inbox import Inbox, StoreFailed
 from tracker.models import CallbackEvent, Job, JobState
 from tracker.vod import VodClient, sign_callback
 
@@ -179,7 +180,7 @@ async def test_a_locked_database_answers_503_then_recovers(
     # SQLite's write lock held by another process; PostgreSQL outages: see below.
     path = tmp_path / "locked.db"
     await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")
-    monkeypatch.setattr(callbacks, "STORE_TIMEOUT", 0.5)
+    monkeypatch.setattr(inbox_module, "STORE_TIMEOUT", 0.5)
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{path}", callback_url=URL, callback_auth_key=KEY
     )

@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *telemetry.routes,
             *dashboard.routes,
         ],
-        middleware=[Middleware(telemetry.RequestMetrics)],
+        middleware=[Middleware(callbacks.CallbackReceiver), Middleware(telemetry.RequestMetrics)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,

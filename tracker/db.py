@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,19 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import (
+    FromClause,
+    Text,
+    bindparam,
+    cast,
+    column,
+    event,
+    func,
+    literal_column,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -22,6 +35,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.types import TypeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_TIMEOUT_MS = 10_000
@@ -126,3 +140,40 @@ def upgrade(url: str) -> None:
 
 async def upgrade_async(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
+
+
+def json_rows(name: str, columns: Mapping[str, TypeEngine[Any]], dialect: str) -> FromClause:
+    """A FROM clause of the rows sent as ONE JSON parameter `name` (an array of objects).
+
+    One fixed statement whatever the number of rows, compiled once; the database unpacks the rows
+    (`jsonb_to_recordset` on PostgreSQL, `json_each` on SQLite), which costs far less than binding
+    and type-processing each row. Values must already be in the form the database stores: on
+    SQLite, naive UTC times as `sqlite_time` writes them, and JSON columns as their JSON text.
+    """
+    rows = bindparam(name, type_=Text())
+    if dialect == "postgresql":
+        return (
+            func.jsonb_to_recordset(cast(rows, JSONB))
+            .table_valued(*(column(key, type_) for key, type_ in columns.items()))
+            .render_derived(name=name, with_types=True)
+        )
+    each = func.json_each(rows).table_valued("value")
+    return (
+        select(
+            *(
+                func.json_extract(each.c.value, literal_column(f"'$.{key}'")).label(key)
+                for key in columns
+            )
+        )
+        .where(true())  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+        .subquery(name)
+    )
+
+
+def db_time(moment: datetime | None, dialect: str) -> str | None:
+    """A time as `json_rows` expects it: ISO with offset, or SQLite's naive UTC text."""
+    if moment is None:
+        return None
+    if dialect == "postgresql":
+        return moment.isoformat()
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -25,10 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
+from tracker.applier import APPLY_BATCH, apply_pending
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.inbox import APPLY_BATCH, apply_pending
 from tracker.leases import acquire_lease, lease_holder, new_owner, release_lease
 from tracker.models import UNFINISHED, UNFLAGGED_SQL, CallbackEvent, Heartbeat, Job
 from tracker.reconcile import CONTRADICTED, reconcile_open_jobs
@@ -127,7 +127,7 @@ async def replay_events(
     database: Database, clock: Clock, *, since: datetime | None, confirm: bool
 ) -> Counter[str]:
     """Re-apply stored callbacks that were not applied (after a bug fix, say) through the
-    webhook's own applier, `tracker.inbox.apply_pending`; return what became of them.
+    webhook's own applier, `tracker.applier.apply_pending`; return what became of them.
 
     Callbacks awaiting VOD's confirmation or contradicted by it are left alone: replaying one
     must never apply an outcome VOD denied.

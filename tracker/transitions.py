@@ -7,15 +7,18 @@ once change the row once: the database decides, not a read-before-write.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, false, func, literal, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.db import db_time, json_rows
 from tracker.models import FINAL, Job, JobState, Origin
 
 S = JobState
@@ -241,3 +244,152 @@ async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -
     )
     await apply_outcome(session, learned, now)
     return await mark_pending(session, outcome, now)
+
+
+JOBS = cast(Table, Job.__table__)
+# The columns `apply_outcomes` sends for each terminal outcome, as the jobs table types them.
+OUTCOME_COLUMNS: dict[str, Any] = {
+    name: JOBS.c[column].type
+    for name, column in {
+        "job_id": "job_id",
+        "media_id": "media_id",
+        "type": "type",
+        "state": "state",
+        "status": "status",
+        "code": "code",
+        "message": "message",
+        "result": "result",
+        "event_time": "event_time",
+        "completed_at": "completed_at",
+        "submitted_at": "submitted_at",
+    }.items()
+}
+
+
+async def apply_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], now: datetime
+) -> list[Applied]:
+    """`apply_outcome` for many outcomes of distinct jobs, with the same guards and results.
+
+    The common cases are set-based, a few statements whatever the count: terminal outcomes of
+    known jobs in one conditional UPDATE (the guard of `transition`), jobs that did not move
+    classified by one SELECT, and JobIds never seen with no `submit_unknown` job to resolve
+    created by one INSERT. Everything else, and the loser of any race, goes through
+    `apply_outcome` one by one.
+    """
+    if len({o.job_id for o in outcomes}) != len(outcomes):
+        raise ValueError("apply_outcomes takes one outcome per job")
+    dialect = session.get_bind().dialect.name
+    results: dict[str, Applied] = {}
+    terminal = [o for o in outcomes if o.target is not None]
+    if terminal:
+        batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
+        moved = await session.scalars(
+            update(Job)
+            .where(
+                Job.job_id == batch.c.job_id,
+                Job.state.in_(sources_of(S.SUCCEEDED)),  # the same for FAILED
+                or_(
+                    Job.event_time.is_(None),
+                    batch.c.event_time.is_(None),
+                    Job.event_time <= batch.c.event_time,
+                ),
+            )
+            .values(
+                state=batch.c.state,
+                status=batch.c.status,
+                code=batch.c.code,
+                message=batch.c.message,
+                result=batch.c.result,
+                event_time=batch.c.event_time,
+                completed_at=batch.c.completed_at,
+                updated_at=now,
+                stale=False,
+                pending_status=None,
+                pending_since=None,
+            )
+            .returning(Job.job_id)
+            .execution_options(synchronize_session=False),
+            {"outcomes": outcome_json(terminal, now, dialect)},
+        )
+        results.update({job_id: Applied.APPLIED for job_id in moved if job_id})
+    rest = [o for o in terminal if o.job_id not in results]
+    if rest:
+        found = await session.execute(
+            select(Job.job_id, Job.state).where(Job.job_id.in_([o.job_id for o in rest]))
+        )
+        states = {job_id: state for job_id, state in found}
+        for o in rest:
+            if (state := states.get(o.job_id)) is not None:
+                results[o.job_id] = Applied.ALREADY_FINAL if state in FINAL else Applied.OLDER
+        unseen = [o for o in rest if o.job_id not in states]
+        if unseen:
+            results.update(await _create_unseen(session, unseen, now, dialect))
+    for o in outcomes:  # non-terminal outcomes, the unresolved and the races: one by one
+        if o.job_id not in results:
+            results[o.job_id] = await apply_outcome(session, o, now)
+    return [results[o.job_id] for o in outcomes]
+
+
+async def _create_unseen(
+    session: AsyncSession, outcomes: list[Outcome], now: datetime, dialect: str
+) -> dict[str, Applied]:
+    """Insert, as jobs of origin `callback`, the terminal outcomes of JobIds never seen whose
+    media and type have no `submit_unknown`/`submitting` job waiting for a JobId."""
+    found = await session.execute(
+        select(Job.media_id, Job.type).where(
+            Job.job_id.is_(None),
+            Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]),
+            Job.media_id.in_({o.media_id for o in outcomes if o.media_id}),
+        )
+    )
+    waiting = {(media_id, type_) for media_id, type_ in found}
+    fresh = [o for o in outcomes if (o.media_id, o.type) not in waiting]
+    if not fresh:
+        return {}
+    batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = ["job_id", "media_id", "type", "state", "status", "code", "message", "result"]
+    columns += ["event_time", "completed_at", "submitted_at"]
+    created = await session.scalars(
+        insert(JOBS)
+        .from_select(
+            [*columns, "origin", "stale", "updated_at"],
+            select(
+                *(batch.c[name] for name in columns),
+                literal(Origin.CALLBACK.value),
+                false(),
+                literal(now, JOBS.c.updated_at.type),
+            ).where(true()),  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+        )
+        .on_conflict_do_nothing(index_elements=["job_id"])
+        .returning(Job.job_id),
+        {"outcomes": outcome_json(fresh, now, dialect)},
+    )
+    return {job_id: Applied.CREATED for job_id in created if job_id}
+
+
+def outcome_json(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> str:
+    """The `json_rows` parameter for terminal outcomes, as `apply_outcome` would write them."""
+    sqlite_ = dialect != "postgresql"
+    rows = []
+    for o in outcomes:
+        target = o.target
+        assert target is not None
+        rows.append(
+            {
+                "job_id": o.job_id,
+                "media_id": o.media_id or "",
+                "type": o.type,
+                "state": target.value,
+                "status": o.status.lower(),
+                "code": o.code,
+                "message": o.message,
+                # SQLite keeps JSON columns as text; a JSON null is what the ORM writes for None.
+                "result": json.dumps(o.data) if sqlite_ else o.data,
+                "event_time": db_time(o.event_time, dialect),
+                "completed_at": db_time(o.completed_at or now, dialect),
+                "submitted_at": db_time(o.event_time or now, dialect),
+            }
+        )
+    return json.dumps(rows, separators=(",", ":"))
