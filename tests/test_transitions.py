@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from tracker.db import Database
 from tracker.models import Job, JobState, Origin
@@ -15,6 +16,7 @@ from tracker.transitions import (
     Applied,
     Outcome,
     apply_outcome,
+    apply_outcomes,
     mark_pending,
     transition,
 )
@@ -209,3 +211,64 @@ async def test_non_terminal_outcomes_apply_directly(database: Database) -> None:
     progress = Outcome(job_id="j1", type="AIVideoTag", status="processing", event_time=T0)
     assert await pend(database, progress) is Applied.PROGRESS
     assert (await get_job(database, "j1")).state == JobState.PROCESSING
+
+
+async def _seed_every_case(database: Database) -> list[Outcome]:
+    """One job per case apply_outcome distinguishes, and the outcome that meets it."""
+    later, earlier = T0 + timedelta(minutes=5), T0 - timedelta(minutes=5)
+    await add_job(database, "processing", JobState.PROCESSING, stale=True, pending_status="fail")
+    await add_job(database, "lost", JobState.LOST, media_id="m2")
+    await add_job(database, "done", JobState.SUCCEEDED, media_id="m3")
+    await add_job(database, "newer", JobState.PROCESSING, media_id="m4", event_time=later)
+    await add_job(database, "dated", JobState.PROCESSING, media_id="m5", event_time=earlier)
+    await add_job(database, None, JobState.SUBMIT_UNKNOWN, media_id="waiting")
+    await add_job(database, "lost2", JobState.LOST, media_id="m6")
+    return [
+        replace(success("processing"), data="not json {"),
+        fail("lost"),
+        fail("done"),
+        success("newer"),
+        success("dated", at=None),  # type: ignore[arg-type]
+        replace(success("resolves"), media_id="waiting"),
+        replace(success("discovered"), media_id="elsewhere", data=None),
+        replace(fail("lost2"), status="processing"),  # not terminal: one by one
+    ]
+
+
+async def _snapshot(database: Database) -> list[tuple[object, ...]]:
+    async with database.session() as session:
+        jobs = (await session.scalars(select(Job).order_by(Job.media_id, Job.job_id))).all()
+    columns = [c.key for c in Job.__table__.columns if c.key != "id"]
+    return [tuple(getattr(job, name) for name in columns) for job in jobs]
+
+
+async def test_apply_outcomes_matches_apply_outcome_one_by_one(database: Database) -> None:
+    outcomes = await _seed_every_case(database)
+    async with database.write() as session:
+        together = await apply_outcomes(session, outcomes, T0 + timedelta(hours=1))
+    after_together = await _snapshot(database)
+    async with database.write() as session:
+        await session.execute(delete(Job))
+    await _seed_every_case(database)
+    one_by_one = [await apply(database, o, T0 + timedelta(hours=1)) for o in outcomes]
+    assert (
+        together
+        == one_by_one
+        == [
+            Applied.APPLIED,
+            Applied.APPLIED,
+            Applied.ALREADY_FINAL,
+            Applied.OLDER,
+            Applied.APPLIED,
+            Applied.RESOLVED,
+            Applied.CREATED,
+            Applied.PROGRESS,
+        ]
+    )
+    assert after_together == await _snapshot(database)
+
+
+async def test_apply_outcomes_refuses_two_outcomes_of_one_job(database: Database) -> None:
+    async with database.write() as session:
+        with pytest.raises(ValueError, match="one outcome per job"):
+            await apply_outcomes(session, [success("j1"), fail("j1")], T0)
