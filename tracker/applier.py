@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
@@ -24,16 +24,19 @@ from tracker.clock import Clock
 from tracker.db import Database
 from tracker.events import outcome_of
 from tracker.models import CallbackEvent
-from tracker.transitions import apply_outcomes, mark_pending
+from tracker.transitions import Applied, apply_outcomes, mark_pending
 
 log = logging.getLogger(__name__)
 
 EVENTS = cast(Table, CallbackEvent.__table__)
 APPLY_BATCH = 500  # events per transaction: a few set-based statements, milliseconds
 POLL_SECONDS = 2.0
-# While callbacks keep arriving, the applier takes a turn, then pauses BUSY_RATIO times as long as
-# the turn took (at least MIN_BUSY_PAUSE), so recording keeps at least three quarters of the
-# writer (on SQLite there is one writer connection for both) and applying still keeps pace.
+# While callbacks keep arriving, the applier takes short turns (BUSY_BATCH events, a few ms: on
+# SQLite recording waits for the one writer connection meanwhile) and pauses BUSY_RATIO times as
+# long as each took, at least MIN_BUSY_PAUSE, so recording keeps three quarters of the time and
+# a stream that never pauses is still applied as it comes. The backlog of a burst is applied in
+# full turns once it ends.
+BUSY_BATCH = 64
 BUSY_RATIO = 3.0
 MIN_BUSY_PAUSE = 0.02
 
@@ -87,12 +90,16 @@ class Applier:
             self._wake.clear()
             try:
                 while not self._stopped.is_set():
+                    limit = APPLY_BATCH
                     if self.busy():
                         await self._sleep(pause)
+                        limit = BUSY_BATCH
                     started = time.monotonic()
-                    done = await apply_pending(self.database, self.clock(), confirm=self.confirm)
+                    done = await apply_pending(
+                        self.database, self.clock(), confirm=self.confirm, limit=limit
+                    )
                     pause = max(MIN_BUSY_PAUSE, (time.monotonic() - started) * BUSY_RATIO)
-                    if done < APPLY_BATCH:
+                    if done < limit:
                         break
             except Exception as exc:  # keep going: the database may come back
                 log.warning("applying callbacks failed: %s", describe(exc))
@@ -143,13 +150,6 @@ async def apply_pending(
     return len(ids)
 
 
-MARK = (
-    update(EVENTS)
-    .where(EVENTS.c.id == bindparam("event_id"))
-    .values(applied=bindparam("ok"), applied_at=bindparam("at"), reason=bindparam("why"))
-)
-
-
 async def _apply_batch(
     session: AsyncSession, now: datetime, confirm: bool, limit: int, only: int | None = None
 ) -> int:
@@ -183,13 +183,14 @@ async def _apply_batch(
         results = [await mark_pending(session, outcome, now) for outcome in outcomes]
     else:
         results = await apply_outcomes(session, outcomes, now)
-    if events:
+    by_result: dict[Applied, list[int]] = {}
+    for row, result in zip(events, results, strict=True):
+        by_result.setdefault(result, []).append(row.id)
+    for result, ids in by_result.items():  # one statement per distinct result, usually one
         await session.execute(
-            MARK,
-            [
-                {"event_id": row.id, "ok": result.changed, "at": now, "why": result.value}
-                for row, result in zip(events, results, strict=True)
-            ],
+            update(EVENTS)
+            .where(EVENTS.c.id.in_(ids))
+            .values(applied=result.changed, applied_at=now, reason=result.value)
         )
     applied = sum(result.changed for result in results)
     metrics.CALLBACKS_APPLIED.inc(applied)

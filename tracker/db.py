@@ -176,4 +176,6 @@ def db_time(moment: datetime | None, dialect: str) -> str | None:
         return None
     if dialect == "postgresql":
         return moment.isoformat()
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(" ", "microseconds")[:26]  # without the "+00:00"

@@ -20,7 +20,9 @@ STATUSES = frozenset({"success", "fail"})
 
 def _text(value: Any, limit: int) -> str | None:
     """A storable short string field, or None."""
-    if isinstance(value, str) and 0 < len(value) <= limit and is_clean(value):
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        return None
+    if (value.isascii() and "\x00" not in value) or is_clean(value):  # the common case first
         return value
     return None
 
@@ -126,6 +128,8 @@ def parse_data(data: Any) -> Any:
         parsed = json.loads(data)
     except (ValueError, RecursionError):
         return storable(data)
+    if data.isascii() and "\\u" not in data:  # no escape can have made a NUL or a surrogate
+        return parsed
     return parsed if is_clean(parsed) else storable(data)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +139,12 @@ class Inbox:
         )
         self._dialect = database.writer.dialect.name
         self._sql = upsert_sql(self._dialect)
+        # Batches in flight per connection: aiosqlite queues calls on its thread; asyncpg runs
+        # one query at a time per connection.
+        self._pipeline = 2 if database.is_sqlite else 1
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        # Each waiter's deadline, in arrival order (all share one timeout): see _expire_loop.
+        self._deadlines: deque[tuple[float, asyncio.Future[Recorded]]] = deque()
         self._holding = 0  # writers holding a connection
         self._idle = asyncio.Event()
         self._idle.set()
@@ -150,6 +156,7 @@ class Inbox:
     async def start(self) -> None:
         self._closed = False
         self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self.writers)]
+        self._tasks.append(asyncio.create_task(self._expire_loop()))
         self.applier.start()
 
     async def stop(self) -> None:
@@ -159,7 +166,7 @@ class Inbox:
             await asyncio.wait_for(self._queue.join(), 5.0)
         with contextlib.suppress(TimeoutError):  # until no writer holds a connection
             await asyncio.wait_for(self._idle.wait(), 5.0)
-        for task in self._tasks:  # now waiting on the empty queue: safe to cancel
+        for task in self._tasks:  # writers now wait on the empty queue: safe to cancel
             task.cancel()
         await self.applier.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -176,11 +183,19 @@ class Inbox:
             raise StoreFailed("inbox closed")
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((row, future))
-        try:
-            async with asyncio.timeout(STORE_TIMEOUT):
-                return await future
-        except TimeoutError:
-            raise StoreFailed("not committed in time") from None
+        self._deadlines.append((time.monotonic() + STORE_TIMEOUT, future))
+        return await future
+
+    async def _expire_loop(self) -> None:
+        """Fail waiters not answered by their deadline: one task for all of them, since a timer
+        per request costs more than the rest of the request's bookkeeping."""
+        while True:
+            await asyncio.sleep(min(0.25, STORE_TIMEOUT / 4))
+            now = time.monotonic()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, future = self._deadlines.popleft()
+                if not future.done():
+                    future.set_exception(StoreFailed("not committed in time"))
 
     def busy(self) -> bool:
         """Whether events are waiting or were committed in the last BUSY_WINDOW."""
@@ -206,28 +221,29 @@ class Inbox:
         """Hold one connection while events keep coming (bounded), one statement per batch.
 
         The statement runs on the driver connection in autocommit: one INSERT is one atomic
-        transaction, committed (fsynced) when it returns, in a single round trip (one hop to
-        aiosqlite's thread) instead of BEGIN, INSERT, COMMIT and the pool's ping and reset.
+        transaction, committed (fsynced) when it returns, in a single round trip instead of
+        BEGIN, INSERT, COMMIT and the pool's ping and reset. On SQLite the next batch is handed
+        to aiosqlite's thread while the previous one runs, so the thread goes from one commit
+        straight to the next instead of waiting for the event loop between them.
         """
         async with self.database.writer.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             release_at = time.monotonic() + HOLD_SECONDS
-            while taken:
-                self._drain(taken)
-                batch = taken[:]
-                taken.clear()
-                try:
-                    ok = await self._write(driver, batch)
-                finally:
-                    for _ in batch:
-                        self._queue.task_done()
-                if not ok:
-                    await conn.invalidate()  # a failed connection is not given back to the pool
-                    return
-                if time.monotonic() >= release_at:
-                    return
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    taken.append(self._queue.get_nowait())
+            running: set[asyncio.Task[bool]] = set()
+            ok = True
+            while taken or running:
+                if taken and len(running) < self._pipeline:
+                    self._drain(taken)
+                    running.add(asyncio.create_task(self._write(driver, taken[:])))
+                    taken.clear()
+                    continue
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                ok = ok and all(task.result() for task in done)
+                if ok and time.monotonic() < release_at:
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        taken.append(self._queue.get_nowait())
+            if not ok:
+                await conn.invalidate()  # a failed connection is not given back to the pool
 
     def _drain(self, batch: list[Pending]) -> None:
         while len(batch) < MAX_BATCH:
@@ -242,6 +258,9 @@ class Inbox:
         except Exception as exc:  # any failure means: not committed
             self._fail(batch, exc)
             return False
+        finally:
+            for _ in batch:
+                self._queue.task_done()
         self.batches += 1
         self._last_write = time.monotonic()
         self.applier.wake()

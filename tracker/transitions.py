@@ -8,7 +8,7 @@ once change the row once: the database decides, not a read-before-write.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -282,13 +282,16 @@ async def apply_outcomes(
     dialect = session.get_bind().dialect.name
     results: dict[str, Applied] = {}
     terminal = [o for o in outcomes if o.target is not None]
+    rows = outcome_rows(terminal, now, dialect)
     if terminal:
         batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
         moved = await session.scalars(
             update(Job)
             .where(
                 Job.job_id == batch.c.job_id,
-                Job.state.in_(sources_of(S.SUCCEEDED)),  # the same for FAILED
+                # An expression rather than the bare column, so that SQLite (no statistics)
+                # looks each job up by JobId instead of scanning every job in these states.
+                Job.state.concat("").in_(sources_of(S.SUCCEEDED)),  # the same for FAILED
                 or_(
                     Job.event_time.is_(None),
                     batch.c.event_time.is_(None),
@@ -310,7 +313,7 @@ async def apply_outcomes(
             )
             .returning(Job.job_id)
             .execution_options(synchronize_session=False),
-            {"outcomes": outcome_json(terminal, now, dialect)},
+            {"outcomes": _json(rows.values())},
         )
         results.update({job_id: Applied.APPLIED for job_id in moved if job_id})
     rest = [o for o in terminal if o.job_id not in results]
@@ -324,7 +327,7 @@ async def apply_outcomes(
                 results[o.job_id] = Applied.ALREADY_FINAL if state in FINAL else Applied.OLDER
         unseen = [o for o in rest if o.job_id not in states]
         if unseen:
-            results.update(await _create_unseen(session, unseen, now, dialect))
+            results.update(await _create_unseen(session, unseen, rows, now, dialect))
     for o in outcomes:  # non-terminal outcomes, the unresolved and the races: one by one
         if o.job_id not in results:
             results[o.job_id] = await apply_outcome(session, o, now)
@@ -332,7 +335,11 @@ async def apply_outcomes(
 
 
 async def _create_unseen(
-    session: AsyncSession, outcomes: list[Outcome], now: datetime, dialect: str
+    session: AsyncSession,
+    outcomes: list[Outcome],
+    rows: dict[str, Any],
+    now: datetime,
+    dialect: str,
 ) -> dict[str, Applied]:
     """Insert, as jobs of origin `callback`, the terminal outcomes of JobIds never seen whose
     media and type have no `submit_unknown`/`submitting` job waiting for a JobId."""
@@ -364,32 +371,37 @@ async def _create_unseen(
         )
         .on_conflict_do_nothing(index_elements=["job_id"])
         .returning(Job.job_id),
-        {"outcomes": outcome_json(fresh, now, dialect)},
+        {"outcomes": _json(rows[o.job_id] for o in fresh)},
     )
     return {job_id: Applied.CREATED for job_id in created if job_id}
 
 
-def outcome_json(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> str:
-    """The `json_rows` parameter for terminal outcomes, as `apply_outcome` would write them."""
+def outcome_rows(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> dict[str, Any]:
+    """`json_rows` rows for terminal outcomes by JobId, as `apply_outcome` would write them."""
     sqlite_ = dialect != "postgresql"
-    rows = []
+    at_now = db_time(now, dialect)
+    rows = {}
     for o in outcomes:
         target = o.target
         assert target is not None
-        rows.append(
-            {
-                "job_id": o.job_id,
-                "media_id": o.media_id or "",
-                "type": o.type,
-                "state": target.value,
-                "status": o.status.lower(),
-                "code": o.code,
-                "message": o.message,
-                # SQLite keeps JSON columns as text; a JSON null is what the ORM writes for None.
-                "result": json.dumps(o.data) if sqlite_ else o.data,
-                "event_time": db_time(o.event_time, dialect),
-                "completed_at": db_time(o.completed_at or now, dialect),
-                "submitted_at": db_time(o.event_time or now, dialect),
-            }
-        )
-    return json.dumps(rows, separators=(",", ":"))
+        event_time = db_time(o.event_time, dialect)
+        completed_at = db_time(o.completed_at, dialect) if o.completed_at else None
+        rows[o.job_id] = {
+            "job_id": o.job_id,
+            "media_id": o.media_id or "",
+            "type": o.type,
+            "state": target.value,
+            "status": o.status.lower(),
+            "code": o.code,
+            "message": o.message,
+            # SQLite keeps JSON columns as text; a JSON null is what the ORM writes for None.
+            "result": json.dumps(o.data) if sqlite_ else o.data,
+            "event_time": event_time,
+            "completed_at": completed_at or at_now,
+            "submitted_at": event_time or at_now,
+        }
+    return rows
+
+
+def _json(rows: Iterable[Any]) -> str:
+    return json.dumps(list(rows), separators=(",", ":"))
