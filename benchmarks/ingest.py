@@ -119,18 +119,10 @@ def single_app(url: str) -> object:
     return Starlette(routes=[Route("/callbacks/vod", receive, methods=["POST"])], lifespan=lifespan)
 
 
-def tracker_app(url: str) -> object:
-    from tracker.app import create_app
-    from tracker.config import Settings
-
-    settings = Settings(database_url=url, callback_url=CALLBACK_URL, callback_auth_key=KEY)
-    return create_app(settings)
-
-
 def serve(target: str, url: str, port: int) -> None:
     import uvicorn
 
-    app = {"bare": bare_app, "single": lambda: single_app(url), "tracker": lambda: tracker_app(url)}
+    app = {"bare": bare_app, "single": lambda: single_app(url)}
     uvicorn.run(
         app[target](),  # type: ignore[operator]
         host="127.0.0.1",
@@ -140,6 +132,21 @@ def serve(target: str, url: str, port: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def server_command(target: str, url: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The baselines run in this script; the tracker is `tracker serve`, as users run it."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if target != "tracker":
+        return [sys.executable, __file__, "serve", target, url, str(port)], {"PYTHONPATH": root}
+    env = {
+        "TRACKER_DATABASE_URL": url,
+        "TRACKER_PORT": str(port),
+        "TRACKER_CALLBACK_URL": CALLBACK_URL,
+        "TRACKER_CALLBACK_AUTH_KEY": KEY,
+        "PYTHONPATH": root,
+    }
+    return [sys.executable, "-m", "tracker", "serve"], env
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -225,10 +232,8 @@ def one_run(kind: str, target: str, rnd: int, args: argparse.Namespace, workdir:
     url = fresh_database(kind, args.postgres_url, workdir)
     run_id = f"{kind}{target}{rnd}{int(time.time())}"
     warm_script, script = lua_script(workdir, run_id + "w"), lua_script(workdir, run_id)
-    server = subprocess.Popen(
-        [sys.executable, __file__, "serve", target, url, str(args.port)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    )
+    command, env = server_command(target, url, args.port)
+    server = subprocess.Popen(command, env={**os.environ, **env})
     try:
         wait_port(args.port)
         wrk = ["wrk", "-t2", f"-c{args.connections}", "--timeout", "10s"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from datetime import UTC, datetime, timedelta
@@ -92,8 +93,13 @@ def serve(no_scheduler: bool) -> None:
         raise click.ClickException(exc.message) from None
     setup_logging()
     ensure_schema(settings)
+    app = create_app(settings)
+    # What is loaded by now lives as long as the process: keep it out of the collector's full
+    # passes, which otherwise pause every request for tens of milliseconds under load.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

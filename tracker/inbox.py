@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +143,8 @@ class Inbox:
         self._pipeline = 2 if database.is_sqlite else 1
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         # Each waiter's deadline, in arrival order (all share one timeout): see _expire_loop.
-        self._deadlines: deque[tuple[float, asyncio.Future[Recorded]]] = deque()
+        # Only waiting futures stay in it, so none lives long enough to burden the GC.
+        self._deadlines: dict[asyncio.Future[Recorded], float] = {}
         self._holding = 0  # writers holding a connection
         self._idle = asyncio.Event()
         self._idle.set()
@@ -183,8 +183,11 @@ class Inbox:
             raise StoreFailed("inbox closed")
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((row, future))
-        self._deadlines.append((time.monotonic() + STORE_TIMEOUT, future))
-        return await future
+        self._deadlines[future] = time.monotonic() + STORE_TIMEOUT
+        try:
+            return await future
+        finally:
+            self._deadlines.pop(future, None)
 
     async def _expire_loop(self) -> None:
         """Fail waiters not answered by their deadline: one task for all of them, since a timer
@@ -192,8 +195,10 @@ class Inbox:
         while True:
             await asyncio.sleep(min(0.25, STORE_TIMEOUT / 4))
             now = time.monotonic()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, future = self._deadlines.popleft()
+            for future, deadline in list(self._deadlines.items()):
+                if deadline > now:
+                    break
+                del self._deadlines[future]
                 if not future.done():
                     future.set_exception(StoreFailed("not committed in time"))
 
