@@ -24,7 +24,9 @@ from tracker.db import Database, db_time
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 32  # events per statement
+# Events per statement. Small enough that with many concurrent senders the database commits one
+# batch while the event loop prepares the next, instead of everyone waiting on one big commit.
+MAX_BATCH = 32
 HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
 BUSY_WINDOW = 0.05  # seconds since the last commit during which recording counts as busy
 # VOD gives up on a delivery after 5 s (vod-reference.md 6.5): answer 503 before that, so it
@@ -138,9 +140,6 @@ class Inbox:
         )
         self._dialect = database.writer.dialect.name
         self._sql = upsert_sql(self._dialect)
-        # Batches in flight per connection: aiosqlite queues calls on its thread; asyncpg runs
-        # one query at a time per connection.
-        self._pipeline = 2 if database.is_sqlite else 1
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         # Each waiter's deadline, in arrival order (all share one timeout): see _expire_loop.
         # Only waiting futures stay in it, so none lives long enough to burden the GC.
@@ -226,29 +225,23 @@ class Inbox:
         """Hold one connection while events keep coming (bounded), one statement per batch.
 
         The statement runs on the driver connection in autocommit: one INSERT is one atomic
-        transaction, committed (fsynced) when it returns, in a single round trip instead of
-        BEGIN, INSERT, COMMIT and the pool's ping and reset. On SQLite the next batch is handed
-        to aiosqlite's thread while the previous one runs, so the thread goes from one commit
-        straight to the next instead of waiting for the event loop between them.
+        transaction, committed (fsynced) when it returns, in a single round trip (one hop to
+        aiosqlite's thread) instead of BEGIN, INSERT, COMMIT and the pool's ping and reset.
         """
         async with self.database.writer.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             release_at = time.monotonic() + HOLD_SECONDS
-            running: set[asyncio.Task[bool]] = set()
-            ok = True
-            while taken or running:
-                if taken and len(running) < self._pipeline:
-                    self._drain(taken)
-                    running.add(asyncio.create_task(self._write(driver, taken[:])))
-                    taken.clear()
-                    continue
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                ok = ok and all(task.result() for task in done)
-                if ok and time.monotonic() < release_at:
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        taken.append(self._queue.get_nowait())
-            if not ok:
-                await conn.invalidate()  # a failed connection is not given back to the pool
+            while taken:
+                self._drain(taken)
+                batch = taken[:]
+                taken.clear()
+                if not await self._write(driver, batch):
+                    await conn.invalidate()  # a failed connection is not given back to the pool
+                    return
+                if time.monotonic() >= release_at:
+                    return
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    taken.append(self._queue.get_nowait())
 
     def _drain(self, batch: list[Pending]) -> None:
         while len(batch) < MAX_BATCH:
