@@ -14,7 +14,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, false, func, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    Update,
+    and_,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -284,35 +296,8 @@ async def apply_outcomes(
     terminal = [o for o in outcomes if o.target is not None]
     rows = outcome_rows(terminal, now, dialect)
     if terminal:
-        batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
         moved = await session.scalars(
-            update(Job)
-            .where(
-                Job.job_id == batch.c.job_id,
-                # An expression rather than the bare column, so that SQLite (no statistics)
-                # looks each job up by JobId instead of scanning every job in these states.
-                Job.state.concat("").in_(sources_of(S.SUCCEEDED)),  # the same for FAILED
-                or_(
-                    Job.event_time.is_(None),
-                    batch.c.event_time.is_(None),
-                    Job.event_time <= batch.c.event_time,
-                ),
-            )
-            .values(
-                state=batch.c.state,
-                status=batch.c.status,
-                code=batch.c.code,
-                message=batch.c.message,
-                result=batch.c.result,
-                event_time=batch.c.event_time,
-                completed_at=batch.c.completed_at,
-                updated_at=now,
-                stale=False,
-                pending_status=None,
-                pending_since=None,
-            )
-            .returning(Job.job_id)
-            .execution_options(synchronize_session=False),
+            finish_many(dialect, now),
             {"outcomes": _json(rows.values())},
         )
         results.update({job_id: Applied.APPLIED for job_id in moved if job_id})
@@ -374,6 +359,40 @@ async def _create_unseen(
         {"outcomes": _json(rows[o.job_id] for o in fresh)},
     )
     return {job_id: Applied.CREATED for job_id in created if job_id}
+
+
+def finish_many(dialect: str, now: datetime) -> Update:
+    """`transition` to each terminal outcome's state for the jobs of the `outcomes` rows, with
+    its guard: allowed source states, and no outcome older than the job's."""
+    batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
+    return (
+        update(JOBS)
+        .where(
+            JOBS.c.job_id == batch.c.job_id,
+            # An expression rather than the bare column, so that SQLite (no statistics) looks
+            # each job up by JobId instead of scanning every job in these states.
+            JOBS.c.state.concat("").in_(sources_of(S.SUCCEEDED)),  # the same for FAILED
+            or_(
+                JOBS.c.event_time.is_(None),
+                batch.c.event_time.is_(None),
+                JOBS.c.event_time <= batch.c.event_time,
+            ),
+        )
+        .values(
+            state=batch.c.state,
+            status=batch.c.status,
+            code=batch.c.code,
+            message=batch.c.message,
+            result=batch.c.result,
+            event_time=batch.c.event_time,
+            completed_at=batch.c.completed_at,
+            updated_at=now,
+            stale=False,
+            pending_status=None,
+            pending_since=None,
+        )
+        .returning(JOBS.c.job_id)
+    )
 
 
 def outcome_rows(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> dict[str, Any]:
