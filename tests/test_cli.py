@@ -63,9 +63,14 @@ def test_serve_on_an_empty_database_upgrades_sqlite_but_refuses_postgres(fresh_u
         ({"TRACKER_STALE_AFTER": "soon"}, "TRACKER_STALE_AFTER"),
         ({"TRACKER_HOST": "0.0.0.0", "TRACKER_API_TOKENS": "t"}, "TRACKER_CALLBACK_AUTH_KEY"),
         (
-            {"TRACKER_HOST": "0.0.0.0", "TRACKER_CALLBACK_AUTH_KEY": "K1abcdef"},
+            {
+                "TRACKER_HOST": "0.0.0.0",
+                "TRACKER_CALLBACK_AUTH_KEY": "K1abcdef",
+                "TRACKER_CALLBACK_URL": "https://tracker.example.com/callbacks/vod",
+            },
             "TRACKER_API_TOKENS",
         ),
+        ({"TRACKER_CALLBACK_AUTH_KEY": "K1abcdef"}, "TRACKER_CALLBACK_URL"),
     ],
 )
 def test_bad_configuration_stops_serve_with_one_line(env: dict[str, str], named: str) -> None:

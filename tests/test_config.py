@@ -72,9 +72,20 @@ def test_public_host_needs_a_callback_key() -> None:
         Settings(host="0.0.0.0", api_tokens="t").check_exposure()  # type: ignore[arg-type]
 
 
+def test_a_callback_key_needs_the_callback_url() -> None:
+    with pytest.raises(
+        ConfigError, match="^TRACKER_CALLBACK_AUTH_KEY is set but TRACKER_CALLBACK_URL"
+    ):
+        Settings(callback_auth_key="Key1abc").check_exposure()  # type: ignore[arg-type]
+    Settings(callback_auth_key="Key1abc", callback_url="https://t.example/cb").check_exposure()  # type: ignore[arg-type]
+    Settings(callback_auth_key="Key1abc", callback_auth="off").check_exposure()  # type: ignore[arg-type]
+
+
 def test_public_host_needs_api_tokens() -> None:
     with pytest.raises(ConfigError, match="TRACKER_API_TOKENS"):
-        Settings(host="0.0.0.0", callback_auth_key="Key1abc").check_exposure()  # type: ignore[arg-type]
+        Settings(
+            host="0.0.0.0", callback_auth_key="Key1abc", callback_url="https://t.example/cb"
+        ).check_exposure()  # type: ignore[arg-type]
 
 
 def test_public_host_may_open_both_explicitly() -> None:

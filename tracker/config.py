@@ -120,7 +120,14 @@ class Settings(BaseSettings):
         return override or self.stale_after
 
     def check_exposure(self) -> None:
-        """Refuse to listen beyond loopback without callback keys or API tokens."""
+        """Refuse to serve callbacks that could never verify, or to listen beyond loopback
+        without callback keys or API tokens."""
+        if not self.callback_open and self.callback_url is None:
+            raise ConfigError(
+                "TRACKER_CALLBACK_AUTH_KEY is set but TRACKER_CALLBACK_URL is not: VOD signs the "
+                "callback URL (vod-reference.md 6.4), so no callback could be verified; set it to "
+                "the URL configured in VOD"
+            )
         if self.on_loopback:
             return
         if self.callback_auth == "on" and not self.callback_auth_key:
