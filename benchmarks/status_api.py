@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import shlex
 import socket
 import statistics
@@ -225,6 +226,13 @@ def _table(url: str, note: str, scenarios: list[Scenario], args: argparse.Namesp
     return lines
 
 
+def public_args(args: list[str]) -> list[str]:
+    """The arguments as anyone can rerun them: a SQLite file in a temporary folder of this
+    machine becomes `<tmp>`."""
+    temp = tempfile.gettempdir()
+    return [re.sub(rf"{re.escape(temp)}/[^/]+", "<tmp>", arg) for arg in args]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", action="append", dest="urls")
@@ -240,7 +248,8 @@ def main() -> None:
         lines = [
             f"## Benchmark 3: status API ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
             "",
-            f"cores: {os.cpu_count()}; command: `{COMMAND} {shlex.join(sys.argv[1:])}`",
+            f"cores: {os.cpu_count()}; "
+            f"command: `{COMMAND} {shlex.join(public_args(sys.argv[1:]))}`",
             "",
         ]
         for url in urls:
