@@ -14,8 +14,10 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -65,11 +67,16 @@ def check_signature(settings: Settings, headers: Mapping[str, str], now: datetim
         raise Rejected(401, "stale_timestamp", "X-VOD-TIMESTAMP is outside the allowed skew")
     given = signature.strip().lower().encode("latin-1", "replace")
     matched = False
-    for key in settings.callback_auth_key:
-        expected = sign_callback(settings.callback_url, int(timestamp), key.get_secret_value())
-        matched |= hmac.compare_digest(expected.encode(), given)
+    for expected in _signatures(settings.callback_url, int(timestamp), *settings.callback_auth_key):
+        matched |= hmac.compare_digest(expected, given)
     if not matched:
         raise Rejected(401, "bad_signature", "X-VOD-SIGNATURE does not match")
+
+
+@lru_cache(maxsize=64)
+def _signatures(url: str, timestamp: int, *keys: SecretStr) -> tuple[bytes, ...]:
+    """The valid signatures for a timestamp; VOD's callbacks of one second share them."""
+    return tuple(sign_callback(url, timestamp, key.get_secret_value()).encode() for key in keys)
 
 
 async def read_body(receive: Receive, length: str | None) -> bytes:
@@ -105,10 +112,15 @@ def wanted_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 def kept_headers(headers: dict[str, str], client: tuple[str, int] | None) -> dict[str, str]:
     """The few headers worth keeping for inspection, and the sender's address."""
-    kept = {name: value[:256] for name in KEPT if (value := headers.get(name)) is not None}
+    # Decoded as latin-1, any value is valid text; only NUL needs out for PostgreSQL.
+    kept = {
+        name: value[:256].replace("\x00", "")
+        for name in KEPT
+        if (value := headers.get(name)) is not None
+    }
     if client is not None:
         kept["remote"] = client[0]
-    return {k: v.encode("utf-8", "replace").decode() for k, v in kept.items()}
+    return kept
 
 
 def _json(payload: dict[str, Any]) -> bytes:
