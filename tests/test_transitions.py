@@ -21,6 +21,7 @@ from tracker.transitions import (
     apply_outcomes,
     finish_many,
     mark_pending,
+    mark_pending_many,
     transition,
 )
 
@@ -299,3 +300,49 @@ def test_sqlite_looks_up_each_finished_job_by_job_id(tmp_path: Path) -> None:
     engine.dispose()
     assert any(step.startswith("SEARCH jobs USING INDEX") and "(job_id=?)" in step for step in plan)
     assert not any(step.startswith("SCAN jobs") or "ix_jobs_state" in step for step in plan)
+
+
+async def test_mark_pending_many_matches_mark_pending_one_by_one(database: Database) -> None:
+    async def seed() -> list[Outcome]:
+        await add_job(database, "processing", JobState.PROCESSING)
+        await add_job(database, "lost", JobState.LOST, media_id="m2")
+        await add_job(database, "done", JobState.SUCCEEDED, media_id="m3")
+        await add_job(database, "marked", JobState.PROCESSING, media_id="m4", pending_since=T0)
+        await add_job(database, None, JobState.SUBMIT_UNKNOWN, media_id="waiting")
+        await add_job(database, "lost2", JobState.LOST, media_id="m6")
+        return [
+            success("processing"),
+            fail("lost"),
+            fail("done"),
+            fail("marked"),
+            replace(success("resolves"), media_id="waiting"),
+            replace(success("discovered"), media_id="elsewhere"),
+            replace(fail("lost2"), status="processing"),  # not terminal: one by one
+        ]
+
+    later = T0 + timedelta(hours=1)
+    outcomes = await seed()
+    async with database.write() as session:
+        together = await mark_pending_many(session, outcomes, later)
+    after_together = await _snapshot(database)
+    async with database.write() as session:
+        await session.execute(delete(Job))
+    await seed()
+    one_by_one = []
+    for outcome in outcomes:
+        async with database.write() as session:
+            one_by_one.append(await mark_pending(session, outcome, later))
+    assert (
+        together
+        == one_by_one
+        == [
+            Applied.PENDING,
+            Applied.PENDING,
+            Applied.ALREADY_FINAL,
+            Applied.PENDING,
+            Applied.PENDING,
+            Applied.PENDING,
+            Applied.PROGRESS,
+        ]
+    )
+    assert after_together == await _snapshot(database)

@@ -24,7 +24,7 @@ from tracker.clock import Clock
 from tracker.db import Database
 from tracker.events import outcome_of
 from tracker.models import CallbackEvent
-from tracker.transitions import Applied, apply_outcomes, mark_pending
+from tracker.transitions import Applied, apply_outcomes, mark_pending_many
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ async def _apply_batch(
     events = list(first.values())
     outcomes = [outcome_of(row) for row in events]
     if confirm:
-        results = [await mark_pending(session, outcome, now) for outcome in outcomes]
+        results = await mark_pending_many(session, outcomes, now)
     else:
         results = await apply_outcomes(session, outcomes, now)
     by_result: dict[Applied, list[int]] = {}

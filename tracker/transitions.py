@@ -274,6 +274,8 @@ OUTCOME_COLUMNS: dict[str, Any] = {
         "event_time": "event_time",
         "completed_at": "completed_at",
         "submitted_at": "submitted_at",
+        "pending_status": "pending_status",
+        "pending_since": "pending_since",
     }.items()
 }
 
@@ -325,9 +327,11 @@ async def _create_unseen(
     rows: dict[str, Any],
     now: datetime,
     dialect: str,
+    result: Applied = Applied.CREATED,
 ) -> dict[str, Applied]:
-    """Insert, as jobs of origin `callback`, the terminal outcomes of JobIds never seen whose
-    media and type have no `submit_unknown`/`submitting` job waiting for a JobId."""
+    """Insert `rows` as jobs of origin `callback` for the JobIds never seen whose media and type
+    have no `submit_unknown`/`submitting` job waiting for a JobId (those are resolved one by
+    one)."""
     found = await session.execute(
         select(Job.media_id, Job.type).where(
             Job.job_id.is_(None),
@@ -342,7 +346,7 @@ async def _create_unseen(
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = ["job_id", "media_id", "type", "state", "status", "code", "message", "result"]
-    columns += ["event_time", "completed_at", "submitted_at"]
+    columns += ["event_time", "completed_at", "submitted_at", "pending_status", "pending_since"]
     created = await session.scalars(
         insert(JOBS)
         .from_select(
@@ -358,7 +362,7 @@ async def _create_unseen(
         .returning(Job.job_id),
         {"outcomes": _json(rows[o.job_id] for o in fresh)},
     )
-    return {job_id: Applied.CREATED for job_id in created if job_id}
+    return {job_id: result for job_id in created if job_id}
 
 
 def finish_many(dialect: str, now: datetime) -> Update:
@@ -418,9 +422,82 @@ def outcome_rows(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> di
             "event_time": event_time,
             "completed_at": completed_at or at_now,
             "submitted_at": event_time or at_now,
+            "pending_status": None,
+            "pending_since": None,
         }
     return rows
 
 
 def _json(rows: Iterable[Any]) -> str:
     return json.dumps(list(rows), separators=(",", ":"))
+
+
+async def mark_pending_many(
+    session: AsyncSession, outcomes: Sequence[Outcome], now: datetime
+) -> list[Applied]:
+    """`mark_pending` for many outcomes of distinct jobs, with the same results.
+
+    Set-based for the common cases: terminal outcomes of unfinished jobs marked by one UPDATE,
+    final jobs found by one SELECT, and JobIds never seen with no job waiting for them created
+    by one INSERT as `processing` jobs already marked. The rest go through `mark_pending`.
+    """
+    if len({o.job_id for o in outcomes}) != len(outcomes):
+        raise ValueError("mark_pending_many takes one outcome per job")
+    dialect = session.get_bind().dialect.name
+    results: dict[str, Applied] = {}
+    terminal = [o for o in outcomes if o.target is not None]
+    if terminal:
+        batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
+        unfinished = [state.value for state in JobState if state not in FINAL]
+        marked = await session.scalars(
+            update(JOBS)
+            .where(
+                JOBS.c.job_id == batch.c.job_id,
+                JOBS.c.state.concat("").in_(unfinished),  # by JobId on SQLite: see finish_many
+            )
+            .values(
+                pending_status=batch.c.pending_status,
+                pending_since=func.coalesce(JOBS.c.pending_since, now),
+                updated_at=now,
+            )
+            .returning(JOBS.c.job_id),
+            {
+                "outcomes": _json(
+                    {"job_id": o.job_id, "pending_status": o.status.lower()} for o in terminal
+                )
+            },
+        )
+        results.update({job_id: Applied.PENDING for job_id in marked if job_id})
+    rest = [o for o in terminal if o.job_id not in results]
+    if rest:
+        found = await session.execute(
+            select(Job.job_id).where(Job.job_id.in_([o.job_id for o in rest]))
+        )
+        results.update({job_id: Applied.ALREADY_FINAL for (job_id,) in found if job_id})
+        unseen = [o for o in rest if o.job_id not in results]
+        if unseen:
+            at_now = db_time(now, dialect)
+            learned = {
+                o.job_id: {
+                    "job_id": o.job_id,
+                    "media_id": o.media_id or "",
+                    "type": o.type,
+                    "state": S.PROCESSING.value,
+                    "status": "processing",
+                    "submitted_at": at_now,
+                    "pending_status": o.status.lower(),
+                    "pending_since": at_now,
+                }
+                for o in unseen
+            }
+            results.update(
+                await _create_unseen(session, unseen, learned, now, dialect, Applied.PENDING)
+            )
+    for o in outcomes:  # non-terminal outcomes, the unresolved and the races: one by one
+        if o.job_id not in results:
+            results[o.job_id] = await mark_pending(session, o, now)
+    return [results[o.job_id] for o in outcomes]
+
+
+def _pending(outcome: Outcome) -> dict[str, str]:
+    return {"job_id": outcome.job_id, "pending_status": outcome.status.lower()}
