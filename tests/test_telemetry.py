@@ -111,3 +111,20 @@ async def test_metrics_auth(
 ) -> None:
     settings = Settings(database_url=database_url, scheduler="off", **env)  # type: ignore[arg-type]
     assert await metrics_status(settings, headers) == status
+
+
+async def test_callbacks_are_counted_like_any_route(client: httpx.AsyncClient) -> None:
+    """POST /callbacks/vod is answered ahead of the middleware stack (callbacks.py), yet counts
+    in the same series; other methods on the path still get a JSON 405."""
+    before = (await client.get("/metrics")).text
+    assert (await client.post("/callbacks/vod", content=b"not json")).status_code == 400
+    wrong = await client.get("/callbacks/vod")
+    assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
+    after = (await client.get("/metrics")).text
+    name = "tracker_http_requests_total"
+    for method, status in (("POST", "400"), ("GET", "405")):
+        labels = {"route": "/callbacks/vod", "method": method, "status": status}
+        assert value(after, name, **labels) - value(before, name, **labels) == 1
+    count = "tracker_http_request_seconds_count"
+    route = {"route": "/callbacks/vod"}
+    assert value(after, count, **route) - value(before, count, **route) == 2
