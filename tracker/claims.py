@@ -326,7 +326,7 @@ async def _store_job_id(session: AsyncSession, row_id: int, job_id: str, now: da
         known = known.with_for_update()
     other = await session.scalar(known)
     if other is not None and other.id == row_id:
-        return  # stored already, or a callback attached it to our row (transitions.py)
+        return  # stored already, or a callback attached it to our row (tracker.transitions)
     if other is not None:
         # A callback made a row of its own for our JobId before we could store it: keep that
         # row (it holds the outcome) and give it our submission, config and origin.

@@ -1,0 +1,29 @@
+"""The one state machine: every change of a job's state goes through `transition`.
+
+`machine` holds the rules and the one-outcome functions; `bulk` applies many outcomes at once
+with the same guards, set-based.
+"""
+
+from tracker.transitions.bulk import apply_outcomes, finish_many, mark_pending_many
+from tracker.transitions.machine import (
+    ALLOWED,
+    Applied,
+    Outcome,
+    apply_outcome,
+    mark_pending,
+    sources_of,
+    transition,
+)
+
+__all__ = [
+    "ALLOWED",
+    "Applied",
+    "Outcome",
+    "apply_outcome",
+    "apply_outcomes",
+    "finish_many",
+    "mark_pending",
+    "mark_pending_many",
+    "sources_of",
+    "transition",
+]

@@ -1,0 +1,250 @@
+"""The one state machine: every change of a job's state goes through `transition`.
+
+Each change is a single conditional UPDATE whose WHERE clause holds the guard (allowed source
+states, VOD event time not older than the job's), so two replicas applying the same outcome at
+once change the row once: the database decides, not a read-before-write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker.models import FINAL, Job, JobState, Origin
+
+S = JobState
+# Allowed moves. Final states have none; `lost` can still learn its real outcome from VOD.
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    S.SUBMITTING: frozenset(
+        {S.PROCESSING, S.SUBMIT_FAILED, S.SUBMIT_UNKNOWN, S.SUCCEEDED, S.FAILED}
+    ),
+    S.SUBMIT_UNKNOWN: frozenset({S.PROCESSING, S.SUBMIT_FAILED, S.SUCCEEDED, S.FAILED, S.LOST}),
+    S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.LOST}),
+    S.LOST: frozenset({S.PROCESSING, S.SUCCEEDED, S.FAILED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.SUBMIT_FAILED: frozenset(),
+}
+
+
+def sources_of(target: JobState) -> list[str]:
+    """The states from which `target` may be reached."""
+    return [source.value for source, targets in ALLOWED.items() if target in targets]
+
+
+async def transition(
+    session: AsyncSession,
+    where: ColumnElement[bool],
+    target: JobState,
+    now: datetime,
+    **values: Any,
+) -> int:
+    """Move the jobs matching `where` to `target` where ALLOWED permits; return how many moved.
+
+    Reaching a final state clears `stale` (keeping `stale_at`) and any pending confirmation.
+    """
+    changes: dict[str, Any] = {"state": target.value, "updated_at": now, **values}
+    if target in FINAL:
+        changes.setdefault("completed_at", now)
+        changes.update(stale=False, pending_status=None, pending_since=None)
+    result = await session.execute(
+        update(Job)
+        .where(where, Job.state.in_(sources_of(target)))
+        .values(changes)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class Applied(StrEnum):
+    """What `apply_outcome` did; the values double as the inbox's `reason` when not applied."""
+
+    APPLIED = "applied"
+    PROGRESS = "progress"
+    CREATED = "created"
+    RESOLVED = "resolved_submit_unknown"
+    ALREADY_FINAL = "already_final"
+    OLDER = "older_than_current"
+    PENDING = "pending_confirmation"
+
+    @property
+    def changed(self) -> bool:
+        return self in (Applied.APPLIED, Applied.PROGRESS, Applied.CREATED, Applied.RESOLVED)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What VOD says about one job, from a callback or from ListAIJob."""
+
+    job_id: str
+    type: str
+    status: str  # VOD's: success, fail, init, processing (any case)
+    media_id: str | None = None
+    code: str | None = None
+    message: str | None = None
+    data: Any = None
+    event_time: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def target(self) -> JobState | None:
+        return {"success": S.SUCCEEDED, "fail": S.FAILED}.get(self.status.lower())
+
+
+def _not_older(event_time: datetime | None) -> ColumnElement[bool]:
+    if event_time is None:
+        return Job.id.is_not(None)  # always true: an undated outcome is not "older"
+    return or_(Job.event_time.is_(None), Job.event_time <= event_time)
+
+
+async def apply_outcome(session: AsyncSession, outcome: Outcome, now: datetime) -> Applied:
+    """Apply VOD's word on one job; idempotent on (JobId, outcome).
+
+    `success`/`fail` make the job final unless it already is; `init`/`processing` only refresh it
+    (and bring a `lost` job back). An outcome older than the job's last one changes nothing. A
+    JobId we never saw resolves a `submit_unknown` (or still `submitting`) job of the same media
+    and type, or else becomes a new job of origin `callback` (VOD runs DNA on its own after upload).
+    """
+    target = outcome.target
+    fields: dict[str, Any] = {
+        "status": outcome.status.lower(),
+        "code": outcome.code,
+        "message": outcome.message,
+        "event_time": outcome.event_time,
+    }
+    if target is not None:
+        fields["result"] = outcome.data
+        fields["completed_at"] = outcome.completed_at or now
+    match = and_(Job.job_id == outcome.job_id, _not_older(outcome.event_time))
+
+    if target is None:
+        moved = await transition(
+            session, match & (Job.state == S.LOST), S.PROCESSING, now, **fields
+        )
+        if moved:
+            return Applied.PROGRESS
+        refreshed = await session.execute(
+            update(Job)
+            .where(match, Job.state.in_([s.value for s in (S.PROCESSING, S.SUBMIT_UNKNOWN)]))
+            .values(status=fields["status"], updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if refreshed.rowcount:  # type: ignore[attr-defined]
+            return Applied.PROGRESS
+    elif await transition(session, match, target, now, **fields):
+        return Applied.APPLIED
+
+    state = await session.scalar(select(Job.state).where(Job.job_id == outcome.job_id))
+    if state is not None:
+        return Applied.ALREADY_FINAL if state in FINAL else Applied.OLDER
+    if await _resolve_submit_unknown(session, outcome, target, now, fields):
+        return Applied.RESOLVED
+    if await _insert_discovered(session, outcome, target, now, fields):
+        return Applied.CREATED
+    # Another writer created the job between our UPDATE and INSERT: apply to its row.
+    return await apply_outcome(session, outcome, now)
+
+
+async def _resolve_submit_unknown(
+    session: AsyncSession,
+    outcome: Outcome,
+    target: JobState | None,
+    now: datetime,
+    fields: dict[str, Any],
+) -> bool:
+    if outcome.media_id is None:
+        return False
+    candidate = (
+        select(Job.id)
+        .where(
+            Job.media_id == outcome.media_id,
+            Job.type == outcome.type,
+            # A `submitting` row too: the callback can beat the submitter's own commit of the
+            # JobId, or find the row a killed submitter left behind (tracker/submit.py).
+            Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]),
+            Job.job_id.is_(None),
+        )
+        .order_by(Job.submitted_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    where = and_(Job.id == candidate, Job.job_id.is_(None))
+    return bool(
+        await transition(
+            session, where, target or S.PROCESSING, now, job_id=outcome.job_id, **fields
+        )
+    )
+
+
+async def _insert_discovered(
+    session: AsyncSession,
+    outcome: Outcome,
+    target: JobState | None,
+    now: datetime,
+    fields: dict[str, Any],
+) -> bool:
+    row = {
+        "job_id": outcome.job_id,
+        "media_id": outcome.media_id or "",
+        "type": outcome.type,
+        "state": (target or S.PROCESSING).value,
+        "origin": Origin.CALLBACK.value,
+        "stale": False,
+        "submitted_at": outcome.event_time or now,
+        "updated_at": now,
+        **fields,
+    }
+    if target is None:
+        row["completed_at"] = None
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    result = await session.execute(
+        insert(Job).values(row).on_conflict_do_nothing(index_elements=["job_id"])
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -> Applied:
+    """Record a callback's terminal outcome on its job as awaiting confirmation; idempotent.
+
+    Nothing becomes final here: `pending_status` takes the outcome's status and `pending_since`
+    keeps the first time one was recorded, until reconciliation applies VOD's own answer through
+    `apply_outcome` (which clears both). A final job is left alone. A JobId we never saw is first
+    learned as `processing` (undated, so VOD's later answer is never judged older), then marked.
+    Non-terminal outcomes finalise nothing and are applied directly.
+    """
+    if outcome.target is None:
+        return await apply_outcome(session, outcome, now)
+    unfinished = [state.value for state in JobState if state not in FINAL]
+    mark = (
+        update(Job)
+        .where(Job.job_id == outcome.job_id, Job.state.in_(unfinished))
+        .values(
+            pending_status=outcome.status.lower(),
+            pending_since=func.coalesce(Job.pending_since, now),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if (await session.execute(mark)).rowcount:  # type: ignore[attr-defined]
+        return Applied.PENDING
+    state = await session.scalar(select(Job.state).where(Job.job_id == outcome.job_id))
+    if state is not None:
+        return Applied.ALREADY_FINAL
+    learned = replace(
+        outcome, status="processing", code=None, message=None, data=None, event_time=None
+    )
+    await apply_outcome(session, learned, now)
+    return await mark_pending(session, outcome, now)
