@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import Update, create_engine, delete, event, func, select
 
 from tracker.db import Database, upgrade
 from tracker.models import Job, JobState, Origin
@@ -20,6 +21,7 @@ from tracker.transitions import (
     apply_outcome,
     apply_outcomes,
     finish_many,
+    mark_many,
     mark_pending,
     mark_pending_many,
     transition,
@@ -278,7 +280,10 @@ async def test_apply_outcomes_refuses_two_outcomes_of_one_job(database: Database
             await apply_outcomes(session, [success("j1"), fail("j1")], T0)
 
 
-def test_sqlite_looks_up_each_finished_job_by_job_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize("statement", [finish_many, mark_many])
+def test_sqlite_looks_up_each_job_of_a_batch_by_job_id(
+    tmp_path: Path, statement: Callable[[str, datetime], Update]
+) -> None:
     """Without statistics SQLite once chose to scan every job in a source state, for every
     batch (140 events/s with 10,000 processing jobs): the plan must search by JobId."""
     path = tmp_path / "plan.db"
@@ -291,7 +296,7 @@ def test_sqlite_looks_up_each_finished_job_by_job_id(tmp_path: Path) -> None:
         seen.append((statement, parameters))
 
     with engine.connect() as conn:
-        conn.execute(finish_many("sqlite", T0), {"outcomes": "[]"})
+        conn.execute(statement("sqlite", T0), {"outcomes": "[]"})
         statement, parameters = seen[-1]
         plan = [
             row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)

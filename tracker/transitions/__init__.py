@@ -4,7 +4,7 @@
 with the same guards, set-based.
 """
 
-from tracker.transitions.bulk import apply_outcomes, finish_many, mark_pending_many
+from tracker.transitions.bulk import apply_outcomes, finish_many, mark_many, mark_pending_many
 from tracker.transitions.machine import (
     ALLOWED,
     Applied,
@@ -22,6 +22,7 @@ __all__ = [
     "apply_outcome",
     "apply_outcomes",
     "finish_many",
+    "mark_many",
     "mark_pending",
     "mark_pending_many",
     "sources_of",

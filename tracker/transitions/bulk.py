@@ -177,6 +177,26 @@ def finish_many(dialect: str, now: datetime) -> Update:
     )
 
 
+def mark_many(dialect: str, now: datetime) -> Update:
+    """`mark_pending`'s UPDATE for the jobs of the `outcomes` rows: unfinished jobs only, and
+    `pending_since` keeps the first time."""
+    batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
+    unfinished = [state.value for state in JobState if state not in FINAL]
+    return (
+        update(JOBS)
+        .where(
+            JOBS.c.job_id == batch.c.job_id,
+            JOBS.c.state.concat("").in_(unfinished),  # by JobId on SQLite: see finish_many
+        )
+        .values(
+            pending_status=batch.c.pending_status,
+            pending_since=func.coalesce(JOBS.c.pending_since, now),
+            updated_at=now,
+        )
+        .returning(JOBS.c.job_id)
+    )
+
+
 def outcome_rows(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> dict[str, Any]:
     """`json_rows` rows for terminal outcomes by JobId, as `apply_outcome` would write them."""
     sqlite_ = dialect != "postgresql"
@@ -225,20 +245,8 @@ async def mark_pending_many(
     results: dict[str, Applied] = {}
     terminal = [o for o in outcomes if o.target is not None]
     if terminal:
-        batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
-        unfinished = [state.value for state in JobState if state not in FINAL]
         marked = await session.scalars(
-            update(JOBS)
-            .where(
-                JOBS.c.job_id == batch.c.job_id,
-                JOBS.c.state.concat("").in_(unfinished),  # by JobId on SQLite: see finish_many
-            )
-            .values(
-                pending_status=batch.c.pending_status,
-                pending_since=func.coalesce(JOBS.c.pending_since, now),
-                updated_at=now,
-            )
-            .returning(JOBS.c.job_id),
+            mark_many(dialect, now),
             {
                 "outcomes": _json(
                     {"job_id": o.job_id, "pending_status": o.status.lower()} for o in terminal
