@@ -26,35 +26,37 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.db import db_time, json_rows
-from tracker.models import FINAL, Job, JobState, Origin
+from tracker.models import FINAL, Job, Origin
 from tracker.transitions.machine import (
+    NOT_FINAL,
     Applied,
     Outcome,
     S,
     apply_outcome,
     mark_pending,
     sources_of,
+    waiting_for_job_id,
 )
 
 JOBS = cast(Table, Job.__table__)
-# The columns `apply_outcomes` sends for each terminal outcome, as the jobs table types them.
+# The columns the set-based statements take from each outcome row, as the jobs table types them.
 OUTCOME_COLUMNS: dict[str, Any] = {
-    name: JOBS.c[column].type
-    for name, column in {
-        "job_id": "job_id",
-        "media_id": "media_id",
-        "type": "type",
-        "state": "state",
-        "status": "status",
-        "code": "code",
-        "message": "message",
-        "result": "result",
-        "event_time": "event_time",
-        "completed_at": "completed_at",
-        "submitted_at": "submitted_at",
-        "pending_status": "pending_status",
-        "pending_since": "pending_since",
-    }.items()
+    name: JOBS.c[name].type
+    for name in (
+        "job_id",
+        "media_id",
+        "type",
+        "state",
+        "status",
+        "code",
+        "message",
+        "result",
+        "event_time",
+        "completed_at",
+        "submitted_at",
+        "pending_status",
+        "pending_since",
+    )
 }
 
 
@@ -112,9 +114,7 @@ async def _create_unseen(
     one)."""
     found = await session.execute(
         select(Job.media_id, Job.type).where(
-            Job.job_id.is_(None),
-            Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]),
-            Job.media_id.in_({o.media_id for o in outcomes if o.media_id}),
+            waiting_for_job_id(), Job.media_id.in_({o.media_id for o in outcomes if o.media_id})
         )
     )
     waiting = {(media_id, type_) for media_id, type_ in found}
@@ -123,8 +123,7 @@ async def _create_unseen(
         return {}
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    columns = ["job_id", "media_id", "type", "state", "status", "code", "message", "result"]
-    columns += ["event_time", "completed_at", "submitted_at", "pending_status", "pending_since"]
+    columns = list(OUTCOME_COLUMNS)
     created = await session.scalars(
         insert(JOBS)
         .from_select(
@@ -181,12 +180,11 @@ def mark_many(dialect: str, now: datetime) -> Update:
     """`mark_pending`'s UPDATE for the jobs of the `outcomes` rows: unfinished jobs only, and
     `pending_since` keeps the first time."""
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
-    unfinished = [state.value for state in JobState if state not in FINAL]
     return (
         update(JOBS)
         .where(
             JOBS.c.job_id == batch.c.job_id,
-            JOBS.c.state.concat("").in_(unfinished),  # by JobId on SQLite: see finish_many
+            JOBS.c.state.concat("").in_(NOT_FINAL),  # by JobId on SQLite: see finish_many
         )
         .values(
             pending_status=batch.c.pending_status,
@@ -283,7 +281,3 @@ async def mark_pending_many(
         if o.job_id not in results:
             results[o.job_id] = await mark_pending(session, o, now)
     return [results[o.job_id] for o in outcomes]
-
-
-def _pending(outcome: Outcome) -> dict[str, str]:
-    return {"job_id": outcome.job_id, "pending_status": outcome.status.lower()}

@@ -40,6 +40,19 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
 }
 
 
+# States whose job may still learn its outcome: `mark_pending` marks only these.
+NOT_FINAL = [state.value for state in JobState if state not in FINAL]
+
+
+def waiting_for_job_id() -> ColumnElement[bool]:
+    """Jobs a callback for an unknown JobId may resolve (with a matching media and type).
+
+    A `submitting` row too: the callback can beat the submitter's own commit of the JobId, or
+    find the row a killed submitter left behind (tracker/submit.py).
+    """
+    return and_(Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]), Job.job_id.is_(None))
+
+
 def sources_of(target: JobState) -> list[str]:
     """The states from which `target` may be reached."""
     return [source.value for source, targets in ALLOWED.items() if target in targets]
@@ -169,14 +182,7 @@ async def _resolve_submit_unknown(
         return False
     candidate = (
         select(Job.id)
-        .where(
-            Job.media_id == outcome.media_id,
-            Job.type == outcome.type,
-            # A `submitting` row too: the callback can beat the submitter's own commit of the
-            # JobId, or find the row a killed submitter left behind (tracker/submit.py).
-            Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]),
-            Job.job_id.is_(None),
-        )
+        .where(Job.media_id == outcome.media_id, Job.type == outcome.type, waiting_for_job_id())
         .order_by(Job.submitted_at)
         .limit(1)
         .scalar_subquery()
@@ -227,10 +233,9 @@ async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -
     """
     if outcome.target is None:
         return await apply_outcome(session, outcome, now)
-    unfinished = [state.value for state in JobState if state not in FINAL]
     mark = (
         update(Job)
-        .where(Job.job_id == outcome.job_id, Job.state.in_(unfinished))
+        .where(Job.job_id == outcome.job_id, Job.state.in_(NOT_FINAL))
         .values(
             pending_status=outcome.status.lower(),
             pending_since=func.coalesce(Job.pending_since, now),
