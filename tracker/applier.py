@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker import metrics
 from tracker.clock import Clock
 from tracker.db import Database
+from tracker.errors import describe
 from tracker.events import outcome_of
 from tracker.models import CallbackEvent
 from tracker.transitions import Applied, apply_outcomes, mark_pending_many
@@ -192,11 +193,10 @@ async def _apply_batch(
             .where(EVENTS.c.id.in_(ids))
             .values(applied=result.changed, applied_at=now, reason=result.value)
         )
-    applied = sum(result.changed for result in results)
-    metrics.CALLBACKS_APPLIED.inc(applied)
-    for result in results:
-        if not result.changed:
-            metrics.CALLBACKS_UNAPPLIED.labels(result.value).inc()
+        if result.changed:
+            metrics.CALLBACKS_APPLIED.inc(len(ids))
+        else:
+            metrics.CALLBACKS_UNAPPLIED.labels(result.value).inc(len(ids))
     return len(rows)
 
 
@@ -218,8 +218,3 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated) or "connect" in str(exc.orig).lower()
     return isinstance(exc, OSError | ConnectionError | TimeoutError)
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text[:200]}"

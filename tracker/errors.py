@@ -57,3 +57,9 @@ class Unavailable(TrackerError):
 
     status_code = 503
     code = "unavailable"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in one short line for logs and summaries: its type and first line."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:200]}"

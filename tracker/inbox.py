@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracker import metrics
-from tracker.applier import EVENTS, Applier, describe
+from tracker.applier import EVENTS, Applier
 from tracker.clock import Clock
 from tracker.db import Database, db_time
+from tracker.errors import describe
 
 log = logging.getLogger(__name__)
 

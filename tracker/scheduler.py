@@ -29,6 +29,7 @@ from tracker.applier import APPLY_BATCH, apply_pending
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
+from tracker.errors import describe
 from tracker.leases import acquire_lease, lease_holder, new_owner, release_lease
 from tracker.models import UNFINISHED, UNFLAGGED_SQL, CallbackEvent, Heartbeat, Job
 from tracker.reconcile import CONTRADICTED, reconcile_open_jobs
@@ -386,7 +387,7 @@ class Scheduler:
                     session, RECONCILE_LEASE, self.owner, self.clock(), self.settings.lease_ttl
                 )
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("lease: renewal failed: %s", _describe(exc))
+            log.warning("lease: renewal failed: %s", describe(exc))
             return
         had = self.holds_lease()
         # Counted from before the write, so we stop before the row says the lease is free.
@@ -443,10 +444,10 @@ class Scheduler:
             summary = await work()
             ok = True
         except (SQLAlchemyError, OSError) as exc:
-            summary = f"failed: {_describe(exc)}"
+            summary = f"failed: {describe(exc)}"
         except Exception as exc:
             log.exception("%s: unexpected error", name)
-            summary = f"failed: {_describe(exc)}"
+            summary = f"failed: {describe(exc)}"
         finally:
             if task is not None:
                 self._running.discard(task)
@@ -470,7 +471,7 @@ class Scheduler:
                     summary=summary,
                 )
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("%s: heartbeat not recorded: %s", name, _describe(exc))
+            log.warning("%s: heartbeat not recorded: %s", name, describe(exc))
 
 
 async def run_scheduler(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -490,8 +491,3 @@ async def run_scheduler(settings: Settings, *, stop: asyncio.Event | None = None
         if vod is not None:
             await vod.close()
         await database.dispose()
-
-
-def _describe(exc: BaseException) -> str:
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first[:200]}"
