@@ -22,9 +22,7 @@ def _text(value: Any, limit: int) -> str | None:
     """A storable short string field, or None."""
     if not isinstance(value, str) or not 0 < len(value) <= limit:
         return None
-    if (value.isascii() and "\x00" not in value) or is_clean(value):  # the common case first
-        return value
-    return None
+    return value if is_clean(value) else None
 
 
 def _key(*parts: str) -> str:
@@ -143,7 +141,7 @@ def is_clean(value: Any, depth: int = 0) -> bool:
     if depth > 64:
         return False
     if isinstance(value, str):
-        return "\x00" not in value and _encodes(value)
+        return "\x00" not in value and (value.isascii() or _encodes(value))  # ASCII: common
     if isinstance(value, dict):
         return all(is_clean(k, depth + 1) and is_clean(v, depth + 1) for k, v in value.items())
     if isinstance(value, list):
