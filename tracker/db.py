@@ -24,7 +24,6 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
-    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
@@ -148,7 +147,7 @@ def json_rows(name: str, columns: Mapping[str, TypeEngine[Any]], dialect: str) -
     One fixed statement whatever the number of rows, compiled once; the database unpacks the rows
     (`jsonb_to_recordset` on PostgreSQL, `json_each` on SQLite), which costs far less than binding
     and type-processing each row. Values must already be in the form the database stores: on
-    SQLite, naive UTC times as `sqlite_time` writes them, and JSON columns as their JSON text.
+    SQLite, naive UTC times as `db_time` writes them, and JSON columns as their JSON text.
     """
     rows = bindparam(name, type_=Text())
     if dialect == "postgresql":
@@ -158,16 +157,12 @@ def json_rows(name: str, columns: Mapping[str, TypeEngine[Any]], dialect: str) -
             .render_derived(name=name, with_types=True)
         )
     each = func.json_each(rows).table_valued("value")
-    return (
-        select(
-            *(
-                func.json_extract(each.c.value, literal_column(f"'$.{key}'")).label(key)
-                for key in columns
-            )
+    return select(
+        *(
+            func.json_extract(each.c.value, literal_column(f"'$.{key}'")).label(key)
+            for key in columns
         )
-        .where(true())  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
-        .subquery(name)
-    )
+    ).subquery(name)
 
 
 def db_time(moment: datetime | None, dialect: str) -> str | None:
