@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracker import metrics
-from tracker.applier import EVENTS, Applier
+from tracker.applier import EVENTS, POLL_SECONDS, Applier
 from tracker.clock import Clock
 from tracker.db import Database, db_time
 from tracker.errors import describe
@@ -127,7 +127,7 @@ class Inbox:
         clock: Clock,
         confirm: bool = False,
         writers: int | None = None,
-        poll_seconds: float | None = None,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.database = database
         # SQLite has one writer connection; on PostgreSQL overlapping commits raise throughput.
@@ -137,7 +137,7 @@ class Inbox:
             clock=clock,
             busy=self.busy,
             confirm=confirm,
-            **({} if poll_seconds is None else {"poll_seconds": poll_seconds}),
+            poll_seconds=poll_seconds,
         )
         self._dialect = database.writer.dialect.name
         self._sql = upsert_sql(self._dialect)
