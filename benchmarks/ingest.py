@@ -89,8 +89,8 @@ def single_app(url: str) -> object:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from tracker.applier import EVENTS
     from tracker.db import Database
+    from tracker.ingest.applier import EVENTS
 
     state: dict[str, Database] = {}
 
@@ -195,8 +195,8 @@ async def _truncate(url: str) -> None:
 async def _count_rows(url: str) -> int:
     from sqlalchemy import func, select
 
-    from tracker.applier import EVENTS
     from tracker.db import Database
+    from tracker.ingest.applier import EVENTS
 
     database = Database(url)
     try:

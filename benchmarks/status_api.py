@@ -3,7 +3,7 @@
 For each of GET /jobs/{id}, the first and the 100th page of a filtered list, and GET /stats, it
 measures p50/p99 over real HTTP to `tracker serve` (one uvicorn worker, a separate process) and
 p50/p99 of the same SQL statement executed directly with the same driver (SQLAlchemy Core, no
-HTTP, no ORM, no JSON). /stats is served from a per-process cache (see tracker.queries), so its
+HTTP, no ORM, no JSON). /stats is served from a per-process cache (see tracker.api.queries), so its
 baseline is the uncached computation. Sides are interleaved in rounds so that background load
 on a shared machine hits both. Prints a Markdown table; --output also writes it to a file.
 
@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import synthetic
 from sqlalchemy import func, select, text
 
-from tracker import queries, synthetic
+from tracker.api import queries
+from tracker.api.queries import Cursor, JobFilter
 from tracker.db import Database, upgrade
 from tracker.models import Job
-from tracker.queries import Cursor, JobFilter
 
 FILTER = JobFilter(states=("processing",), types=("AIVideoTag",))
 FILTER_QUERY = "state=processing&type=AIVideoTag"

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tracker.config import Settings
 from tracker.db import Database, upgrade
-from tracker.scheduler import flag_stale_jobs, stale_sweep
+from tracker.scheduler.sweep import flag_stale_jobs, stale_sweep
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTINGS_KW = {"stale_after": timedelta(hours=1)}

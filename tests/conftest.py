@@ -11,13 +11,14 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import hypothesis
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
@@ -26,7 +27,9 @@ from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database, upgrade
+from tracker.fakevod import FakeVod
 from tracker.models import Base
+from tracker.vod import VodClient
 
 POSTGRES_URL = os.environ.get("TRACKER_TEST_DATABASE_URL")
 
@@ -101,7 +104,7 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # The scheduler stays off in app tests unless a test turns it on (tests/test_scheduler.py).
+    # The scheduler stays off in app tests unless a test turns it on (tests/scheduler/).
     return Settings(database_url=database_url, scheduler="off")
 
 
@@ -172,3 +175,38 @@ def fresh_database_url(migrated_template: str, tmp_path: Path) -> str:
 def live_server() -> type[LiveServer]:
     """`with live_server(app) as base_url:` serves `app` on loopback for the block."""
     return LiveServer
+
+
+# --- a VOD simulator that drops every callback: only reconciliation learns the outcomes ---
+
+KEY_ID = "test-key-id"
+KEY_SECRET = "test-key-secret"
+
+
+@pytest.fixture
+async def fake_vod() -> AsyncIterator[FakeVod]:
+    # Every callback dropped: only reconciliation can learn the outcomes.
+    fake = FakeVod(
+        access_key_id=KEY_ID, access_key_secret=KEY_SECRET, delay=0.2, drop_rate=1.0, seed=7
+    )
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+def vod_settings(database_url: str, fake_vod: FakeVod) -> Settings:
+    return Settings(
+        database_url=database_url,
+        scheduler="off",
+        access_key_id=KEY_ID,
+        access_key_secret=SecretStr(KEY_SECRET),
+        vod_endpoint=fake_vod.url,
+        reconcile_grace=timedelta(minutes=10),
+    )
+
+
+@pytest.fixture
+async def vod(vod_settings: Settings) -> AsyncIterator[VodClient]:
+    async with VodClient(vod_settings) as client:
+        yield client

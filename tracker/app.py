@@ -12,13 +12,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker import api, callbacks, dashboard, health, openapi, submit, telemetry
+from tracker.api import dashboard, health, openapi, telemetry
+from tracker.api import routes as api
+from tracker.api.queries import StatsCache
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
+from tracker.context import AppContext
 from tracker.db import Database
 from tracker.errors import TrackerError
-from tracker.inbox import Inbox
-from tracker.scheduler import Scheduler
+from tracker.ingest import receiver as callbacks
+from tracker.ingest.inbox import Inbox
+from tracker.scheduler.service import Scheduler
 from tracker.vod import VodClient
 
 log = logging.getLogger(__name__)
@@ -30,17 +34,16 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        app.state.database = database
         vod = VodClient(settings) if settings.has_vod_credentials else None
-        app.state.vod = vod
         inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
-        app.state.inbox = inbox
         await inbox.start()
         scheduler = None
         if settings.scheduler == "on":  # off: `tracker serve --no-scheduler`
             scheduler = Scheduler(settings, database, vod=vod, clock=clock)
             await scheduler.start()
-        app.state.scheduler = scheduler
+        app.state.context = AppContext(
+            settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler
+        )
         try:
             yield
         finally:
@@ -55,7 +58,6 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         routes=[
             *health.routes,
             *callbacks.routes,
-            *submit.routes,  # before api: it serves both GET and POST /jobs
             *api.routes,
             *openapi.routes,
             *telemetry.routes,
@@ -69,8 +71,6 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             Exception: _unexpected_error,
         },
     )
-    app.state.settings = settings
-    app.state.clock = clock
     return app
 
 

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     sweep_interval: Duration = timedelta(minutes=1)
     reconcile_interval: Duration = timedelta(minutes=5)
     event_retention: Duration = timedelta(days=30)
-    # Scheduler (tracker/scheduler.py): `tracker serve --no-scheduler` sets it off.
+    # Scheduler (tracker/scheduler/): `tracker serve --no-scheduler` sets it off.
     scheduler: Switch = "on"
     reconcile_grace: Duration = timedelta(minutes=10)
     reconcile_batch: int = Field(default=200, ge=0)

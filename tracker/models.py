@@ -128,7 +128,7 @@ class Job(Base):
         Index("ix_jobs_media_id_type", "media_id", "type"),
         Index("ix_jobs_stale_state", "stale", "state"),
         # At most one submitted job per media and type that is live or done: two submitters of
-        # the same media race on this index, not on a read (tracker/submit.py). A refused
+        # the same media race on this index, not on a read (tracker/submit/service.py). A refused
         # submission leaves it; `--force` takes the old job out by setting `superseded_at`.
         Index(
             "uq_jobs_media_id_type_submitted",
@@ -179,6 +179,11 @@ class Job(Base):
     completed_at: Mapped[datetime | None]
     # Set when `tracker submit --force` resubmitted this media and type as a new job.
     superseded_at: Mapped[datetime | None]
+
+
+# A stored callback's `reason` once reconciliation has checked it against VOD's ListAIJob.
+CONFIRMED = "confirmed_by_vod"
+CONTRADICTED = "contradicted_by_vod"
 
 
 class CallbackEvent(Base):

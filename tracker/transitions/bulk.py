@@ -2,6 +2,8 @@
 
 The common cases of a batch cost a few statements whatever its size; everything else, and the
 loser of any race, goes through the one-outcome functions of `machine`.
+
+Statements: every function here takes a session and never commits.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.db import db_time, json_rows
+from tracker.db import db_time, insert, json_rows
 from tracker.models import FINAL, Job, Origin
 from tracker.transitions.machine import (
     NOT_FINAL,
@@ -122,10 +123,9 @@ async def _create_unseen(
     if not fresh:
         return {}
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = list(OUTCOME_COLUMNS)
     created = await session.scalars(
-        insert(JOBS)
+        insert(dialect, JOBS)
         .from_select(
             [*columns, "origin", "stale", "updated_at"],
             select(

@@ -3,6 +3,8 @@
 Each change is a single conditional UPDATE whose WHERE clause holds the guard (allowed source
 states, VOD event time not older than the job's), so two replicas applying the same outcome at
 once change the row once: the database decides, not a read-before-write.
+
+Statements: every function here takes a session and never commits.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.db import insert
 from tracker.models import FINAL, Job, JobState, Origin
 
 S = JobState
@@ -48,7 +50,7 @@ def waiting_for_job_id() -> ColumnElement[bool]:
     """Jobs a callback for an unknown JobId may resolve (with a matching media and type).
 
     A `submitting` row too: the callback can beat the submitter's own commit of the JobId, or
-    find the row a killed submitter left behind (tracker/submit.py).
+    find the row a killed submitter left behind (tracker/submit/service.py).
     """
     return and_(Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]), Job.job_id.is_(None))
 
@@ -215,9 +217,8 @@ async def _insert_discovered(
     }
     if target is None:
         row["completed_at"] = None
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     result = await session.execute(
-        insert(Job).values(row).on_conflict_do_nothing(index_elements=["job_id"])
+        insert(session, Job).values(row).on_conflict_do_nothing(index_elements=["job_id"])
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -47,6 +47,10 @@ IDEMPOTENT = frozenset(
 )
 
 
+# Each VOD error states the HTTP status the tracker answers with when it ends a request: the
+# one place those statuses are decided (POST /jobs, and anything else that lets one through).
+
+
 class VodError(TrackerError):
     """VOD answered with an error body; `message` is VOD's Message (secrets redacted)."""
 
@@ -75,21 +79,21 @@ class VodError(TrackerError):
 class VodThrottled(VodError):
     """Still throttled after the bounded retries."""
 
-    status_code = 503
+    status_code = 429
     code = "vod_throttled"
 
 
 class VodOutcomeUnknown(TrackerError):
     """The request may have reached VOD; a SubmitAIJob must not be retried (-> submit_unknown)."""
 
-    status_code = 502
+    status_code = 504
     code = "vod_outcome_unknown"
 
 
 class VodUnreachable(TrackerError):
     """The request never reached VOD (connect failures after retries): nothing was submitted."""
 
-    status_code = 503
+    status_code = 502
     code = "vod_unreachable"
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tracker.transitions import Outcome
 from tracker.vod.signing import parse_vod_time
 
 JOB_TYPES = ("AIVideoTag", "AIMediaDNA")
@@ -64,19 +63,6 @@ class AIJobStatus:
             data=parse_json_string(item.get("Data")),
             creation_time=parse_vod_time(item.get("CreationTime")),
             complete_time=parse_vod_time(item.get("CompleteTime")),
-        )
-
-    def to_outcome(self) -> Outcome:
-        return Outcome(
-            job_id=self.job_id,
-            type=self.type,
-            status=self.status,
-            media_id=self.media_id or None,
-            code=self.code,
-            message=self.message,
-            data=self.data,
-            event_time=self.complete_time or self.creation_time,
-            completed_at=self.complete_time,
         )
 
 

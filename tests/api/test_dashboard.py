@@ -1,0 +1,188 @@
+"""GET /: the dashboard, read by a real headless Chromium the way a person sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from tests import programs
+from tracker.app import create_app
+from tracker.clock import FrozenClock
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.models import CallbackEvent, Job, JobState, Origin
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+EVIL = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def job(n: int, state: JobState, job_type: str, **fields: Any) -> Job:
+    values: dict[str, Any] = {
+        "job_id": f"job-{n}",
+        "media_id": f"media-{n}",
+        "type": job_type,
+        "state": state,
+        "origin": Origin.SUBMITTED,
+        "submitted_at": NOW - timedelta(minutes=90 - n),
+        "updated_at": NOW,
+        **fields,
+    }
+    return Job(**values)
+
+
+async def seed(url: str) -> None:
+    database = Database(url)
+    async with database.write() as session:
+        session.add_all(
+            [
+                job(1, JobState.PROCESSING, "AIVideoTag", stale=True, stale_at=NOW),
+                job(2, JobState.PROCESSING, "AIVideoTag"),
+                job(3, JobState.PROCESSING, "AIMediaDNA"),
+                job(4, JobState.SUCCEEDED, "AIVideoTag"),
+                job(5, JobState.FAILED, "AIMediaDNA", media_id=EVIL),
+                job(6, JobState.SUBMIT_UNKNOWN, "AIMediaDNA", job_id=None),
+            ]
+        )
+        session.add(
+            CallbackEvent(
+                dedup_key="k1",
+                job_id="job-4",
+                media_id="media-4",
+                status="success",
+                body="{}",
+                headers={},
+                received_at=NOW - timedelta(minutes=1),
+                applied=False,
+                reason=EVIL,
+            )
+        )
+    await database.dispose()
+
+
+class Visible(HTMLParser):
+    """Text by element id, and all visible text, from the DOM Chromium produced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, str] = {}
+        self.text: list[str] = []
+        self.title = ""
+        self._open: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("meta", "input", "br", "img", "link"):
+            if tag == "img":
+                self.text.append("<IMG ELEMENT>")
+            return
+        self._open.append((tag, dict(attrs).get("id")))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            if self._open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        tags = [t for t, _ in self._open]
+        if "style" in tags or "script" in tags:
+            return
+        if "title" in tags:
+            self.title += data
+            return
+        self.text.append(data)
+        for _, element_id in self._open:
+            if element_id:
+                self.by_id[element_id] = self.by_id.get(element_id, "") + data
+
+
+def chromium_dom(url: str, profile: Path) -> Visible:
+    browser = programs.chromium()
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=3000",
+        "--dump-dom",
+        url,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=True)
+    parser = Visible()
+    parser.feed(done.stdout)
+    return parser
+
+
+@pytest.fixture
+def served(fresh_database_url: str, live_server: Any) -> Iterator[str]:
+    asyncio.run(seed(fresh_database_url))
+    app = create_app(
+        Settings(database_url=fresh_database_url, scheduler="off"), clock=FrozenClock(NOW)
+    )
+    with live_server(app) as url:
+        yield url
+
+
+def test_chromium_shows_counts_stale_jobs_callbacks_and_search(served: str, tmp_path: Path) -> None:
+    page = chromium_dom(f"{served}/", tmp_path / "profile")
+    assert page.title == "vod-ai-tracker"  # the injected onerror never ran
+    assert page.by_id["count-processing"] == "3"
+    assert page.by_id["count-AIVideoTag-processing"] == "2"
+    assert page.by_id["count-AIMediaDNA-failed"] == "1"
+    assert page.by_id["count-submit_unknown"] == "1"
+    assert page.by_id["count-total"] == "6"
+    assert page.by_id["stale-count"] == "1"
+    assert page.by_id["oldest-unfinished"] == "1h 29m 00s"
+    assert "job-1" in page.by_id["stale-jobs"]
+    assert "job-2" not in page.by_id["stale-jobs"]
+    recent = page.by_id["recent-callbacks"]
+    assert "job-4" in recent
+    assert f"not applied: {EVIL}" in recent  # shown as text, not markup
+    assert "<IMG ELEMENT>" not in page.text
+
+    found = chromium_dom(f"{served}/?q=media-3", tmp_path / "profile2")
+    assert "job-3" in found.by_id["search-results"]
+    assert "job-2" not in found.by_id["search-results"]
+    missing = chromium_dom(f"{served}/?q=nothing-here", tmp_path / "profile3")
+    assert missing.by_id["search-results"] == "no job or media"
+
+
+async def test_dashboard_escapes_and_refreshes(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    async with database.write() as session:
+        session.add(job(1, JobState.PROCESSING, "AIVideoTag", media_id=EVIL))
+    response = await client.get("/", params={"q": EVIL})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<img" not in response.text
+    assert "&lt;img src=x onerror=&quot;document.title=&#x27;pwned&#x27;&quot;&gt;" in response.text
+    assert '<meta http-equiv="refresh"' in response.text
+
+
+async def test_dashboard_asks_a_browser_for_the_token(database_url: str) -> None:
+    settings = Settings(database_url=database_url, scheduler="off", api_tokens="tok")  # type: ignore[arg-type]
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            denied = await http.get("/")
+            assert denied.status_code == 401
+            assert denied.headers["www-authenticate"].startswith("Basic")
+            assert denied.json()["error"] == "unauthorized"
+            assert (await http.get("/", auth=("anyone", "tok"))).status_code == 200
+            assert (await http.get("/", auth=("anyone", "bad"))).status_code == 401
+            bearer = await http.get("/", headers={"Authorization": "Bearer tok"})
+            assert bearer.status_code == 200

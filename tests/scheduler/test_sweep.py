@@ -1,0 +1,165 @@
+"""The stale sweep: thresholds, concurrency, and the partial index it reads."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from tests.factories import add_job, load_job
+from tracker.clock import FrozenClock
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.models import Job, JobState, Origin
+from tracker.scheduler.sweep import flag_stale_jobs, stale_sweep
+from tracker.transitions import Outcome, apply_outcome
+
+KEY_ID = "test-key-id"
+KEY_SECRET = "test-key-secret"
+# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
+IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
+TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
+
+
+async def sweep(database: Database, settings: Settings, now: datetime) -> int:
+    async with database.write() as session:
+        return await flag_stale_jobs(session, settings, now)
+
+
+# --- stale sweep ---------------------------------------------------------------------------------
+
+
+async def test_jobs_past_the_threshold_are_flagged_once(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    start = clock()
+    unfinished = [
+        await add_job(database, at=start, job_id=f"j{n}", state=state)
+        for n, state in enumerate(
+            [JobState.PROCESSING, JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN]
+        )
+    ]
+    done = await add_job(database, at=start, job_id="done", state=JobState.SUCCEEDED)
+    lost = await add_job(database, at=start, job_id="gone", state=JobState.LOST)
+    young = await add_job(database, at=start + timedelta(minutes=30), job_id="young")
+
+    assert await sweep(database, settings, start + timedelta(minutes=59)) == 0
+    flagged_at = start + timedelta(minutes=61)
+    assert await sweep(database, settings, flagged_at) == 3
+    # Idempotent: a second run (or a second replica) flags nothing again and keeps stale_at.
+    assert await sweep(database, settings, flagged_at + timedelta(minutes=5)) == 0
+    for id in unfinished:
+        job = await load_job(database, id)
+        assert (job.stale, job.stale_at) == (True, flagged_at)
+    for id in (done, lost, young):
+        assert (await load_job(database, id)).stale is False
+
+    # A flagged job that finishes is no longer stale but keeps when it was flagged.
+    async with database.write() as session:
+        outcome = Outcome(job_id="j0", type="AIVideoTag", status="success", media_id="m1")
+        assert await apply_outcome(session, outcome, flagged_at + timedelta(minutes=7))
+    job = await load_job(database, unfinished[0])
+    assert (job.state, job.stale, job.stale_at) == (JobState.SUCCEEDED, False, flagged_at)
+    assert await sweep(database, settings, flagged_at + timedelta(hours=5)) == 1  # "young"
+
+
+async def test_per_type_thresholds(database: Database, clock: FrozenClock) -> None:
+    settings = Settings(
+        database_url=str(database.url),
+        stale_after=timedelta(hours=1),
+        stale_after_aimediadna=timedelta(hours=3),
+    )
+    start = clock()
+    tag = await add_job(database, at=start, job_id="tag", type="AIVideoTag")
+    dna = await add_job(database, at=start, job_id="dna", type="AIMediaDNA")
+    other = await add_job(database, at=start, job_id="other", type="SomethingElse")
+
+    assert await sweep(database, settings, start + timedelta(hours=2)) == 2
+    assert (await load_job(database, tag)).stale
+    assert (await load_job(database, other)).stale
+    assert not (await load_job(database, dna)).stale
+    assert await sweep(database, settings, start + timedelta(hours=3, seconds=1)) == 1
+    assert (await load_job(database, dna)).stale
+
+
+async def test_concurrent_sweeps_flag_each_job_once(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    """Four replicas sweep at the same moment: together they flag each due job exactly once."""
+    start = clock() - timedelta(hours=2)
+    rows = [
+        {
+            "job_id": f"j{n}",
+            "media_id": f"m{n}",
+            "type": "AIVideoTag",
+            "state": JobState.PROCESSING,
+            "origin": Origin.SUBMITTED,
+            "stale": False,
+            "submitted_at": start + timedelta(seconds=n),
+            "updated_at": start,
+        }
+        for n in range(2000)
+    ]
+    async with database.write() as session:
+        await session.execute(insert(Job), rows)
+    replicas = [Database(str(database.url)) for _ in range(4)]
+    try:
+        counts = await asyncio.gather(*(sweep(db, settings, clock()) for db in replicas))
+    finally:
+        for db in replicas:
+            await db.dispose()
+    assert sum(counts) == len(rows)
+    async with database.session() as session:
+        flagged = await session.scalar(select(func.count()).where(Job.stale_at == clock()))
+    assert flagged == len(rows)
+
+
+async def explain(database: Database, statement: Any) -> str:
+    dialect = database.engine.dialect
+    async with database.engine.connect() as conn:
+        if database.is_sqlite:
+            sql = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+            return "\n".join(str(row[-1]) for row in rows)
+        compiled = statement.compile(dialect=dialect)
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+        rows = await conn.exec_driver_sql(f"EXPLAIN {compiled}", params)
+        return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.parametrize("override", [None, timedelta(hours=3)])
+async def test_sweep_reads_the_partial_index(
+    database: Database, clock: FrozenClock, override: timedelta | None
+) -> None:
+    """On a table of mostly finished jobs, with statistics, the sweep reads an index that holds
+    only unfinished, unflagged jobs (SQLite: the partial index, whose predicate matches the
+    UPDATE's; PostgreSQL may prefer (stale, state) with the same bound), never the whole table.
+    benchmarks/sweep.py measures it at 1,000,000 rows."""
+    start = clock() - timedelta(days=3)
+    rows = [
+        {
+            "job_id": f"j{n}",
+            "media_id": f"m{n}",
+            "type": "AIVideoTag" if n % 2 else "AIMediaDNA",
+            "state": JobState.SUCCEEDED if n % 50 else JobState.PROCESSING,
+            "origin": Origin.SUBMITTED,
+            "stale": False,
+            "submitted_at": start + timedelta(seconds=n * 60),
+            "updated_at": start,
+        }
+        for n in range(5000)
+    ]
+    async with database.write() as session:
+        await session.execute(insert(Job), rows)
+    async with database.engine.connect() as conn:
+        await conn.exec_driver_sql("ANALYZE")
+        await conn.commit()
+    settings = Settings(database_url=str(database.url), stale_after_aimediadna=override)
+    plan = await explain(database, stale_sweep(settings, clock()))
+    bounded = ("ix_jobs_unflagged",) if database.is_sqlite else IN_FLIGHT_INDEXES
+    assert any(index in plan for index in bounded), plan
+    assert "Seq Scan" not in plan
+    assert "SCAN jobs" not in plan

@@ -1,0 +1,342 @@
+"""The status API: where is my job? Thin routes over `tracker.api.queries`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tracker.api import queries
+from tracker.api.auth import require_api_token
+from tracker.api.queries import JobFilter, Stats
+from tracker.context import context_of
+from tracker.db import Database
+from tracker.errors import BadRequest, JobNotFound, Unavailable
+from tracker.models import CallbackEvent, Heartbeat, Job, JobState
+from tracker.submit.claims import error_fields
+from tracker.submit.service import submit_media
+from tracker.submit.validate import InvalidSubmission, validate_request
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z`, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The one JSON shape of a job (GET /jobs/{id}, lists, POST /jobs)."""
+    body: dict[str, Any] = {
+        "job_id": job.job_id,
+        "media_id": job.media_id,
+        "type": job.type,
+        "state": job.state,
+        "stale": bool(job.stale),
+        "stale_at": iso(job.stale_at),
+        "origin": job.origin,
+        "status": job.status,
+        "code": job.code,
+        "message": job.message,
+        "result": job.result,
+        "submitted_at": iso(job.submitted_at),
+        "updated_at": iso(job.updated_at),
+        "completed_at": iso(job.completed_at),
+    }
+    if job.pending_status is not None:
+        body["pending_status"] = job.pending_status
+        body["pending_since"] = iso(job.pending_since)
+    return body
+
+
+def event_json(event: CallbackEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event_type": event.event_type,
+        "job_id": event.job_id,
+        "media_id": event.media_id,
+        "status": event.status,
+        "event_time": iso(event.event_time),
+        "received_at": iso(event.received_at),
+        "deliveries": event.deliveries,
+        "applied": event.applied,
+        "applied_at": iso(event.applied_at),
+        "reason": event.reason,
+        "body": event.body,
+    }
+
+
+def heartbeat_json(beat: Heartbeat) -> dict[str, Any]:
+    return {
+        "name": beat.name,
+        "owner": beat.owner,
+        "started_at": iso(beat.started_at),
+        "finished_at": iso(beat.finished_at),
+        "duration_s": beat.duration_s,
+        "ok": beat.ok,
+        "summary": beat.summary,
+    }
+
+
+def stats_json(stats: Stats, now: datetime) -> dict[str, Any]:
+    return {
+        "computed_at": iso(stats.computed_at),
+        "jobs": {
+            "by_type": stats.jobs,
+            "by_state": stats.by_state(),
+            "total": sum(stats.by_state().values()),
+            "stale": stats.stale,
+            "oldest_unfinished_submitted_at": iso(stats.oldest_unfinished_at),
+            "oldest_unfinished_age_s": stats.oldest_unfinished_seconds(now),
+        },
+        "callbacks_last_hour": {
+            "received": stats.callbacks_received,
+            "duplicate": stats.callbacks_duplicate,
+            "rejected": stats.callbacks_rejected,
+        },
+        "heartbeats": [heartbeat_json(beat) for beat in stats.heartbeats],
+    }
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+KNOWN_PARAMS = {
+    "state",
+    "type",
+    "media_id",
+    "stale",
+    "submitted_after",
+    "submitted_before",
+    "limit",
+    "cursor",
+}
+STATES = {state.value for state in JobState}
+
+
+def _bad(parameter: str, message: str) -> BadRequest:
+    return BadRequest(f"{parameter}: {message}", parameter=parameter)
+
+
+def _single(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise _bad(name, "given more than once")
+    return values[0] if values else None
+
+
+def _csv(request: Request, name: str) -> tuple[str, ...]:
+    return queries.split_csv(request.query_params.getlist(name))
+
+
+# RFC 3339, as `format: date-time` in the OpenAPI document says; Python alone is more lenient.
+RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def parse_time(raw: str, name: str) -> datetime:
+    match = RFC3339.fullmatch(raw)
+    if match is None:
+        raise _bad(name, "not an RFC 3339 date-time, e.g. 2026-01-02T03:04:05Z")
+    day, minutes, seconds, fraction, offset = match.groups()
+    seconds = min(seconds, "59")  # a leap second counts as the second before it
+    fraction = (fraction or "")[:7]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        parsed = datetime.fromisoformat(f"{day}T{minutes}:{seconds}{fraction}{offset}")
+    except ValueError:
+        raise _bad(name, "not a valid date-time") from None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # valid, but just outside what Python holds in UTC (year 1 or 9999)
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = _single(request, name)
+    return None if raw is None else parse_time(raw, name)
+
+
+def parse_filter(request: Request) -> JobFilter:
+    unknown = sorted(set(request.query_params) - KNOWN_PARAMS)
+    if unknown:
+        raise _bad(unknown[0], "unknown parameter")
+    states: list[str] = []
+    for raw in request.query_params.getlist("state"):
+        for state in raw.split(","):
+            if state not in STATES:
+                raise _bad("state", f"{state!r} is not one of {', '.join(sorted(STATES))}")
+            states.append(state)
+    stale_raw = _single(request, "stale")
+    if stale_raw not in (None, "true", "false"):
+        raise _bad("stale", "must be true or false")
+    return JobFilter(
+        states=tuple(dict.fromkeys(states)),
+        types=_csv(request, "type"),
+        media_id=_single(request, "media_id"),
+        stale=None if stale_raw is None else stale_raw == "true",
+        submitted_after=_time(request, "submitted_after"),
+        submitted_before=_time(request, "submitted_before"),
+    )
+
+
+def parse_limit(request: Request) -> int:
+    raw = _single(request, "limit")
+    if raw is None:
+        return queries.DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit():
+        raise _bad("limit", "not an integer")
+    limit = int(raw)
+    if not 1 <= limit <= queries.MAX_LIMIT:
+        raise _bad("limit", f"must be between 1 and {queries.MAX_LIMIT}")
+    return limit
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+# A database that cannot be reached (down, restarting, SQLite file unopenable, pool exhausted).
+UNREACHABLE = (OperationalError, InterfaceError, SQLAlchemyTimeout, OSError)
+
+
+@asynccontextmanager
+async def reading(database: Database) -> AsyncIterator[AsyncSession]:
+    """A read session; an unreachable database is a 503 the caller may retry, never a 500."""
+    try:
+        async with database.session() as session:
+            yield session
+    except UNREACHABLE as exc:
+        raise Unavailable(f"database unavailable ({type(exc).__name__}); retry later") from None
+
+
+def read_session(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
+    return reading(context_of(request).database)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    require_api_token(request)
+    job_id = request.path_params["job_id"]
+    async with read_session(request) as session:
+        job = await queries.get_job(session, job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return JSONResponse(job_json(job))
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    require_api_token(request)
+    job_filter, limit = parse_filter(request), parse_limit(request)
+    cursor = _single(request, "cursor")
+    async with read_session(request) as session:
+        page = await queries.list_jobs(session, job_filter, limit=limit, cursor=cursor)
+    return JSONResponse(
+        {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_job_events(request: Request) -> JSONResponse:
+    require_api_token(request)
+    job_id = request.path_params["job_id"]
+    async with read_session(request) as session:
+        events = await queries.job_events(session, job_id)
+        if not events and await queries.get_job(session, job_id) is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return JSONResponse({"items": [event_json(event) for event in events]})
+
+
+async def get_media_jobs(request: Request) -> JSONResponse:
+    require_api_token(request)
+    async with read_session(request) as session:
+        jobs = await queries.media_jobs(session, request.path_params["media_id"])
+    return JSONResponse({"items": [job_json(job) for job in jobs]})
+
+
+async def get_stats(request: Request) -> JSONResponse:
+    require_api_token(request)
+    context = context_of(request)
+    now = context.clock()
+    stats = await context.stats.get(lambda: read_session(request), now)
+    return JSONResponse(stats_json(stats, now))
+
+
+class VodNotConfigured(Unavailable):
+    code = "vod_not_configured"
+
+
+async def post_jobs(request: Request) -> JSONResponse:
+    """201 with the new jobs; 200 when every type was already live or done; VOD's refusal or an
+    unknown outcome with the error's own status (tracker/vod/client.py), VOD's Code and
+    RequestId."""
+    require_api_token(request)
+    body = await _json_body(request)
+    for name in ("config", "user_data"):
+        if not isinstance(body.get(name), dict | None):  # JSON text is for the command line
+            raise InvalidSubmission(f"{name}: must be a JSON object")
+    context = context_of(request)
+    submit = validate_request(
+        body.get("media_id"),
+        body.get("types"),
+        body.get("config"),
+        body.get("user_data"),
+        region=context.settings.vod_region,
+    )
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidSubmission("force: must be true or false")
+    vod = context.vod
+    if vod is None:
+        raise VodNotConfigured(
+            "VOD credentials are not configured (ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET)"
+        )
+    done = await submit_media(context.database, vod, submit, context.clock, force=force)
+    jobs = [job_json(job) for job in done.jobs]
+    if done.error is None:
+        return JSONResponse({"jobs": jobs}, status_code=201 if done.sent else 200)
+    code, request_id = error_fields(done.error)
+    return JSONResponse(
+        {
+            "error": done.error.code,
+            "message": done.error.message,
+            "Code": code,
+            "Message": done.error.message,
+            "RequestId": request_id,
+            "jobs": jobs,
+        },
+        status_code=done.error.status_code,
+    )
+
+
+async def _json_body(request: Request) -> Mapping[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+async def jobs(request: Request) -> JSONResponse:
+    """/jobs: POST submits (here), GET lists (above). One route, so a 405 and OPTIONS
+    name both methods;"""
+    if request.method == "POST":
+        return await post_jobs(request)
+    return await list_jobs(request)
+
+
+routes = [
+    Route("/jobs", jobs, methods=["GET", "POST"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}/events", get_job_events, methods=["GET"]),
+    Route("/media/{media_id}/jobs", get_media_jobs, methods=["GET"]),
+    Route("/stats", get_stats, methods=["GET"]),
+]

@@ -1,0 +1,26 @@
+"""The `tracker` command line: one module per command group, gathered here."""
+
+from __future__ import annotations
+
+import click
+
+from tracker.cli import db, demo, events, fakevod, jobs, serve, submit, vod
+
+
+@click.group()
+def main() -> None:
+    """Track ApsaraVideo VOD AI jobs (smart tagging, fingerprint) from submission to result."""
+
+
+for command in (
+    db.db,
+    serve.serve,
+    serve.scheduler_command,
+    fakevod.fake_vod,
+    vod.vod_group,
+    submit.submit,
+    jobs.jobs,
+    events.events,
+    demo.demo,
+):
+    main.add_command(command)

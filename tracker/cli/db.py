@@ -1,0 +1,21 @@
+"""`tracker db`: the database schema."""
+
+from __future__ import annotations
+
+import click
+
+from tracker.cli.startup import settings_or_exit
+from tracker.db import head_revision, upgrade
+
+
+@click.group()
+def db() -> None:
+    """Manage the database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create the database or migrate it to the current schema."""
+    settings = settings_or_exit()
+    upgrade(settings.database_url)
+    click.echo(f"database at revision {head_revision()}")

@@ -1,0 +1,25 @@
+"""`tracker demo`: the simulator and the tracker together, on this machine."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option(
+    "--exit-when-done",
+    is_flag=True,
+    help="Exit once every job reached VOD's final state (0), or on timeout (1), for scripts",
+)
+@click.option(
+    "--timeout",
+    default=40.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds to wait for the jobs after the last submission",
+)
+def demo(exit_when_done: bool, timeout: float) -> None:
+    """Run the VOD simulator and the tracker locally and watch a few jobs (no cloud account)."""
+    from tracker.demo import run_demo
+
+    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout))

@@ -1,0 +1,127 @@
+"""`tracker fake-vod`: the local VOD simulator."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from tracker.cli.startup import setup_logging
+
+RATE = click.FloatRange(0.0, 1.0)
+
+
+@click.command("fake-vod")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option(
+    "--access-key-id",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_ID",
+    help="Key pair it accepts [env: ALIBABA_CLOUD_ACCESS_KEY_ID]",
+)
+@click.option(
+    "--access-key-secret",
+    envvar="ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    help="[env: ALIBABA_CLOUD_ACCESS_KEY_SECRET]",
+)
+@click.option(
+    "--callback-url",
+    multiple=True,
+    envvar="TRACKER_CALLBACK_URL",
+    help="Where events go; repeat to alternate between replicas [env: TRACKER_CALLBACK_URL]",
+)
+@click.option(
+    "--auth-key",
+    default=None,
+    help="Sign callbacks with this AuthKey [default: first TRACKER_CALLBACK_AUTH_KEY]",
+)
+@click.option("--delay", default=2.0, show_default=True, help="Seconds from submit to result")
+@click.option(
+    "--fail-rate", default=0.0, type=RATE, show_default=True, help="Share of jobs that fail"
+)
+@click.option(
+    "--drop-rate", default=0.0, type=RATE, show_default=True, help="Share of events never sent"
+)
+@click.option(
+    "--duplicate-rate", default=0.0, type=RATE, show_default=True, help="Share sent twice"
+)
+@click.option("--late-rate", default=0.0, type=RATE, show_default=True, help="Share delivered late")
+@click.option("--late-seconds", default=3.0, show_default=True, help="How late")
+@click.option(
+    "--qps",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Answer Throttling.User above this rate",
+)
+@click.option(
+    "--slow-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of API answers held back after the work is done",
+)
+@click.option("--slow-seconds", default=15.0, show_default=True, help="How long they are held")
+@click.option(
+    "--error-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of API calls answered InternalError (500) without doing anything",
+)
+@click.option(
+    "--reset-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of API answers cut off midway after the work is done",
+)
+@click.option(
+    "--unsolicited-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Chance per SubmitAIJob of an extra AIMediaDNAComplete nobody submitted",
+)
+@click.option(
+    "--stuck-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of jobs that stay processing",
+)
+@click.option("--stuck-seconds", default=600.0, show_default=True, help="For how much longer")
+@click.option("--callback-attempts", default=3, show_default=True, help="Deliveries per event")
+@click.option("--callback-interval", default=1.0, show_default=True, help="Seconds between them")
+@click.option("--seed", default=None, type=int, help="Same seed, same ids and outcomes")
+def fake_vod(
+    host: str,
+    port: int,
+    access_key_id: str | None,
+    access_key_secret: str | None,
+    callback_url: tuple[str, ...],
+    auth_key: str | None,
+    **faults: Any,
+) -> None:
+    """Run the local VOD simulator (signed API, AI jobs, callbacks, fault injection)."""
+    from tracker.fakevod import run_fake_vod
+
+    if not access_key_id or not access_key_secret:
+        raise click.ClickException(
+            "the simulator needs a key pair: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET (or --access-key-id/--access-key-secret)"
+        )
+    if auth_key is None:
+        auth_key = os.environ.get("TRACKER_CALLBACK_AUTH_KEY", "")
+    # A rotation list signs with its first key, like `tracker vod callback set`.
+    auth_key = next((k.strip() for k in auth_key.split(",") if k.strip()), None)
+    setup_logging()
+    run_fake_vod(
+        host,
+        port,
+        access_key_id=access_key_id,
+        access_key_secret=access_key_secret,
+        callback_urls=list(callback_url),
+        auth_key=auth_key,
+        **faults,
+    )

@@ -1,0 +1,176 @@
+"""`tracker submit`: submit media in bulk, resumably, with a live tally."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+
+from tracker.cli.startup import ensure_schema, settings_or_exit
+from tracker.clock import utcnow
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.errors import TrackerError
+from tracker.submit.batch import Item, check_items, dry_run, merge_items, read_items, run_batch
+from tracker.submit.claims import SubmitRequest
+from tracker.submit.tally import Tally, show
+from tracker.submit.validate import (
+    InvalidSubmission,
+    check_media_id,
+    parse_json_object,
+    parse_types,
+)
+from tracker.vod import VodClient
+
+
+@click.command()
+@click.argument("media_ids", nargs=-1)
+@click.option("--types", help="AIVideoTag, AIMediaDNA or both, comma-separated")
+@click.option("--config", "config_json", help='Config JSON, e.g. {"AIVideoTag":{...}}')
+@click.option("--user-data", "user_data_json", help="UserData JSON (Extend, MessageCallback)")
+@click.option(
+    "--from-file",
+    type=click.File("r", encoding="utf-8"),
+    help="One MediaId a line, or CSV media_id[,types]; - for stdin",
+)
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
+@click.option("--force", is_flag=True, help="Resubmit media that have a live or done job")
+@click.option("--dry-run", is_flag=True, help="Print what would be submitted; call nothing")
+def submit(
+    media_ids: tuple[str, ...],
+    types: str | None,
+    config_json: str | None,
+    user_data_json: str | None,
+    from_file: Any,
+    concurrency: int,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Submit smart-tagging/fingerprint jobs for MEDIA_IDS or a file of them (resumable)."""
+    settings = settings_or_exit()
+    if not dry_run and not settings.has_vod_credentials:
+        raise click.ClickException(
+            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET are required "
+            "(or use --dry-run)"
+        )
+    options = Options(
+        media_ids=media_ids,
+        types=types,
+        config=config_json,
+        user_data=user_data_json,
+        lines=from_file,
+        source=getattr(from_file, "name", "input"),
+        concurrency=concurrency,
+        force=force,
+        dry_run=dry_run,
+    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ensure_schema(settings)
+    try:
+        code = asyncio.run(submit_command(settings, options, Console()))
+    except TrackerError as exc:
+        raise click.UsageError(exc.message) from None
+    raise SystemExit(code)
+
+
+@dataclass
+class Options:
+    media_ids: Sequence[str]
+    types: str | None
+    config: str | None
+    user_data: str | None
+    lines: Iterable[str] | None
+    source: str
+    concurrency: int
+    force: bool
+    dry_run: bool
+
+
+def load_items(settings: Settings, options: Options) -> tuple[list[Item], SubmitRequest]:
+    """Parse and validate everything before anything is sent; raises InvalidSubmission."""
+    default_types = parse_types(options.types) if options.types else None
+    items = [Item(check_media_id(m), default_types or ()) for m in options.media_ids]
+    if items and default_types is None:
+        raise InvalidSubmission("--types is required with media ids on the command line")
+    if options.lines is not None:
+        items += read_items(options.lines, default_types, source=options.source)
+    if not items:
+        raise InvalidSubmission("nothing to submit: give media ids or --from-file")
+    template = SubmitRequest(
+        "",
+        (),
+        parse_json_object("--config", options.config),
+        parse_json_object("--user-data", options.user_data),
+    )
+    items = merge_items(items)
+    check_items(items, settings.vod_region, template.user_data)
+    return items, template
+
+
+async def submit_command(settings: Settings, options: Options, console: Console) -> int:
+    """`tracker submit`: 0 when everything was submitted or skipped, 1 when anything failed or
+    is unknown, 130 when interrupted (Ctrl-C: in-flight media finish; twice: they are
+    abandoned as submit_unknown)."""
+    items, template = load_items(settings, options)
+    database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    assert current is not None
+    runner: asyncio.Task[Tally] | None = None
+    tally = Tally(total=len(items))
+
+    def interrupt() -> None:
+        if not stop.is_set():
+            stop.set()
+            console.print(
+                "stopping: finishing the submissions in flight (Ctrl-C again abandons them "
+                "as submit_unknown)",
+                highlight=False,
+            )
+        elif runner is not None:
+            runner.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
+    try:
+        with show(console, dry_run=options.dry_run) as reporter:
+            if options.dry_run:
+                tally = await dry_run(database, items, reporter, force=options.force)
+            else:
+                async with VodClient(settings) as vod:
+                    runner = asyncio.create_task(
+                        run_batch(
+                            database,
+                            vod,
+                            items,
+                            utcnow,
+                            reporter,
+                            config=template.config,
+                            user_data=template.user_data,
+                            concurrency=options.concurrency,
+                            force=options.force,
+                            stop=stop,
+                            tally=tally,
+                        )
+                    )
+                    try:
+                        await runner
+                    except asyncio.CancelledError:
+                        if current.cancelling():
+                            raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await database.dispose()
+    for line in tally.lines(dry_run=options.dry_run):
+        click.echo(line)
+    if tally.interrupted:
+        return 130
+    return 0 if tally.ok else 1

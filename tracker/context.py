@@ -1,0 +1,38 @@
+"""What the app owns, built once in its lifespan: the one typed object its routes read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from tracker.clock import Clock
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.vod import VodClient
+
+if TYPE_CHECKING:  # the wings' types, named for the checker only: the core imports no wing
+    from tracker.api.queries import StatsCache
+    from tracker.ingest.inbox import Inbox
+    from tracker.scheduler.service import Scheduler
+
+
+@dataclass(eq=False)
+class AppContext:
+    settings: Settings
+    clock: Clock
+    database: Database
+    inbox: Inbox
+    stats: StatsCache
+    vod: VodClient | None = None
+    scheduler: Scheduler | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def context_of(owner: Request | Starlette) -> AppContext:
+    """The context of a running app (its lifespan has started)."""
+    app = owner.app if isinstance(owner, Request) else owner
+    context: AppContext = app.state.context
+    return context

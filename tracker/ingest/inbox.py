@@ -1,0 +1,314 @@
+"""The callback inbox: group-committed durable writes of callback events.
+
+Requests hand their parsed event to `Inbox.record` and wait. Writer tasks take everything queued,
+upsert it into `callback_events` in ONE statement and only then resolve each waiter, so a 200 is
+never sent before its own row is committed, and a burst costs one commit per batch, not per
+request. Applying events to jobs happens later, in `tracker.ingest.applier`, which the inbox owns.
+
+A flow: the inbox owns its database transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tracker import metrics
+from tracker.clock import Clock
+from tracker.db import Database, db_time
+from tracker.errors import describe
+from tracker.ingest.applier import EVENTS, POLL_SECONDS, Applier
+
+log = logging.getLogger(__name__)
+
+# Events per statement. Small enough that with many concurrent senders the database commits one
+# batch while the event loop prepares the next, instead of everyone waiting on one big commit.
+MAX_BATCH = 32
+HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
+BUSY_WINDOW = 0.05  # seconds since the last commit during which recording counts as busy
+# VOD gives up on a delivery after 5 s (vod-reference.md 6.5): answer 503 before that, so it
+# retries, rather than letting it time out. A late commit is harmless: the retry is a duplicate.
+STORE_TIMEOUT = 4.0
+
+
+class StoreFailed(Exception):
+    """The batch holding this event was not committed; the caller must not acknowledge it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    new: bool  # False: the dedup key was already stored (a repeated delivery)
+
+
+# The columns a request fills, in the order each row travels in the batch parameter.
+COLUMNS = (
+    "dedup_key",
+    "event_type",
+    "job_id",
+    "media_id",
+    "status",
+    "event_time",
+    "body",
+    "headers",
+    "received_at",
+    "deliveries",
+    "applied",
+    "reason",
+)
+POSTGRES_CASTS = {"event_time": "timestamptz", "received_at": "timestamptz", "deliveries": "int"}
+POSTGRES_CASTS |= {"applied": "boolean"}
+
+
+def upsert_sql(dialect: str) -> str:
+    """INSERT ... SELECT FROM <batch> ON CONFLICT (dedup_key) DO UPDATE SET deliveries + n.
+
+    The batch is ONE parameter, a JSON array of arrays (COLUMNS order) unpacked by the database,
+    so the statement is fixed whatever the batch size (prepared once on PostgreSQL) and no row
+    is bound or type-processed in Python. DO UPDATE rather than DO NOTHING: the row keeps how
+    often VOD delivered the event (a retry means our 200 did not reach it), and RETURNING yields
+    a row for duplicates too, which tells new from repeated without a read-before-write.
+    """
+    names = ", ".join(COLUMNS)
+    if dialect == "postgresql":
+        values = ", ".join(
+            "r -> 7" if name == "headers" else f"(r ->> {i})::{POSTGRES_CASTS.get(name, 'text')}"
+            for i, name in enumerate(COLUMNS)
+        )
+        source = f"SELECT {values} FROM jsonb_array_elements($1::jsonb) AS r"
+    else:  # json_extract of an object (headers) is its JSON text, as SQLite keeps JSON columns
+        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(COLUMNS)))
+        source = f"SELECT {values} FROM json_each(?) WHERE true"  # WHERE: parses before ON
+    return (
+        f"INSERT INTO {EVENTS.name} ({names}) {source} "
+        "ON CONFLICT (dedup_key) DO UPDATE "
+        f"SET deliveries = {EVENTS.name}.deliveries + excluded.deliveries "
+        "RETURNING dedup_key, deliveries"
+    )
+
+
+def batch_json(rows: Sequence[tuple[dict[str, Any], int]], dialect: str) -> str:
+    """The batch parameter: each (row, deliveries) as an array in COLUMNS order."""
+    return json.dumps(
+        [
+            [
+                row["dedup_key"],
+                row["event_type"],
+                row["job_id"],
+                row["media_id"],
+                row["status"],
+                db_time(row["event_time"], dialect),
+                row["body"],
+                row["headers"],
+                db_time(row["received_at"], dialect),
+                deliveries,
+                row["applied"],
+                row["reason"],
+            ]
+            for row, deliveries in rows
+        ],
+        separators=(",", ":"),
+    )
+
+
+Pending = tuple[dict[str, Any], asyncio.Future[Recorded]]
+
+
+class Inbox:
+    """Owns the write queue, the writer tasks and the applier of one process."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        clock: Clock,
+        confirm: bool = False,
+        writers: int | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.database = database
+        # SQLite has one writer connection; on PostgreSQL overlapping commits raise throughput.
+        self.writers = writers or (1 if database.is_sqlite else 4)
+        self.applier = Applier(
+            database,
+            clock=clock,
+            busy=self.busy,
+            confirm=confirm,
+            poll_seconds=poll_seconds,
+        )
+        self._dialect = database.writer.dialect.name
+        self._sql = upsert_sql(self._dialect)
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        # Each waiter's deadline, in arrival order (all share one timeout): see _expire_loop.
+        # Only waiting futures stay in it, so none lives long enough to burden the GC.
+        self._deadlines: dict[asyncio.Future[Recorded], float] = {}
+        self._holding = 0  # writers holding a connection
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_write = 0.0
+        self._closed = True
+        self.batches = 0  # statements committed; for tests and diagnostics
+
+    async def start(self) -> None:
+        self._closed = False
+        self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self.writers)]
+        self._tasks.append(asyncio.create_task(self._expire_loop()))
+        self.applier.start()
+
+    async def stop(self) -> None:
+        """Refuse new events, let queued ones commit (bounded), then end the tasks."""
+        self._closed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 5.0)
+        with contextlib.suppress(TimeoutError):  # until no writer holds a connection
+            await asyncio.wait_for(self._idle.wait(), 5.0)
+        for task in self._tasks:  # writers now wait on the empty queue: safe to cancel
+            task.cancel()
+        await self.applier.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(StoreFailed("shutting down"))
+
+    async def record(self, row: dict[str, Any]) -> Recorded:
+        """Return once `row` is committed to the inbox; raise StoreFailed if it was not, or
+        not within STORE_TIMEOUT."""
+        if self._closed:
+            raise StoreFailed("inbox closed")
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((row, future))
+        self._deadlines[future] = time.monotonic() + STORE_TIMEOUT
+        try:
+            return await future
+        finally:
+            self._deadlines.pop(future, None)
+
+    async def _expire_loop(self) -> None:
+        """Fail waiters not answered by their deadline: one task for all of them, since a timer
+        per request costs more than the rest of the request's bookkeeping."""
+        while True:
+            await asyncio.sleep(min(0.25, STORE_TIMEOUT / 4))
+            now = time.monotonic()
+            for future, deadline in list(self._deadlines.items()):
+                if deadline > now:
+                    break
+                del self._deadlines[future]
+                if not future.done():
+                    future.set_exception(StoreFailed("not committed in time"))
+
+    def busy(self) -> bool:
+        """Whether events are waiting or were committed in the last BUSY_WINDOW."""
+        return not self._queue.empty() or time.monotonic() - self._last_write < BUSY_WINDOW
+
+    async def _write_loop(self) -> None:
+        while True:
+            taken = [await self._queue.get()]  # events taken from the queue, not yet answered
+            self._holding += 1
+            self._idle.clear()
+            try:
+                await self._write_while_busy(taken)
+            except Exception as exc:  # no connection could be had (or given back)
+                self._fail(taken, exc)
+                for _ in taken:
+                    self._queue.task_done()
+            finally:
+                self._holding -= 1
+                if not self._holding:
+                    self._idle.set()
+
+    async def _write_while_busy(self, taken: list[Pending]) -> None:
+        """Hold one connection while events keep coming (bounded), one statement per batch.
+
+        The statement runs on the driver connection in autocommit: one INSERT is one atomic
+        transaction, committed (fsynced) when it returns, in a single round trip (one hop to
+        aiosqlite's thread) instead of BEGIN, INSERT, COMMIT and the pool's ping and reset.
+        """
+        async with self.database.writer.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            release_at = time.monotonic() + HOLD_SECONDS
+            while taken:
+                self._drain(taken)
+                batch = taken[:]
+                taken.clear()
+                if not await self._write(driver, batch):
+                    await conn.invalidate()  # a failed connection is not given back to the pool
+                    return
+                if time.monotonic() >= release_at:
+                    return
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    taken.append(self._queue.get_nowait())
+
+    def _drain(self, batch: list[Pending]) -> None:
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
+    async def _write(self, driver: Any, batch: list[Pending]) -> bool:
+        try:
+            results = await self._store(driver, [row for row, _ in batch])
+        except Exception as exc:  # any failure means: not committed
+            self._fail(batch, exc)
+            return False
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+        self.batches += 1
+        self._last_write = time.monotonic()
+        self.applier.wake()
+        answered: set[str] = set()
+        for row, future in batch:
+            key = row["dedup_key"]
+            # Within a batch, the first delivery of a key is the one that may be new.
+            result = results[key] if key not in answered else Recorded(new=False)
+            answered.add(key)
+            if not future.done():  # the client may have gone away meanwhile
+                future.set_result(result)
+        return True
+
+    def _fail(self, batch: list[Pending], exc: Exception) -> None:
+        log.warning("inbox write of %d events failed: %s", len(batch), describe(exc))
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(StoreFailed(describe(exc)))
+
+    async def _store(self, driver: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Recorded]:
+        # One row per dedup key (PostgreSQL refuses to upsert one row twice in a statement),
+        # sorted so concurrent batches lock keys in the same order and cannot deadlock.
+        merged: dict[str, tuple[dict[str, Any], int]] = {}
+        for row in rows:
+            key = row["dedup_key"]
+            seen = merged.get(key)
+            merged[key] = (row, 1) if seen is None else (seen[0], seen[1] + 1)
+        payload = batch_json([merged[key] for key in sorted(merged)], self._dialect)
+        if self._dialect == "postgresql":
+            returned = await driver.fetch(self._sql, payload)  # asyncpg
+        else:
+            returned = await driver.execute_fetchall(self._sql, (payload,))  # aiosqlite
+        results: dict[str, Recorded] = {}
+        repeated = 0
+        for key, deliveries in returned:
+            row, sent = merged[key]
+            new = deliveries == sent
+            results[key] = Recorded(new=new)
+            repeated += deliveries - 1 if new else sent
+            if new and row["applied"] is False:
+                metrics.CALLBACKS_UNAPPLIED.labels(_label(row["reason"])).inc()
+        if repeated:
+            metrics.CALLBACKS_DUPLICATE.inc(repeated)
+        if len(results) != len(merged):
+            raise RuntimeError(f"stored {len(results)} of {len(merged)} events")
+        return results
+
+
+def _label(reason: str | None) -> str:
+    return (reason or "unknown").split(":", 1)[0]

@@ -1,0 +1,233 @@
+"""Submitting media to VOD: validate, claim the jobs, call SubmitAIJob, record what VOD said.
+
+A submission is two units of work around the VOD call, never one transaction across it:
+1. claim: the Submission and one `submitting` job per type are committed first, so a crash during
+   the call leaves a visible row (and a callback can still attach its JobId to it);
+2. record: VOD's JobIds move those jobs to `processing`, or its refusal to `submit_failed`, or an
+   unknown outcome to `submit_unknown`, through `tracker.transitions.transition`.
+Two submitters of the same media and type race on the unique index
+`uq_jobs_media_id_type_submitted` (tracker/models.py, `claims.py`): one of them calls VOD.
+
+Flows: `submit_media` takes the database and the VOD client and owns both units of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+from tracker.clock import Clock
+from tracker.db import Database
+from tracker.errors import TrackerError, Unavailable
+from tracker.metrics import SUBMITTED_JOBS
+from tracker.models import Job, JobState
+from tracker.submit.claims import (
+    Answer,
+    Claim,
+    Refusal,
+    SubmitRequest,
+    claim_many,
+    record_many,
+)
+from tracker.vod import (
+    VodClient,
+    VodError,
+    VodOutcomeUnknown,
+    VodThrottled,
+    VodUnreachable,
+)
+
+log = logging.getLogger(__name__)
+
+
+S = JobState
+RECORD_ATTEMPTS = 5  # writing VOD's answer: a JobId we were given must not be dropped lightly
+
+
+class ClaimFailed(Unavailable):
+    """The database refused the claim: nothing was sent to VOD."""
+
+    code = "database_unavailable"
+
+
+class TypeOutcome(StrEnum):
+    """What happened to one job type of one submission."""
+
+    SUBMITTED = "submitted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class Submitted:
+    """The result of `submit_media`: the jobs of the request and what happened to each type."""
+
+    request: SubmitRequest
+    outcomes: dict[str, TypeOutcome] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)  # one per requested type, new or blocking
+    error: TrackerError | None = None  # VOD's refusal or the unknown outcome, if any
+    job_ids: dict[str, str] = field(default_factory=dict)  # type -> VOD's JobId, when submitted
+
+    @property
+    def sent(self) -> bool:
+        return any(o is not TypeOutcome.SKIPPED for o in self.outcomes.values())
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """Where a submission's two units of work are committed (one each, or grouped)."""
+
+    async def claim(self, request: SubmitRequest, *, force: bool, read: bool) -> Claim: ...
+    async def record(self, claim: Claim, answer: Answer) -> None: ...
+
+
+class DirectStore:
+    """One transaction per unit of work (the API; `tracker.submit.batch` groups them instead)."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self.database = database
+        self.clock = clock
+
+    async def claim(self, request: SubmitRequest, *, force: bool, read: bool) -> Claim:
+        async with self.database.write() as session:
+            (claim,) = await claim_many(session, [request], self.clock(), force=force, read=read)
+        return claim
+
+    async def record(self, claim: Claim, answer: Answer) -> None:
+        async with self.database.write() as session:
+            await record_many(session, [(claim, answer)], self.clock())
+
+
+async def submit_media(
+    database: Database,
+    vod: VodClient,
+    request: SubmitRequest,
+    clock: Clock,
+    *,
+    force: bool = False,
+    store: Store | None = None,
+    check_existing: bool = True,
+    load_jobs: bool = True,
+    throttle_rounds: int = 0,
+    throttle_pause: float = 1.0,
+) -> Submitted:
+    """Submit one media: claim, call SubmitAIJob once, record VOD's answer.
+
+    Never resubmits by itself: a claimed job ends `processing`, `submit_failed` or
+    `submit_unknown`; only a throttling refusal (VOD created nothing) is sent again, at most
+    `throttle_rounds` more times. Commits its own units of work; none is open during the call.
+    `check_existing=False` skips the read for jobs of origin `callback` (a caller that looked
+    already); the unique index still decides between submitters.
+    """
+    store = store or DirectStore(database, clock)
+    claiming = asyncio.ensure_future(store.claim(request, force=force, read=check_existing))
+    try:
+        claim = await asyncio.shield(claiming)
+    except (SQLAlchemyError, OSError) as exc:
+        raise ClaimFailed(f"could not record the submission, nothing sent: {exc}") from exc
+    except asyncio.CancelledError:
+        # Interrupted before the call: release what was claimed, nothing was sent.
+        claim = await claiming
+        if claim.rows:
+            unsent = VodUnreachable("interrupted before the request was sent; nothing submitted")
+            await _record(store, claim, Refusal(unsent, S.SUBMIT_FAILED))
+        raise
+    submitted = Submitted(request)
+    submitted.outcomes = {t: TypeOutcome.SKIPPED for t in claim.blocked}
+    if claim.rows:
+        await _call_and_record(
+            store, vod, request, claim, submitted, throttle_rounds, throttle_pause
+        )
+    for job_type, outcome in submitted.outcomes.items():
+        SUBMITTED_JOBS.labels(job_type, outcome.value).inc()
+    submitted.jobs = list(claim.blocked.values())
+    if load_jobs and claim.rows:
+        async with database.session() as session:
+            ids = list(claim.rows.values())
+            submitted.jobs += list(await session.scalars(select(Job).where(Job.id.in_(ids))))
+    submitted.jobs.sort(key=lambda job: (job.type, job.id))
+    return submitted
+
+
+async def _call_and_record(
+    store: Store,
+    vod: VodClient,
+    request: SubmitRequest,
+    claim: Claim,
+    submitted: Submitted,
+    throttle_rounds: int,
+    throttle_pause: float,
+) -> None:
+    types = list(claim.rows)
+    try:
+        for round_ in range(throttle_rounds + 1):
+            try:
+                result = await vod.submit_ai_job(
+                    request.media_id, types, request.config, request.user_data
+                )
+                break
+            except VodThrottled:
+                if round_ >= throttle_rounds:
+                    raise
+                await asyncio.sleep(min(30.0, throttle_pause * 2**round_))
+    except VodOutcomeUnknown as exc:
+        await _record(store, claim, Refusal(exc, S.SUBMIT_UNKNOWN))
+        _settle(submitted, types, TypeOutcome.UNKNOWN, exc)
+    except (VodError, VodUnreachable) as exc:
+        await _record(store, claim, Refusal(exc, S.SUBMIT_FAILED))
+        _settle(submitted, types, TypeOutcome.FAILED, exc)
+    except asyncio.CancelledError:
+        # Interrupted mid-call (second Ctrl-C): VOD may have the request; never assume it didn't.
+        unknown = VodOutcomeUnknown("interrupted while waiting for VOD; the job may exist")
+        await asyncio.shield(_record(store, claim, Refusal(unknown, S.SUBMIT_UNKNOWN)))
+        raise
+    except Exception as exc:
+        log.exception("SubmitAIJob of %s failed unexpectedly", request.media_id)
+        unknown = VodOutcomeUnknown(f"unexpected error around the VOD call: {exc!r}")
+        await _record(store, claim, Refusal(unknown, S.SUBMIT_UNKNOWN))
+        _settle(submitted, types, TypeOutcome.UNKNOWN, unknown)
+    else:
+        try:
+            # Shielded: a JobId VOD gave us is recorded even if we are interrupted now.
+            await asyncio.shield(_record(store, claim, result))
+        except BaseException:
+            # The jobs exist at VOD: leave their ids where an operator (and grep) finds them.
+            log.error(
+                "SubmitAIJob %s created %s; if not recorded, callbacks will attach them",
+                result.request_id,
+                ", ".join(f"{j.type}={j.job_id}" for j in result.jobs),
+            )
+            raise
+        _settle(submitted, types, TypeOutcome.SUBMITTED, None)
+        submitted.job_ids = {j.type: j.job_id for j in result.jobs if j.type in claim.rows}
+
+
+def _settle(
+    submitted: Submitted, types: Sequence[str], outcome: TypeOutcome, error: TrackerError | None
+) -> None:
+    submitted.outcomes.update(dict.fromkeys(types, outcome))
+    submitted.error = error
+
+
+async def _record(store: Store, claim: Claim, answer: Answer) -> None:
+    """Bounded retries: a lost race with a callback on PostgreSQL (IntegrityError) or a
+    database blip must not drop what VOD told us."""
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        try:
+            await store.record(claim, answer)
+            return
+        except (IntegrityError, DBAPIError, OSError) as exc:
+            if attempt == RECORD_ATTEMPTS:
+                raise
+            log.warning("recording submission %s: %s; retrying", claim.submission_id, exc)
+            await asyncio.sleep(0.05 * 2**attempt)

@@ -1,0 +1,183 @@
+"""What a batch did: one line per media outcome, the summary, and how both are shown (plain
+lines for logs and pipes, a rich progress bar on a terminal)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tracker.models import Job
+from tracker.submit.claims import error_fields
+from tracker.submit.service import Submitted, TypeOutcome
+
+
+@dataclass
+class Tally:
+    """Jobs (media x type) by outcome, and why the unsuccessful ones were not submitted."""
+
+    media: int = 0
+    total: int = 0  # media in the input
+    jobs: Counter[TypeOutcome] = field(default_factory=Counter)
+    reasons: Counter[tuple[TypeOutcome, str]] = field(default_factory=Counter)
+    examples: dict[tuple[TypeOutcome, str], list[str]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    details: dict[tuple[TypeOutcome, str], str] = field(default_factory=dict)
+    interrupted: bool = False
+    stopped_by: str | None = None  # an error that stopped the batch early
+
+    def add(self, media_id: str, line: Line) -> None:
+        self.jobs[line.outcome] += len(line.types)
+        if line.outcome is TypeOutcome.SUBMITTED:
+            return
+        key = (line.outcome, line.key)
+        self.reasons[key] += len(line.types)
+        self.details.setdefault(key, line.detail)
+        shown = self.examples[key]
+        if len(shown) < 3 and media_id not in shown:
+            shown.append(media_id)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.jobs[TypeOutcome.FAILED] or self.jobs[TypeOutcome.UNKNOWN] or self.interrupted
+        )
+
+    def lines(self, *, dry_run: bool = False) -> list[str]:
+        verb = "would submit" if dry_run else "submitted"
+        head = (
+            f"{self.media} of {self.total} media: {self.jobs[TypeOutcome.SUBMITTED]} jobs {verb}, "
+            f"{self.jobs[TypeOutcome.SKIPPED]} skipped, {self.jobs[TypeOutcome.FAILED]} failed, "
+            f"{self.jobs[TypeOutcome.UNKNOWN]} unknown"
+        )
+        out = [head]
+        if self.stopped_by is not None:
+            out.append(
+                f"stopped early ({self.stopped_by}): {self.total - self.media} media not "
+                "started; run it again once that is fixed"
+            )
+        elif self.interrupted:
+            out.append(f"interrupted: {self.total - self.media} media not started; run it again")
+        for key, count in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
+            shown = ", ".join(self.examples[key])
+            out.append(f"  {key[0].value} {count}: {self.details[key]} (e.g. {shown})")
+        return out
+
+
+def skip_reason(job: Job) -> str:
+    return f"already {job.state}" + (f" ({job.origin})" if job.origin != "submitted" else "")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One outcome of one media: `key` groups the summary (skip reason or VOD's code)."""
+
+    outcome: TypeOutcome
+    types: list[str]
+    key: str
+    detail: str
+
+
+def lines_of(done: Submitted) -> list[Line]:
+    jobs = {job.type: job for job in done.jobs}
+    by_outcome: dict[TypeOutcome, list[str]] = defaultdict(list)
+    for job_type, outcome in done.outcomes.items():
+        by_outcome[outcome].append(job_type)
+    out = []
+    for outcome, types in by_outcome.items():
+        if outcome is TypeOutcome.SUBMITTED:
+            ids = " ".join(f"{t}={done.job_ids.get(t)}" for t in types)
+            out.append(Line(outcome, types, "", ids))
+        elif outcome is TypeOutcome.SKIPPED:
+            for t in types:
+                reason = skip_reason(jobs[t]) if t in jobs else "already submitted"
+                out.append(Line(outcome, [t], reason, reason))
+        else:
+            assert done.error is not None
+            code, request_id = error_fields(done.error)
+            detail = f"{code}: {done.error.message}"
+            if request_id:
+                detail += f" [RequestId {request_id}]"
+            out.append(Line(outcome, types, code, detail))
+    return out
+
+
+class Reporter(Protocol):
+    def started(self, total: int) -> None: ...
+    def media(self, media_id: str, line: Line) -> None: ...
+    def advance(self) -> None: ...
+
+
+class PlainReporter:
+    """One line per media outcome: for logs, pipes and CI."""
+
+    def __init__(self, echo: Callable[[str], None], *, dry_run: bool = False) -> None:
+        self.echo = echo
+        self.dry_run = dry_run
+
+    def started(self, total: int) -> None:
+        verb = "planning" if self.dry_run else "submitting"
+        self.echo(f"{verb} {total} media")
+
+    def media(self, media_id: str, line: Line) -> None:
+        word = "would-submit" if self.dry_run and line.outcome is TypeOutcome.SUBMITTED else None
+        types = ",".join(line.types)
+        self.echo(f"{word or line.outcome.value} {media_id} {types} {line.detail}".rstrip())
+
+    def advance(self) -> None:
+        pass
+
+
+class ProgressReporter:
+    """A rich progress bar on a terminal; only failures and unknowns are printed above it."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def started(self, total: int) -> None:
+        self.task = self.progress.add_task("submitting", total=total)
+
+    def media(self, media_id: str, line: Line) -> None:
+        if line.outcome in (TypeOutcome.FAILED, TypeOutcome.UNKNOWN):
+            self.progress.console.print(
+                f"[red]{line.outcome.value}[/] {media_id} {','.join(line.types)} {line.detail}",
+                markup=True,
+                highlight=False,
+            )
+
+    def advance(self) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+
+@contextmanager
+def show(console: Console, *, dry_run: bool) -> Iterator[Reporter]:
+    """A progress bar when stdout is a terminal (and this is no dry run), else plain lines."""
+    if console.is_terminal and not dry_run:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            yield ProgressReporter(progress)
+    else:
+        yield PlainReporter(click.echo, dry_run=dry_run)
