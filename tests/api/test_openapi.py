@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from pydantic import TypeAdapter
 from starlette.routing import Route
 
+from tracker.api import schemas
 from tracker.api.openapi import document
 from tracker.app import create_app
 from tracker.config import Settings
@@ -99,3 +103,10 @@ def test_every_route_is_documented_with_its_methods(fresh_database_url: str) -> 
     }
     documented = {(path, method) for path, ops in document()["paths"].items() for method in ops}
     assert served == documented
+
+
+def test_readme_job_example_has_the_declared_shape() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("A job looks like this", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    job = TypeAdapter(schemas.Job).validate_python(json.loads(example), strict=True)
+    assert set(job) == set(document()["components"]["schemas"]["Job"]["required"])

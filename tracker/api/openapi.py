@@ -8,165 +8,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.api.schemas import PAGE, components
+from tracker.ingest.receiver import MAX_BODY
 from tracker.models import JobState
+from tracker.submit.validate import MEDIA_ID_LIMIT
 
 STATES = [state.value for state in JobState]
 # One state or a comma-separated list of them.
 STATE_LIST = f"^({'|'.join(STATES)})(,({'|'.join(STATES)}))*$"
 
 
-def _nullable(kind: str, **more: Any) -> dict[str, Any]:
-    return {"type": kind, "nullable": True, **more}
-
-
-TIME = _nullable("string", format="date-time")
-ANY_JSON: dict[str, Any] = {"nullable": True}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "message"],
-        "properties": {
-            "error": {"type": "string", "description": "machine-readable code"},
-            "message": {"type": "string"},
-            "parameter": {"type": "string", "description": "the query parameter at fault"},
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": [
-            "job_id",
-            "media_id",
-            "type",
-            "state",
-            "stale",
-            "stale_at",
-            "origin",
-            "status",
-            "code",
-            "message",
-            "result",
-            "submitted_at",
-            "updated_at",
-            "completed_at",
-        ],  # fmt: skip
-        "properties": {
-            "job_id": _nullable("string", description="VOD JobId; null if never submitted"),
-            "media_id": {"type": "string"},
-            "type": {"type": "string", "example": "AIVideoTag"},
-            "state": {"type": "string", "enum": STATES},
-            "stale": {"type": "boolean"},
-            "stale_at": TIME,
-            "origin": {"type": "string", "enum": ["submitted", "callback"]},
-            "status": _nullable("string", description="VOD's status, lower case"),
-            "code": _nullable("string"),
-            "message": _nullable("string"),
-            "result": ANY_JSON,
-            "submitted_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "completed_at": TIME,
-            "pending_status": {
-                "type": "string",
-                "description": "a callback outcome awaiting confirmation by ListAIJob",
-            },
-            "pending_since": TIME,
-        },
-    },
-    "JobPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-            "next_cursor": _nullable("string", description="pass as `cursor` for the next page"),
-        },
-    },
-    "JobList": {
-        "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
-    },
-    "Event": {
-        "type": "object",
-        "required": ["id", "job_id", "received_at", "deliveries", "applied", "reason"],
-        "properties": {
-            "id": {"type": "integer"},
-            "event_type": _nullable("string"),
-            "job_id": _nullable("string"),
-            "media_id": _nullable("string"),
-            "status": _nullable("string"),
-            "event_time": TIME,
-            "received_at": {"type": "string", "format": "date-time"},
-            "deliveries": {"type": "integer", "minimum": 1},
-            "applied": _nullable("boolean", description="null: not processed yet"),
-            "applied_at": TIME,
-            "reason": _nullable("string", description="why not applied"),
-            "body": {"type": "string", "description": "the raw callback body"},
-        },
-    },
-    "EventList": {
-        "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}},
-    },
-    "Stats": {
-        "type": "object",
-        "required": ["computed_at", "jobs", "callbacks_last_hour", "heartbeats"],
-        "properties": {
-            "computed_at": {"type": "string", "format": "date-time"},
-            "jobs": {
-                "type": "object",
-                "required": ["by_type", "by_state", "total", "stale", "oldest_unfinished_age_s"],
-                "properties": {
-                    "by_type": {
-                        "type": "object",
-                        "additionalProperties": {
-                            "type": "object",
-                            "additionalProperties": {"type": "integer"},
-                        },
-                    },
-                    "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "total": {"type": "integer"},
-                    "stale": {"type": "integer"},
-                    "oldest_unfinished_submitted_at": TIME,
-                    "oldest_unfinished_age_s": _nullable("number"),
-                },
-            },
-            "callbacks_last_hour": {
-                "type": "object",
-                "required": ["received", "duplicate", "rejected"],
-                "properties": {
-                    "received": {"type": "integer"},
-                    "duplicate": {"type": "integer"},
-                    "rejected": {
-                        "type": "integer",
-                        "description": "refused before storage, by this process",
-                    },
-                },
-            },
-            "heartbeats": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "started_at"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "owner": {"type": "string"},
-                        "started_at": {"type": "string", "format": "date-time"},
-                        "finished_at": TIME,
-                        "duration_s": _nullable("number"),
-                        "ok": _nullable("boolean"),
-                        "summary": _nullable("string"),
-                    },
-                },
-            },
-        },
-    },
-    "Probe": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
-}
+SCHEMAS: dict[str, Any] = components()
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -202,7 +54,7 @@ LIST_PARAMETERS = [
     _query("stale", {"type": "boolean"}, "only stale (`true`) or only not stale (`false`)"),
     _query("submitted_after", {"type": "string", "format": "date-time"}, "exclusive bound"),
     _query("submitted_before", {"type": "string", "format": "date-time"}, "exclusive bound"),
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
+    _query("limit", {"type": "integer", **PAGE}, "page size"),
     _query(
         "cursor",
         {"type": "string"},
@@ -317,62 +169,6 @@ PATHS: dict[str, Any] = {
 
 # --- POST /jobs (tracker/api/routes.py, tracker/submit/service.py) ---------------------------
 
-SCHEMAS["SubmitRequest"] = {
-    "type": "object",
-    "required": ["media_id", "types"],
-    "properties": {
-        "media_id": {
-            "type": "string",
-            "pattern": "^[A-Za-z0-9_.:@=+/-]{1,128}$",
-            "example": "3D3D12340d92c641401fab46a0b847",
-        },
-        "types": {
-            "oneOf": [
-                {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "string", "enum": ["AIVideoTag", "AIMediaDNA"]},
-                },
-                {
-                    "type": "string",
-                    "pattern": "^(AIVideoTag|AIMediaDNA)(,(AIVideoTag|AIMediaDNA))*$",
-                    "example": "AIVideoTag,AIMediaDNA",
-                },
-            ]
-        },
-        "config": _nullable("object", description="SubmitAIJob `Config`"),
-        "user_data": _nullable(
-            "object",
-            description="SubmitAIJob `UserData`; VOD echoes `Extend` (at most 512 bytes) in the "
-            "callback, and `MessageCallback.CallbackURL` overrides the callback URL",
-            properties={
-                # 128 characters are at most 512 bytes in UTF-8; longer ASCII text is accepted.
-                "Extend": {"type": "string", "maxLength": 128},
-                "MessageCallback": {
-                    "type": "object",
-                    "required": ["CallbackURL"],
-                    "properties": {"CallbackURL": {"type": "string", "pattern": "^https?://"}},
-                },
-            },
-        ),
-        "force": {"type": "boolean", "default": False, "description": "resubmit even if live"},
-    },
-}
-SCHEMAS["SubmitError"] = {
-    "type": "object",
-    "required": ["error", "message", "Code", "Message", "RequestId", "jobs"],
-    "properties": {
-        "error": {"type": "string"},
-        "message": {"type": "string"},
-        "Code": {
-            "type": "string",
-            "description": "VOD's error code, or ours if VOD never answered",
-        },
-        "Message": {"type": "string"},
-        "RequestId": _nullable("string"),
-        "jobs": {"type": "array", "items": _ref("Job")},
-    },
-}
 PATHS["/jobs"]["post"] = {
     "operationId": "submitJobs",
     "summary": "Submit one media for AI jobs (SubmitAIJob); each type that already has a live or "
@@ -394,12 +190,6 @@ PATHS["/jobs"]["post"] = {
         ),
     },
 }
-SCHEMAS["SubmittedJobs"] = {
-    "type": "object",
-    "required": ["jobs"],
-    "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
-}
-
 
 # --- POST /callbacks/vod (tracker/ingest/receiver.py) -----------------------------------------
 
@@ -408,8 +198,8 @@ _AI_EVENT = "^AI[^\\u0000]*Complete$"  # what tracker/ingest/receiver.py applies
 _STATUS = "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$"  # in any case
 SCHEMAS["VodEvent"] = {
     "description": "VOD's event notification body (vod-reference.md 6.2), read as JSON whatever "
-    "the Content-Type; at most 64 KiB. AI completion events are applied to their job; any other "
-    "event type is stored and acknowledged, not applied.",
+    f"the Content-Type; at most {MAX_BODY // 1024} KiB. AI completion events are applied to their "
+    "job; any other event type is stored and acknowledged, not applied.",
     "oneOf": [_ref("VodAIEvent"), _ref("VodOtherEvent")],
 }
 SCHEMAS["VodAIEvent"] = {
@@ -418,8 +208,8 @@ SCHEMAS["VodAIEvent"] = {
     "properties": {
         "EventType": {**_TEXT, "maxLength": 64, "pattern": _AI_EVENT},
         "EventTime": {"description": "UTC; read leniently (`...:17Z`, `...:17:025Z`)"},
-        "JobId": {**_TEXT, "maxLength": 128},
-        "MediaId": {**_TEXT, "maxLength": 128, "nullable": True},
+        "JobId": {**_TEXT, "maxLength": MEDIA_ID_LIMIT},
+        "MediaId": {"anyOf": [{**_TEXT, "maxLength": MEDIA_ID_LIMIT}, {"type": "null"}]},
         "Status": {
             "type": "string",
             "pattern": "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$",
@@ -435,11 +225,6 @@ SCHEMAS["VodOtherEvent"] = {
     "properties": {
         "EventType": {**_TEXT, "maxLength": 64, "not": {"pattern": _AI_EVENT}},
     },
-}
-SCHEMAS["CallbackAck"] = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {"status": {"type": "string", "enum": ["stored", "duplicate"]}},
 }
 PATHS["/callbacks/vod"] = {
     "post": {
@@ -468,7 +253,7 @@ PATHS["/callbacks/vod"] = {
             "200": _json("stored, or a duplicate of a stored event", "CallbackAck"),
             "400": _json("malformed JSON or an AI event without its fields (kept)", "Error"),
             "401": _json("missing, wrong or expired signature (not stored)", "Error"),
-            "413": _json("body over 64 KiB", "Error"),
+            "413": _json(f"body over {MAX_BODY // 1024} KiB", "Error"),
             "503": _json("the event could not be stored; VOD retries", "Error"),
         },
     }
@@ -477,7 +262,7 @@ PATHS["/callbacks/vod"] = {
 
 def document() -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "vod-ai-tracker",
             "version": "1",

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tracker.api import queries
+from tracker.api import queries, schemas
 from tracker.api.auth import require_api_token
 from tracker.api.queries import JobFilter, Stats
 from tracker.context import context_of
@@ -29,14 +29,17 @@ from tracker.submit.validate import InvalidSubmission, validate_request
 
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a `Z`, or None."""
-    if value is None:
-        return None
+    return None if value is None else _iso(value)
+
+
+def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    """The one JSON shape of a job (GET /jobs/{id}, lists, POST /jobs)."""
-    body: dict[str, Any] = {
+def job_json(job: Job) -> schemas.Job:
+    """The one JSON shape of a job (GET /jobs/{id}, lists, POST /jobs): a plain dict build, as
+    lists of a million jobs page through it."""
+    body: schemas.Job = {
         "job_id": job.job_id,
         "media_id": job.media_id,
         "type": job.type,
@@ -48,8 +51,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "code": job.code,
         "message": job.message,
         "result": job.result,
-        "submitted_at": iso(job.submitted_at),
-        "updated_at": iso(job.updated_at),
+        "submitted_at": _iso(job.submitted_at),
+        "updated_at": _iso(job.updated_at),
         "completed_at": iso(job.completed_at),
     }
     if job.pending_status is not None:
@@ -58,7 +61,7 @@ def job_json(job: Job) -> dict[str, Any]:
     return body
 
 
-def event_json(event: CallbackEvent) -> dict[str, Any]:
+def event_json(event: CallbackEvent) -> schemas.Event:
     return {
         "id": event.id,
         "event_type": event.event_type,
@@ -66,7 +69,7 @@ def event_json(event: CallbackEvent) -> dict[str, Any]:
         "media_id": event.media_id,
         "status": event.status,
         "event_time": iso(event.event_time),
-        "received_at": iso(event.received_at),
+        "received_at": _iso(event.received_at),
         "deliveries": event.deliveries,
         "applied": event.applied,
         "applied_at": iso(event.applied_at),
@@ -75,11 +78,11 @@ def event_json(event: CallbackEvent) -> dict[str, Any]:
     }
 
 
-def heartbeat_json(beat: Heartbeat) -> dict[str, Any]:
+def heartbeat_json(beat: Heartbeat) -> schemas.Heartbeat:
     return {
         "name": beat.name,
         "owner": beat.owner,
-        "started_at": iso(beat.started_at),
+        "started_at": _iso(beat.started_at),
         "finished_at": iso(beat.finished_at),
         "duration_s": beat.duration_s,
         "ok": beat.ok,
@@ -87,9 +90,9 @@ def heartbeat_json(beat: Heartbeat) -> dict[str, Any]:
     }
 
 
-def stats_json(stats: Stats, now: datetime) -> dict[str, Any]:
+def stats_json(stats: Stats, now: datetime) -> schemas.Stats:
     return {
-        "computed_at": iso(stats.computed_at),
+        "computed_at": _iso(stats.computed_at),
         "jobs": {
             "by_type": stats.jobs,
             "by_state": stats.by_state(),
