@@ -15,28 +15,25 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from tests import programs
+from tests.factories import new_job
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import CallbackEvent, Job, JobState, Origin
+from tracker.models import CallbackEvent, Job, JobState
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 EVIL = "<img src=x onerror=\"document.title='pwned'\">"
 
 
 def job(n: int, state: JobState, job_type: str, **fields: Any) -> Job:
-    values: dict[str, Any] = {
-        "job_id": f"job-{n}",
+    values = {
         "media_id": f"media-{n}",
-        "type": job_type,
-        "state": state,
-        "origin": Origin.SUBMITTED,
         "submitted_at": NOW - timedelta(minutes=90 - n),
         "updated_at": NOW,
         **fields,
     }
-    return Job(**values)
+    return new_job(values.pop("job_id", f"job-{n}"), state, type=job_type, **values)
 
 
 async def seed(url: str) -> None:

@@ -10,34 +10,33 @@ import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
+from tests.factories import add_rows, new_job
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database
-from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
+from tracker.models import CallbackEvent, Heartbeat, Job, JobState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_job(n: int, **fields: Any) -> Job:
+    """Job n: two per media, types alternating; every third shares its time with the next, so
+    ties are broken by id."""
     values: dict[str, Any] = {
-        "job_id": f"job-{n:04d}",
         "media_id": f"media-{n // 2:04d}",
         "type": "AIVideoTag" if n % 2 == 0 else "AIMediaDNA",
-        "state": JobState.PROCESSING,
-        "origin": Origin.SUBMITTED,
-        # Every third job shares its time with the next, so ties are broken by id.
         "submitted_at": T0 + timedelta(minutes=n - n % 3),
         "updated_at": T0 + timedelta(minutes=n),
         **fields,
     }
-    return Job(**values)
+    return new_job(
+        values.pop("job_id", f"job-{n:04d}"), values.pop("state", JobState.PROCESSING), **values
+    )
 
 
-async def add(database: Database, *jobs: Job) -> None:
-    async with database.write() as session:
-        session.add_all(jobs)
+add = add_rows
 
 
 async def test_get_job_shape(client: httpx.AsyncClient, database: Database) -> None:

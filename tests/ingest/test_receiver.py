@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from tests import factories
 from tracker import metrics
 from tracker.app import create_app
 from tracker.clock import FrozenClock
@@ -82,26 +84,9 @@ async def settle(database: Database) -> None:
     raise AssertionError("events still unapplied")
 
 
-async def add_job(database: Database, job_id: str | None, **values: Any) -> None:
-    now = datetime(2017, 3, 20, 7, 0, tzinfo=UTC)
-    fields: dict[str, Any] = {
-        "media_id": f"media-{job_id}",
-        "type": "AIVideoTag",
-        "state": JobState.PROCESSING,
-        "origin": Origin.SUBMITTED,
-        "submitted_at": now,
-        "updated_at": now,
-    }
-    fields.update(values)
-    async with database.write() as session:
-        session.add(Job(job_id=job_id, **fields))
-
-
-async def job(database: Database, job_id: str) -> Job:
-    async with database.session() as session:
-        found = await session.scalar(select(Job).where(Job.job_id == job_id))
-    assert found is not None
-    return found
+# Jobs submitted before the events of vod-reference.md's examples (2017).
+add_job = partial(factories.add_job, at=datetime(2017, 3, 20, 7, 0, tzinfo=UTC))
+job = factories.find_job
 
 
 async def events(database: Database) -> list[CallbackEvent]:

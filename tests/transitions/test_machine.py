@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Update, create_engine, delete, event, func, select
 
+from tests import factories
 from tracker.db import Database, upgrade
 from tracker.models import Job, JobState, Origin
 from tracker.transitions import (
@@ -30,27 +32,9 @@ from tracker.transitions import (
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-async def add_job(database: Database, job_id: str | None, state: JobState, **extra: object) -> None:
-    async with database.write() as session:
-        session.add(
-            Job(
-                job_id=job_id,
-                media_id=extra.pop("media_id", "m1"),
-                type=extra.pop("type", "AIVideoTag"),
-                state=state,
-                origin=Origin.SUBMITTED,
-                submitted_at=T0,
-                updated_at=T0,
-                **extra,
-            )
-        )
-
-
-async def get_job(database: Database, job_id: str) -> Job:
-    async with database.session() as session:
-        job = await session.scalar(select(Job).where(Job.job_id == job_id))
-    assert job is not None
-    return job
+# Jobs of one media unless told: a callback may resolve a submit_unknown job of the same media.
+add_job = partial(factories.add_job, at=T0, media_id="m1")
+get_job = factories.find_job
 
 
 async def apply(database: Database, outcome: Outcome, now: datetime = T0) -> Applied:
