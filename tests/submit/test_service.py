@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from tracker.app import create_app
+from tracker.cli.reporters import PlainReporter
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
@@ -29,7 +30,6 @@ from tracker.models import Job, JobState, Origin, Submission
 from tracker.submit.batch import Item, dry_run, read_items, run_batch
 from tracker.submit.claims import SubmitRequest, claim_many, record_many
 from tracker.submit.service import TypeOutcome, submit_media
-from tracker.submit.tally import PlainReporter
 from tracker.submit.validate import validate_request
 from tracker.transitions import Applied, apply_outcome
 from tracker.vod import AIJob, SubmitResult, VodClient

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from tracker.cli.reporters import show
 from tracker.cli.startup import ensure_schema, settings_or_exit
 from tracker.clock import utcnow
 from tracker.config import Settings
@@ -19,7 +20,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.submit.batch import Item, check_items, dry_run, merge_items, read_items, run_batch
 from tracker.submit.claims import SubmitRequest
-from tracker.submit.tally import Tally, show
+from tracker.submit.tally import Tally
 from tracker.submit.validate import (
     InvalidSubmission,
     check_media_id,
