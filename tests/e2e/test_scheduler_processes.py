@@ -19,24 +19,15 @@ from sqlalchemy import select
 
 from tests.factories import add_job, load_job, submit_recorded
 from tests.processes import TrackerProcess, free_port
-from tracker.config import Settings
 from tracker.db import Database
 from tracker.fakevod import FakeVod
 from tracker.models import CallbackEvent, Job, JobState, Lease
 from tracker.scheduler.leases import RECONCILE_LEASE, lease_holder
-from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.vod import VodClient
 
 KEY_ID = "test-key-id"
 KEY_SECRET = "test-key-secret"
-# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
-IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
 TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
-
-
-async def sweep(database: Database, settings: Settings, now: datetime) -> int:
-    async with database.write() as session:
-        return await flag_stale_jobs(session, settings, now)
 
 
 # --- two `tracker scheduler` processes on one database -------------------------------------------

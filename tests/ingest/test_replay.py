@@ -12,22 +12,9 @@ from tests.factories import add_job, load_job, new_event
 from tracker.cli import main
 from tracker.cli.events import parse_since
 from tracker.clock import FrozenClock
-from tracker.config import Settings
 from tracker.db import Database
 from tracker.ingest.replay import replay_events
 from tracker.models import CONTRADICTED, CallbackEvent, Job, JobState
-from tracker.scheduler.sweep import flag_stale_jobs
-
-KEY_ID = "test-key-id"
-KEY_SECRET = "test-key-secret"
-# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
-IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
-TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
-
-
-async def sweep(database: Database, settings: Settings, now: datetime) -> int:
-    async with database.write() as session:
-        return await flag_stale_jobs(session, settings, now)
 
 
 async def test_replay_applies_unapplied_callbacks_through_the_applier(

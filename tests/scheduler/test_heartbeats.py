@@ -16,17 +16,11 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database
-from tracker.models import Heartbeat, JobState
+from tracker.models import Heartbeat
 from tracker.scheduler.heartbeats import record_start
 from tracker.scheduler.leases import acquire_lease, lease_holder, release_lease
 from tracker.scheduler.service import Scheduler
 from tracker.scheduler.sweep import flag_stale_jobs
-
-KEY_ID = "test-key-id"
-KEY_SECRET = "test-key-secret"
-# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
-IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
-TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
 
 
 async def sweep(database: Database, settings: Settings, now: datetime) -> int:

@@ -21,10 +21,6 @@ from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.transitions import Applied, Outcome, mark_pending
 from tracker.vod import VodClient
 
-KEY_ID = "test-key-id"
-KEY_SECRET = "test-key-secret"
-# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
-IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
 TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
 
 

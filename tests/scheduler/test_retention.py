@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -12,49 +10,11 @@ from tests.factories import add_job, new_event
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import CallbackEvent, Job, JobState
+from tracker.models import CallbackEvent, Job
 from tracker.scheduler.service import Scheduler
-from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.transitions import Applied
 
-KEY_ID = "test-key-id"
-KEY_SECRET = "test-key-secret"
-# Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
-IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
-TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
-
-
-async def sweep(database: Database, settings: Settings, now: datetime) -> int:
-    async with database.write() as session:
-        return await flag_stale_jobs(session, settings, now)
-
-
 # --- retention and replay ------------------------------------------------------------------------
-
-
-def event(job_id: str, status: str, received: datetime, **fields: Any) -> CallbackEvent:
-    body = {
-        "EventTime": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "EventType": "AIVideoTagComplete",
-        "JobId": job_id,
-        "MediaId": "m1",
-        "Status": status,
-        "Code": "0",
-        "Message": "OK",
-        "Data": json.dumps({"Keyword": [{"Tag": "cat"}]}),
-    }
-    return CallbackEvent(
-        dedup_key=f"{job_id}:{status}:{received.timestamp()}",
-        event_type="AIVideoTagComplete",
-        job_id=job_id,
-        media_id="m1",
-        status=status,
-        event_time=received,
-        body=json.dumps(body),
-        headers={},
-        received_at=received,
-        **fields,
-    )
 
 
 async def test_retention_deletes_old_callbacks_and_keeps_unapplied_ones(

@@ -17,11 +17,8 @@ from tracker.models import Job, JobState, Origin
 from tracker.scheduler.sweep import flag_stale_jobs, stale_sweep
 from tracker.transitions import Outcome, apply_outcome
 
-KEY_ID = "test-key-id"
-KEY_SECRET = "test-key-secret"
 # Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
 IN_FLIGHT_INDEXES = ("ix_jobs_unflagged", "ix_jobs_stale_state")
-TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
 
 
 async def sweep(database: Database, settings: Settings, now: datetime) -> int:
