@@ -12,15 +12,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker.api import dashboard, health, openapi, telemetry
-from tracker.api import routes as api
+from tracker.api import dashboard, health, openapi, routes, telemetry
 from tracker.api.queries import StatsCache
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.context import AppContext
 from tracker.db import Database
 from tracker.errors import TrackerError
-from tracker.ingest import receiver as callbacks
+from tracker.ingest import receiver
 from tracker.ingest.inbox import Inbox
 from tracker.scheduler.service import Scheduler
 from tracker.vod import VodClient
@@ -57,13 +56,13 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     app = Starlette(
         routes=[
             *health.routes,
-            *callbacks.routes,
-            *api.routes,
+            *receiver.routes,
+            *routes.routes,
             *openapi.routes,
             *telemetry.routes,
             *dashboard.routes,
         ],
-        middleware=[Middleware(callbacks.CallbackReceiver), Middleware(telemetry.RequestMetrics)],
+        middleware=[Middleware(receiver.CallbackReceiver), Middleware(telemetry.RequestMetrics)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,
