@@ -12,12 +12,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from tracker.clock import Clock, utcnow
 from tracker.fakevod.gateway import Gateway, Refused, required
 from tracker.fakevod.jobs import Delivery, FakeJob, draw_result, json_param, user_data_fields
 from tracker.vod import JOB_TYPES, LIST_LIMIT, sign_callback
@@ -71,6 +71,9 @@ class FakeVod:
         # Exact counts for demos: the next N jobs created drop their event / get stuck.
         self.drop_next = 0
         self.stuck_next = 0
+        # The jobs' CreateTime and CompleteTime; tests may share their injected clock. Signatures
+        # are always checked against the wall clock, as VOD's gateway does.
+        self.clock: Clock = utcnow
         self.user_id = 1_391_090_000_849_30  # UserId of ListJobInfo and GetJobDetail (an int)
         self.slow_rate = slow_rate
         self.slow_seconds = slow_seconds
@@ -347,6 +350,7 @@ class FakeVod:
         self, media_id: str, job_type: str, callback_url: str | None, extend: str | None
     ) -> FakeJob:
         job = FakeJob(
+            creation_time=self.clock(),
             job_id=self._hex(),
             media_id=media_id,
             type=job_type,
@@ -373,7 +377,7 @@ class FakeVod:
         await asyncio.sleep(self.delay * 0.25)
         job.status = "processing"
         await asyncio.sleep(self.delay * 0.75 + (self.stuck_seconds if job.stuck else 0.0))
-        job.complete_time = datetime.now(UTC)
+        job.complete_time = self.clock()
         if job.will_fail:
             # No failed AI event is published (section 6.2 [U]): a plausible code, empty Data.
             job.status, job.code, job.message, job.data = (
