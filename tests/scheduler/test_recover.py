@@ -6,12 +6,15 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
 from sqlalchemy import select, update
 from starlette.applications import Starlette
 
@@ -262,3 +265,64 @@ async def test_a_job_created_before_the_attempt_is_not_adopted(
     job = await load_job(database, row)
     assert (job.state, job.job_id) == (S.SUBMIT_FAILED, None)
     assert earlier.job_id in fake_vod.jobs
+
+
+class ListAIJobBlind(FakeVod):
+    """A VOD whose ListAIJob does not know the ids ListJobInfo lists (an open question of
+    vod-joblookup-reference.md 8): only GetJobDetail can type them."""
+
+    def _list(self, params: Mapping[str, str]) -> dict[str, Any]:
+        ids = [i for i in params.get("JobIds", "").split(",") if i]
+        return {"AIJobList": {"AIJob": []}, "NonExistAIJobIds": {"String": ids}}
+
+
+async def test_get_job_detail_types_what_list_ai_job_does_not_know(
+    database: Database, database_url: str, now_clock: FrozenClock
+) -> None:
+    blind = ListAIJobBlind(
+        access_key_id="k-blind", access_key_secret="BlindSecret1", delay=0.1, drop_rate=1.0
+    )
+    blind.clock = now_clock
+    await blind.start()
+    settings = Settings(
+        database_url=database_url,
+        access_key_id="k-blind",
+        access_key_secret=SecretStr("BlindSecret1"),
+        vod_endpoint=blind.url,
+    )
+    try:
+        async with VodClient(settings) as vod:
+            started = now_clock()
+            tag = await add_job(database, None, S.SUBMIT_UNKNOWN, at=started, media_id="m-b")
+            dna = await add_job(
+                database, None, S.SUBMIT_UNKNOWN, at=started, media_id="m-b", type="AIMediaDNA"
+            )
+            (made,) = (await vod.submit_ai_job("m-b", ["AIVideoTag"])).jobs
+            blind.emit_unsolicited("m-b")  # a DNA job VOD ran on its own: Trigger Auto
+            now_clock.advance(timedelta(minutes=3))
+            summary = await recover(database, vod, settings, now_clock)
+    finally:
+        await blind.stop()
+    assert "1 adopted" in summary
+    job = await load_job(database, tag)
+    assert (job.job_id, job.state) == (made.job_id, S.PROCESSING)
+    assert (await load_job(database, dna)).job_id is None
+
+
+async def test_lookups_keep_to_vod_s_fifteen_calls_a_second(
+    vod: VodClient,
+    vod_settings: Settings,
+    fake_vod: FakeVod,
+    database: Database,
+    now_clock: FrozenClock,
+) -> None:
+    for n in range(31):
+        await add_job(database, None, S.SUBMIT_UNKNOWN, at=now_clock(), media_id=f"m-qps-{n}")
+    fake_vod.qps = 15.0
+    now_clock.advance(timedelta(minutes=3))
+    began = time.monotonic()
+    summary = await recover(database, vod, vod_settings, now_clock)
+    elapsed = time.monotonic() - began
+    assert summary.startswith("looked up 31 media for 31 jobs")
+    assert elapsed >= 1.9  # 31 ListJobInfo calls evenly spaced at 15 per second
+    assert fake_vod.refused == {}
