@@ -280,7 +280,7 @@ async def test_get_job_detail_types_what_list_ai_job_does_not_know(
     database: Database, database_url: str, now_clock: FrozenClock
 ) -> None:
     blind = ListAIJobBlind(
-        access_key_id="k-blind", access_key_secret="BlindSecret1", delay=0.1, drop_rate=1.0
+        access_key_id="k-blind", access_key_secret="BlindSecret1", delay=60.0, drop_rate=1.0
     )
     blind.clock = now_clock
     await blind.start()
