@@ -135,9 +135,13 @@ async def test_a_crashed_submitter_s_jobs_are_recovered_by_type(
     }
     # The submitter sent the call and died before recording anything.
     sent = await vod.submit_ai_job("m-crash", ["AIVideoTag", "AIMediaDNA"])
-    # VOD also has an older job of this media, from before the attempt began.
+    # VOD also has an older job of this media, from before the attempt began, and one it ran on
+    # its own (fingerprinting after upload) a second before ours, within the slack of VOD's
+    # whole-second CreateTime: the earliest DNA job that fits, but not ours.
     old = fake_vod.emit_unsolicited("m-crash")
     old.creation_time = started - timedelta(minutes=5)
+    auto = fake_vod.emit_unsolicited("m-crash")
+    auto.creation_time = started - timedelta(seconds=1)
 
     now_clock.advance(timedelta(minutes=3))
     summary = await recover(database, vod, vod_settings, now_clock)

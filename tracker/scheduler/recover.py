@@ -76,6 +76,7 @@ class Candidate:
     type: str
     created: datetime
     outcome: Outcome
+    trigger: str | None = None  # GetJobDetail's, when it was asked
 
 
 @dataclass
@@ -256,6 +257,9 @@ async def _recover_media(
     taken: set[str] = set()
     for job in sorted(jobs, key=lambda j: (j.started, j.id), reverse=True):
         found = pick(candidates, job, taken)
+        while found is not None and not await _submitted_by_api(vod, found):
+            taken.add(found.job_id)  # VOD ran it on its own: never ours
+            found = pick(candidates, job, taken)
         if found is not None:
             taken.add(found.job_id)
             await _adopt(database, clock, job, found, report)
@@ -314,8 +318,25 @@ async def _typed(
             event_time=detail.complete_time or detail.create_time,
             completed_at=detail.complete_time,
         )
-        candidates[job_id] = Candidate(job_id, detail.type, created, outcome)
+        candidates[job_id] = Candidate(job_id, detail.type, created, outcome, detail.trigger)
     return list(candidates.values()), complete
+
+
+async def _submitted_by_api(vod: VodClient, candidate: Candidate) -> bool:
+    """False for a job GetJobDetail says VOD started itself (`Trigger=Auto`, joblookup 2), such
+    as fingerprinting after an upload. Asked only of the job about to be adopted; if VOD cannot
+    say, the job is taken for ours (ListAIJob already matched its media and type)."""
+    trigger = candidate.trigger
+    if trigger is None:
+        try:
+            detail = await vod.get_job_detail(candidate.job_id)
+        except (VodUnreachable, VodThrottled, VodOutcomeUnknown) as exc:
+            raise _Stop(f"GetJobDetail: {type(exc).__name__}: {exc}") from exc
+        except VodError as exc:
+            log.info("GetJobDetail refused %s, taken as submitted: %s", candidate.job_id, exc)
+            return True
+        trigger = detail.trigger if detail is not None else None
+    return (trigger or "").lower() != AUTO_TRIGGER
 
 
 async def _adopt(
