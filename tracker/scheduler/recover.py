@@ -50,6 +50,7 @@ CREATE_SKEW = timedelta(seconds=5)
 # One ListJobInfo per media: about a minute of calls at VOD's 15 per second. The rest waits for
 # the next run; the oldest attempts (nearest their give-up) go first.
 MAX_MEDIA_PER_RUN = 900
+MAX_JOBS_PER_RUN = 10_000  # rows read per run, so a huge backlog is read in slices
 # A run stops after this many VOD error answers in a row.
 MAX_ERRORS = 3
 NO_SUCH_JOB = "NoSuchJob"
@@ -121,6 +122,7 @@ async def jobs_to_recover(
             select(Job.id, Job.media_id, Job.type, Job.submitted_at)
             .where(waiting_for_job_id(), Job.submitted_at < now - settings.recover_after)
             .order_by(Job.submitted_at, Job.id)
+            .limit(MAX_JOBS_PER_RUN)
         )
     ).all()
     media: dict[str, None] = {}
