@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # Callbacks awaiting VOD's confirmation (callback_confirm) are looked up this often.
     confirm_interval: Duration = timedelta(seconds=5)
     lease_ttl: Duration = timedelta(seconds=30)
+    # Jobs without a JobId (lost SubmitAIJob answer, crashed submitter) are looked up by media
+    # after `recover_after` and given up as `submit_failed` after `recover_give_up`
+    # (tracker/scheduler/recover.py).
+    recover_after: Duration = timedelta(minutes=2)
+    recover_give_up: Duration = timedelta(minutes=30)
+    recover_interval: Duration = timedelta(minutes=1)
 
     @property
     def vod_url(self) -> str:

@@ -144,3 +144,46 @@ async def test_official_sdk_with_wrong_secret_is_refused(fake: FakeVod, variant:
         assert error.code == "SignatureDoesNotMatch"  # type: ignore[attr-defined]
     assert fake.jobs == {}
     assert fake.refused == {"SignatureDoesNotMatch": 1}
+
+
+# --- ListJobInfo and GetJobDetail (SDK-tea 3.4 and newer; vod-joblookup-reference.md 6) ---
+
+
+@pytest.mark.parametrize("algorithm", [None, "v2"])
+async def test_tea_sdk_lists_a_media_s_jobs_and_their_details(
+    fake: FakeVod, algorithm: str | None
+) -> None:
+    from alibabacloud_vod20170321 import models
+
+    submitted = await asyncio.to_thread(tea_submit, fake, algorithm)
+    ids = {j["JobId"]: j["Type"] for j in submitted["AIJobList"]["AIJob"]}
+    client = tea_client(fake, algorithm)
+
+    listed = await asyncio.to_thread(
+        client.list_job_info, models.ListJobInfoRequest(media_id="media-tea", job_type="ai")
+    )
+    body = listed.body
+    assert (body.media_id, body.job_type) == ("media-tea", "ai")
+    assert {item.job_id for item in body.job_info_list} == set(ids)
+    assert all(isinstance(item.user_id, int) for item in body.job_info_list)
+    assert all(item.create_time.endswith("Z") for item in body.job_info_list)
+
+    for job_id, job_type in ids.items():
+        detail = await asyncio.to_thread(
+            client.get_job_detail, models.GetJobDetailRequest(job_id=job_id, job_type="ai")
+        )
+        ai = detail.body.aijob_detail
+        assert (ai.job_id, ai.job_type, ai.media_id, ai.trigger) == (
+            job_id,
+            job_type,
+            "media-tea",
+            "Manual",
+        )
+        assert ai.status == fake.jobs[job_id].status
+        assert detail.body.transcode_job_detail is None
+
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the SDK's ClientException
+        await asyncio.to_thread(
+            client.list_job_info, models.ListJobInfoRequest(media_id="m", job_type="video")
+        )
+    assert caught.value.code == "InvalidParameter"  # type: ignore[attr-defined]

@@ -20,9 +20,11 @@ from tracker.transitions import (
     ALLOWED,
     Applied,
     Outcome,
+    adopt_job_id,
     apply_outcome,
     apply_outcomes,
     finish_many,
+    give_up_submit,
     mark_many,
     mark_pending,
     mark_pending_many,
@@ -335,3 +337,71 @@ async def test_mark_pending_many_matches_mark_pending_one_by_one(database: Datab
         ]
     )
     assert after_together == await _snapshot(database)
+
+
+# --- adopting a lost JobId (tracker/scheduler/recover.py) ----------------------------------------
+
+
+async def row_id(database: Database, state: JobState, **extra: object) -> int:
+    await add_job(database, None, state, **extra)
+    async with database.session() as session:
+        return int(await session.scalar(select(func.max(Job.id))) or 0)
+
+
+async def adopt(database: Database, id: int, outcome: Outcome) -> bool:
+    async with database.write() as session:
+        return await adopt_job_id(session, id, outcome, T0)
+
+
+@pytest.mark.parametrize("state", [JobState.SUBMITTING, JobState.SUBMIT_UNKNOWN])
+async def test_a_waiting_job_adopts_its_job_id_once(database: Database, state: JobState) -> None:
+    id = await row_id(database, state)
+    running = replace(success("found"), status="processing", data=None)
+    assert await adopt(database, id, running)
+    job = await get_job(database, "found")
+    assert (job.id, job.state, job.status, job.completed_at) == (
+        id,
+        JobState.PROCESSING,
+        "processing",
+        None,
+    )
+    # The row holds a JobId now: no other JobId, and no second adoption, changes it.
+    assert not await adopt(database, id, success("another"))
+    assert (await get_job(database, "found")).state == JobState.PROCESSING
+
+
+async def test_adoption_takes_vod_s_final_state(database: Database) -> None:
+    id = await row_id(database, JobState.SUBMIT_UNKNOWN)
+    assert await adopt(database, id, success("found"))
+    job = await get_job(database, "found")
+    assert (job.id, job.state, job.result, job.code) == (
+        id,
+        JobState.SUCCEEDED,
+        {"Keyword": []},
+        "0",
+    )
+
+
+async def test_a_job_id_held_by_another_row_is_not_adopted(database: Database) -> None:
+    await add_job(database, "held", JobState.PROCESSING)
+    id = await row_id(database, JobState.SUBMIT_UNKNOWN, media_id="m2")
+    assert not await adopt(database, id, success("held"))
+    async with database.session() as session:
+        job = await session.get(Job, id)
+    assert job is not None
+    assert (job.state, job.job_id) == (JobState.SUBMIT_UNKNOWN, None)
+
+
+async def test_giving_up_is_final_and_only_for_waiting_jobs(database: Database) -> None:
+    waiting = await row_id(database, JobState.SUBMIT_UNKNOWN)
+    await add_job(database, "known", JobState.PROCESSING, media_id="m3")
+    async with database.write() as session:
+        assert await give_up_submit(session, waiting, T0, code="NoSuchJob", message="none")
+        known = await session.scalar(select(Job.id).where(Job.job_id == "known"))
+        assert known is not None
+        assert not await give_up_submit(session, known, T0, code="NoSuchJob", message="none")
+    async with database.session() as session:
+        job = await session.get(Job, waiting)
+    assert job is not None
+    assert (job.state, job.code, job.completed_at) == (JobState.SUBMIT_FAILED, "NoSuchJob", T0)
+    assert (await get_job(database, "known")).state == JobState.PROCESSING

@@ -77,6 +77,14 @@ RATE = click.FloatRange(0.0, 1.0)
     help="Share of API answers cut off midway after the work is done",
 )
 @click.option(
+    "--lose-submit-rate",
+    default=0.0,
+    type=RATE,
+    show_default=True,
+    help="Share of SubmitAIJob calls whose jobs are created but whose answer never comes "
+    "(the connection is closed)",
+)
+@click.option(
     "--unsolicited-rate",
     default=0.0,
     type=RATE,

@@ -62,6 +62,28 @@ class FakeJob:
             item["CompleteTime"] = format_timestamp(self.complete_time)
         return item
 
+    def job_info(self, user_id: int) -> dict[str, Any]:
+        """The item of ListJobInfo's `JobInfoList` (joblookup 1): no MediaId, no AI type."""
+        item: dict[str, Any] = {
+            "JobId": self.job_id,
+            "Status": self.status,
+            "UserId": user_id,
+            "CreateTime": format_timestamp(self.creation_time),
+        }
+        if self.complete_time is not None:
+            item["CompleteTime"] = format_timestamp(self.complete_time)
+        return item
+
+    def detail(self, user_id: int) -> dict[str, Any]:
+        """GetJobDetail's `AIJobDetail` (joblookup 2); `Trigger` is Auto for DNA VOD ran alone."""
+        return {
+            **self.job_info(user_id),
+            "JobType": self.type,
+            "MediaId": self.media_id,
+            "Trigger": "Manual" if self.submitted else "Auto",
+            "TemplateConfig": "{}",
+        }
+
     def event(self) -> dict[str, Any]:
         """The callback body of section 6.2."""
         assert self.complete_time is not None

@@ -12,12 +12,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from tracker.clock import Clock, utcnow
 from tracker.fakevod.gateway import Gateway, Refused, required
 from tracker.fakevod.jobs import Delivery, FakeJob, draw_result, json_param, user_data_fields
 from tracker.vod import JOB_TYPES, LIST_LIMIT, sign_callback
@@ -25,6 +25,7 @@ from tracker.vod import JOB_TYPES, LIST_LIMIT, sign_callback
 log = logging.getLogger(__name__)
 
 APP_ID = "app-1000000"
+JOB_KINDS = ("transcode", "snapshot", "ai")  # ListJobInfo's JobType (joblookup 1)
 
 
 class FakeVod:
@@ -51,6 +52,7 @@ class FakeVod:
         slow_seconds: float = 15.0,
         error_rate: float = 0.0,
         reset_rate: float = 0.0,
+        lose_submit_rate: float = 0.0,
         unsolicited_rate: float = 0.0,
         extra_callback_urls: list[str] | None = None,
         callback_attempts: int = 3,
@@ -69,10 +71,19 @@ class FakeVod:
         # Exact counts for demos: the next N jobs created drop their event / get stuck.
         self.drop_next = 0
         self.stuck_next = 0
+        # The jobs' CreateTime and CompleteTime; tests may share their injected clock. Signatures
+        # are always checked against the wall clock, as VOD's gateway does.
+        self.clock: Clock = utcnow
+        self.user_id = 1_391_090_000_849_30  # UserId of ListJobInfo and GetJobDetail (an int)
         self.slow_rate = slow_rate
         self.slow_seconds = slow_seconds
         self.error_rate = error_rate
         self.reset_rate = reset_rate
+        # SubmitAIJob creates the jobs, then the connection closes before any answer: the lost
+        # answer that `tracker.scheduler.recover` looks for with ListJobInfo.
+        self.lose_submit_rate = lose_submit_rate
+        self.lose_submit_next = 0
+        self.lost_submits = 0
         self.unsolicited_rate = unsolicited_rate
         self.extra_callback_urls = list(extra_callback_urls or [])
         self.callback_attempts = callback_attempts
@@ -191,6 +202,8 @@ class FakeVod:
         request_id = self._request_id()
         try:
             body = {"RequestId": request_id, **await self._answer(request)}
+        except AnswerLost:
+            return await _close_unanswered(request)
         except Refused as refusal:
             self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
             return _error_response(request, request_id, refusal)
@@ -227,6 +240,8 @@ class FakeVod:
             "GetMediaDNAResult": self._dna_result,
             "GetMessageCallback": self._get_callback,
             "SetMessageCallback": self._set_callback,
+            "ListJobInfo": self._list_job_info,
+            "GetJobDetail": self._job_detail,
         }
 
     def _submit(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -245,6 +260,11 @@ class FakeVod:
         jobs = [self._create(media_id, t, callback_url, extend) for t in dict.fromkeys(types)]
         if self._chance(self.unsolicited_rate):
             self.emit_unsolicited()
+        if self._take_next("lose_submit_next") or self._chance(
+            self.lose_submit_rate, self._api_rng
+        ):
+            self.lost_submits += 1
+            raise AnswerLost
         return {
             "AIJobList": {
                 "AIJob": [{"JobId": j.job_id, "MediaId": j.media_id, "Type": j.type} for j in jobs]
@@ -258,6 +278,37 @@ class FakeVod:
         found = [self.jobs[i].list_item() for i in ids if i in self.jobs]
         missing = [i for i in ids if i not in self.jobs]
         return {"AIJobList": {"AIJob": found}, "NonExistAIJobIds": {"String": missing}}
+
+    def _list_job_info(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """The media's jobs, oldest first, as a flat `JobInfoList` (joblookup 1). The order and
+        the AI `Status` values are undocumented [U]: these are ListAIJob's, lower case."""
+        media_id = required(params, "MediaId")
+        job_type = required(params, "JobType")
+        if job_type not in JOB_KINDS:
+            raise Refused(
+                400, "InvalidParameter", f"The specified parameter JobType is not valid: {job_type}"
+            )
+        jobs = [j for j in self.jobs.values() if j.media_id == media_id] if job_type == "ai" else []
+        jobs.sort(key=lambda j: j.creation_time)
+        return {
+            "MediaId": media_id,
+            "JobType": job_type,
+            "JobInfoList": [j.job_info(self.user_id) for j in jobs],
+        }
+
+    def _job_detail(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """`AIJobDetail` of one AI job (joblookup 2). The error for an unknown JobId is
+        undocumented [U]: this one has VOD's error shape."""
+        job_id = required(params, "JobId")
+        job_type = required(params, "JobType")
+        if job_type not in (*JOB_KINDS, "workflow"):
+            raise Refused(
+                400, "InvalidParameter", f"The specified parameter JobType is not valid: {job_type}"
+            )
+        job = self.jobs.get(job_id)
+        if job is None or job_type != "ai":
+            raise Refused(404, "InvalidJobId.NotFound", f"The job {job_id} does not exist.")
+        return {"JobType": job_type, "AIJobDetail": job.detail(self.user_id)}
 
     def _latest(self, media_id: str, job_type: str) -> FakeJob | None:
         done = [
@@ -299,6 +350,7 @@ class FakeVod:
         self, media_id: str, job_type: str, callback_url: str | None, extend: str | None
     ) -> FakeJob:
         job = FakeJob(
+            creation_time=self.clock(),
             job_id=self._hex(),
             media_id=media_id,
             type=job_type,
@@ -325,7 +377,7 @@ class FakeVod:
         await asyncio.sleep(self.delay * 0.25)
         job.status = "processing"
         await asyncio.sleep(self.delay * 0.75 + (self.stuck_seconds if job.stuck else 0.0))
-        job.complete_time = datetime.now(UTC)
+        job.complete_time = self.clock()
         if job.will_fail:
             # No failed AI event is published (section 6.2 [U]): a plausible code, empty Data.
             job.status, job.code, job.message, job.data = (
@@ -424,6 +476,17 @@ class FakeVod:
     def _request_id(self) -> str:
         h = f"{self._api_rng.getrandbits(128):032X}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+class AnswerLost(Exception):
+    """The work is done but no answer will be sent (`lose_submit_rate`)."""
+
+
+async def _close_unanswered(request: web.Request) -> web.StreamResponse:
+    """Close the connection without a byte of answer: the caller cannot know what happened."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)  # never reaches the caller: the connection is gone
 
 
 def _error_response(request: web.Request, request_id: str, refusal: Refused) -> web.Response:

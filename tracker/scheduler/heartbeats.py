@@ -56,6 +56,7 @@ def job_intervals(settings: Settings) -> dict[str, timedelta]:
         "sweep": settings.sweep_interval,
         "reconcile": settings.reconcile_interval,
         "confirm": settings.confirm_interval,
+        "recover": settings.recover_interval,
         "retention": RETENTION_INTERVAL,
     }
 
@@ -76,7 +77,7 @@ async def scheduler_status(
         beat = beats.get(name)
         late_after = 2 * interval + LATE_SLACK
         if beat is None:
-            off = (name == "reconcile" and not settings.has_vod_credentials) or (
+            off = (name in ("reconcile", "recover") and not settings.has_vod_credentials) or (
                 name == "confirm"
                 and not (settings.has_vod_credentials and settings.confirms_callbacks)
             )

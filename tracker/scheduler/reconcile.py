@@ -95,7 +95,7 @@ class Report:
         if self.unlistable:
             text += (
                 f"; {self.unlistable} stale jobs have no JobId (submit outcome unknown) and "
-                "cannot be looked up: left stale"
+                "cannot be looked up by JobId: left to recovery by media (recover)"
             )
         if self.errors:
             text += f"; {self.errors} VOD errors"

@@ -29,6 +29,7 @@ from tracker.errors import describe
 from tracker.scheduler.heartbeats import record_finish, record_start
 from tracker.scheduler.leases import RECONCILE_LEASE, acquire_lease, new_owner, release_lease
 from tracker.scheduler.reconcile import reconcile_open_jobs
+from tracker.scheduler.recover import recover_lost_job_ids
 from tracker.scheduler.retention import RETENTION_INTERVAL, delete_old_events
 from tracker.scheduler.sweep import count_stale, flag_stale_jobs
 from tracker.vod import VodClient
@@ -42,7 +43,7 @@ FIRST_RUN_MAX = timedelta(minutes=1)
 class Scheduler:
     """The scheduled jobs of one process, on its event loop.
 
-    The job methods (`sweep`, `reconcile`, `retention`, `renew_lease`) can also be awaited
+    The job methods (`sweep`, `reconcile`, `recover`, `retention`, `renew_lease`) can be awaited
     directly, which is how tests drive them with an injected clock.
     """
 
@@ -86,6 +87,7 @@ class Scheduler:
         if self.vod is not None:
             every["lease"] = (self.renew_lease, self.settings.lease_ttl / 3)
             every["reconcile"] = (self.reconcile, self.settings.reconcile_interval)
+            every["recover"] = (self.recover, self.settings.recover_interval)
             if self.settings.confirms_callbacks:
                 every["confirm"] = (self.confirm, self.settings.confirm_interval)
         for name, (func_, interval) in every.items():
@@ -102,11 +104,13 @@ class Scheduler:
         aps.start()
         self._aps = aps
         log.info(
-            "scheduler %s started: sweep every %s, reconcile %s, confirm %s, retention daily",
+            "scheduler %s started: sweep every %s, reconcile %s, confirm %s, recover %s, "
+            "retention daily",
             self.owner,
             self.settings.sweep_interval,
             f"every {self.settings.reconcile_interval}" if self.vod else "off",
             f"every {self.settings.confirm_interval}" if "confirm" in every else "off",
+            f"every {self.settings.recover_interval}" if self.vod else "off",
         )
 
     async def stop(self) -> None:
@@ -137,6 +141,11 @@ class Scheduler:
         """Settle callbacks awaiting VOD's confirmation, more often than the full reconcile."""
         if await self._leading("confirm", quiet=True):
             await self._run("confirm", self._confirm, idle="checked 0 jobs")
+
+    async def recover(self) -> None:
+        """Look up jobs without a JobId by media (tracker/scheduler/recover.py)."""
+        if await self._leading("recover"):
+            await self._run("recover", self._recover, idle="looked up 0 media")
 
     async def _leading(self, name: str, *, quiet: bool = False) -> bool:
         """True if this process holds the reconcile lease (taking it if it is free)."""
@@ -194,6 +203,13 @@ class Scheduler:
             self.clock,
             keep_going=self.holds_lease,
             only_pending=True,
+        )
+        return str(report)
+
+    async def _recover(self) -> str:
+        assert self.vod is not None
+        report = await recover_lost_job_ids(
+            self.database, self.vod, self.settings, self.clock, keep_going=self.holds_lease
         )
         return str(report)
 

@@ -9,22 +9,28 @@ from tracker.transitions.machine import (
     ALLOWED,
     Applied,
     Outcome,
+    adopt_job_id,
     apply_outcome,
+    give_up_submit,
     mark_pending,
     sources_of,
     transition,
+    waiting_for_job_id,
 )
 
 __all__ = [
     "ALLOWED",
     "Applied",
     "Outcome",
+    "adopt_job_id",
     "apply_outcome",
     "apply_outcomes",
     "finish_many",
+    "give_up_submit",
     "mark_many",
     "mark_pending",
     "mark_pending_many",
     "sources_of",
     "transition",
+    "waiting_for_job_id",
 ]

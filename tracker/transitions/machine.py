@@ -17,12 +17,14 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     and_,
+    exists,
     func,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from tracker.db import insert
 from tracker.models import FINAL, Job, JobState, Origin
@@ -119,6 +121,20 @@ class Outcome:
         return {"success": S.SUCCEEDED, "fail": S.FAILED}.get(self.status.lower())
 
 
+def _outcome_fields(outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """The columns an outcome sets on its job; a final one also its result and completion."""
+    fields: dict[str, Any] = {
+        "status": outcome.status.lower(),
+        "code": outcome.code,
+        "message": outcome.message,
+        "event_time": outcome.event_time,
+    }
+    if outcome.target is not None:
+        fields["result"] = outcome.data
+        fields["completed_at"] = outcome.completed_at or now
+    return fields
+
+
 def _not_older(event_time: datetime | None) -> ColumnElement[bool]:
     if event_time is None:
         return Job.id.is_not(None)  # always true: an undated outcome is not "older"
@@ -134,15 +150,7 @@ async def apply_outcome(session: AsyncSession, outcome: Outcome, now: datetime) 
     and type, or else becomes a new job of origin `callback` (VOD runs DNA on its own after upload).
     """
     target = outcome.target
-    fields: dict[str, Any] = {
-        "status": outcome.status.lower(),
-        "code": outcome.code,
-        "message": outcome.message,
-        "event_time": outcome.event_time,
-    }
-    if target is not None:
-        fields["result"] = outcome.data
-        fields["completed_at"] = outcome.completed_at or now
+    fields = _outcome_fields(outcome, now)
     match = and_(Job.job_id == outcome.job_id, _not_older(outcome.event_time))
 
     if target is None:
@@ -254,3 +262,33 @@ async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -
     )
     await apply_outcome(session, learned, now)
     return await mark_pending(session, outcome, now)
+
+
+async def adopt_job_id(session: AsyncSession, row_id: int, outcome: Outcome, now: datetime) -> bool:
+    """Give the job `row_id`, still waiting for its JobId (`submitting` or `submit_unknown`, no
+    JobId), the job VOD has for it, in VOD's state: `processing` until `success`/`fail`.
+
+    Guarded in the WHERE clause: the row must still be waiting and no other row may hold the
+    JobId, so a callback or a submitter that got there first wins and this changes nothing. A
+    row inserted with the same JobId concurrently is stopped by the unique index (the caller's
+    transaction fails and changes nothing).
+    """
+    held = aliased(Job)
+    where = and_(
+        Job.id == row_id,
+        waiting_for_job_id(),
+        ~exists().where(held.job_id == outcome.job_id),
+    )
+    target = outcome.target or S.PROCESSING
+    fields = _outcome_fields(outcome, now)
+    return bool(await transition(session, where, target, now, job_id=outcome.job_id, **fields))
+
+
+async def give_up_submit(
+    session: AsyncSession, row_id: int, now: datetime, *, code: str, message: str
+) -> bool:
+    """The job `row_id`, still waiting for its JobId, becomes `submit_failed`: final, and no
+    longer blocking a new submission of its media and type. Guarded like `adopt_job_id`: a row
+    that learned its JobId meanwhile is left alone."""
+    where = and_(Job.id == row_id, waiting_for_job_id())
+    return bool(await transition(session, where, S.SUBMIT_FAILED, now, code=code, message=message))

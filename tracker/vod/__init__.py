@@ -1,6 +1,7 @@
 """ApsaraVideo VOD: the client, its signatures and its results (../shared/vod-reference.md)."""
 
 from tracker.vod.client import (
+    ACTION_QPS,
     IDEMPOTENT,
     RateLimiter,
     VodClient,
@@ -14,7 +15,9 @@ from tracker.vod.results import (
     JOB_TYPES,
     LIST_LIMIT,
     AIJob,
+    AIJobDetail,
     AIJobStatus,
+    JobInfo,
     ListResult,
     SubmitResult,
     parse_json_string,
@@ -33,12 +36,15 @@ from tracker.vod.signing import (
 )
 
 __all__ = [
+    "ACTION_QPS",
     "API_VERSION",
     "IDEMPOTENT",
     "JOB_TYPES",
     "LIST_LIMIT",
     "AIJob",
+    "AIJobDetail",
     "AIJobStatus",
+    "JobInfo",
     "ListResult",
     "RateLimiter",
     "SubmitResult",

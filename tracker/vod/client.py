@@ -22,10 +22,14 @@ from tracker.metrics import VOD_CALLS, VOD_SECONDS
 from tracker.vod.results import (
     LIST_LIMIT,
     AIJob,
+    AIJobDetail,
     AIJobStatus,
+    JobInfo,
     ListResult,
     SubmitResult,
+    ai_job_detail,
     as_list,
+    job_infos,
     missing_ids,
     opt_str,
 )
@@ -43,8 +47,13 @@ IDEMPOTENT = frozenset(
         "GetMediaDNAResult",
         "GetMessageCallback",
         "SetMessageCallback",
+        "ListJobInfo",
+        "GetJobDetail",
     }
 )
+# Actions with a per-account limit of their own below the client's rate (joblookup 1, 2): each
+# takes a slot of its own limiter as well as one of the shared one.
+ACTION_QPS: dict[str, float] = {"ListJobInfo": 15.0, "GetJobDetail": 15.0}
 
 
 # Each VOD error states the HTTP status the tracker answers with when it ends a request: the
@@ -118,12 +127,13 @@ class RateLimiter:
             await asyncio.sleep(slot - now)
 
 
-_LIMITERS: dict[tuple[str, str, float], RateLimiter] = {}
+_LIMITERS: dict[tuple[str, str, float, str], RateLimiter] = {}
 
 
-def shared_limiter(endpoint: str, access_key_id: str, rate: float) -> RateLimiter:
-    """One limiter per (endpoint, account, rate) in the process: VOD's limit is per account."""
-    key = (endpoint, access_key_id, rate)
+def shared_limiter(endpoint: str, access_key_id: str, rate: float, action: str = "") -> RateLimiter:
+    """One limiter per (endpoint, account, rate) in the process: VOD's limit is per account.
+    `action` names a limiter for that action alone (ACTION_QPS)."""
+    key = (endpoint, access_key_id, rate, action)
     if key not in _LIMITERS:
         _LIMITERS[key] = RateLimiter(rate)
     return _LIMITERS[key]
@@ -225,6 +235,22 @@ class VodClient:
         jobs = [AIJobStatus.from_vod(j) for j in as_list(body.get("AIJobList"), "AIJob")]
         return ListResult(str(body.get("RequestId", "")), jobs, missing_ids(body))
 
+    async def list_job_info(self, media_id: str, job_type: str = "ai") -> list[JobInfo]:
+        """ListJobInfo: the media's jobs of `job_type` of the last six months, unpaginated
+        (joblookup 1). At most 15 calls per second per account."""
+        if not media_id:
+            raise ValueError("list_job_info needs a media id")
+        body = await self.call("ListJobInfo", {"MediaId": media_id, "JobType": job_type})
+        return job_infos(body)
+
+    async def get_job_detail(self, job_id: str, job_type: str = "ai") -> AIJobDetail | None:
+        """GetJobDetail: an AI job's subtype, status and trigger; None when VOD answers without
+        an `AIJobDetail` (joblookup 2). At most 15 calls per second per account."""
+        if not job_id:
+            raise ValueError("get_job_detail needs a job id")
+        body = await self.call("GetJobDetail", {"JobId": job_id, "JobType": job_type})
+        return ai_job_detail(body)
+
     async def get_ai_video_tag_result(self, media_id: str) -> dict[str, Any]:
         body = await self.call("GetAIVideoTagResult", {"MediaId": media_id})
         return dict(body.get("VideoTagResult") or {})
@@ -296,6 +322,9 @@ class VodClient:
             await asyncio.sleep(delay)
 
     async def _attempt(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        if action in ACTION_QPS:
+            rate = min(ACTION_QPS[action], self.limiter.rate)
+            await shared_limiter(self.endpoint, self.access_key_id, rate, action).acquire()
         await self.limiter.acquire()
         form = self.signed_params(action, params)
         sent = SimpleNamespace(sent=False)

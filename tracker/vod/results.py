@@ -96,3 +96,71 @@ def missing_ids(body: Mapping[str, Any]) -> list[str]:
         elif isinstance(item, str):
             ids.extend(part.strip() for part in item.split(",") if part.strip())
     return ids
+
+
+# --- looking jobs up by media (../shared/vod-joblookup-reference.md) ----------------------------
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One item of ListJobInfo's `JobInfoList`: no MediaId and no AI type (joblookup 1)."""
+
+    job_id: str
+    status: str  # lower-cased; for AI jobs undocumented [U]
+    create_time: datetime | None
+    complete_time: datetime | None
+
+    @classmethod
+    def from_vod(cls, item: Mapping[str, Any]) -> JobInfo:
+        return cls(
+            job_id=str(item.get("JobId", "")),
+            status=str(item.get("Status", "")).lower(),
+            create_time=parse_vod_time(item.get("CreateTime")),
+            complete_time=parse_vod_time(item.get("CompleteTime")),
+        )
+
+
+def job_infos(body: Mapping[str, Any]) -> list[JobInfo]:
+    """`JobInfoList` is a flat array [V]; a `{"JobInfo": [...]}` wrapper like ListAIJob's, a
+    single object or a missing list are read too. Items without a JobId are skipped."""
+    value = body.get("JobInfoList")
+    items = (
+        [value] if isinstance(value, Mapping) and "JobId" in value else as_list(value, "JobInfo")
+    )
+    infos = [JobInfo.from_vod(item) for item in items if isinstance(item, Mapping)]
+    return [info for info in infos if info.job_id]
+
+
+@dataclass(frozen=True)
+class AIJobDetail:
+    """GetJobDetail's `AIJobDetail` (joblookup 2). `type` is the AI subtype (`AIVideoTag`,
+    `AIMediaDNA`, `AIVideoCensor`...); `trigger` is `Manual` for API submissions, `Auto` for
+    workflow jobs."""
+
+    job_id: str
+    type: str
+    media_id: str
+    status: str  # lower-cased: reserved | init | processing | analysing | success | fail
+    trigger: str | None
+    create_time: datetime | None
+    complete_time: datetime | None
+
+    @classmethod
+    def from_vod(cls, item: Mapping[str, Any]) -> AIJobDetail:
+        return cls(
+            job_id=str(item.get("JobId", "")),
+            type=str(item.get("JobType", "")),
+            media_id=str(item.get("MediaId", "")),
+            status=str(item.get("Status", "")).lower(),
+            trigger=opt_str(item.get("Trigger")),
+            create_time=parse_vod_time(item.get("CreateTime")),
+            complete_time=parse_vod_time(item.get("CompleteTime")),
+        )
+
+
+def ai_job_detail(body: Mapping[str, Any]) -> AIJobDetail | None:
+    """The `AIJobDetail` block, or None when VOD filled another block or none."""
+    detail = body.get("AIJobDetail")
+    if not isinstance(detail, Mapping) or not detail.get("JobId"):
+        return None
+    return AIJobDetail.from_vod(detail)
