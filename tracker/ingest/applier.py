@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
@@ -25,8 +26,8 @@ from tracker import metrics
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import describe
-from tracker.ingest.events import outcome_of
-from tracker.models import CallbackEvent
+from tracker.ingest.events import UNTRACKED_TYPE, job_type_of, outcome_of
+from tracker.models import FINAL, CallbackEvent, Job
 from tracker.transitions import Applied, apply_outcomes, mark_pending_many
 
 log = logging.getLogger(__name__)
@@ -175,30 +176,46 @@ async def _apply_batch(
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = (await session.execute(query)).all()
-    # One event per job per turn, the earliest: a later one for the same job waits for the next
-    # turn, so events of one job are applied in arrival order.
-    first: dict[str, Any] = {}
+    done: dict[tuple[bool, str], list[int]] = {}  # (applied, reason) -> event ids
+    # Every event of the turn is applied, those of one job in arrival order: a round takes the
+    # next event of each job, set-based. Taking only the first event per job let one job's
+    # backlog (thousands of forged EventTimes) hold up every callback stored after it.
+    queues: dict[str, deque[Any]] = {}
     for row in rows:
-        first.setdefault(row.job_id, row)
-    events = list(first.values())
-    outcomes = [outcome_of(row) for row in events]
-    if confirm:
-        results = await mark_pending_many(session, outcomes, now)
-    else:
-        results = await apply_outcomes(session, outcomes, now)
-    by_result: dict[Applied, list[int]] = {}
-    for row, result in zip(events, results, strict=True):
-        by_result.setdefault(result, []).append(row.id)
-    for result, ids in by_result.items():  # one statement per distinct result, usually one
+        if job_type_of(row.event_type) is None:  # stored before the receiver told them apart
+            done.setdefault((False, UNTRACKED_TYPE), []).append(row.id)
+        else:
+            queues.setdefault(row.job_id, deque()).append(row)
+    while queues:
+        heads = [queue.popleft() for queue in queues.values()]
+        outcomes = [outcome_of(row) for row in heads]
+        if confirm:
+            results = await mark_pending_many(session, outcomes, now)
+        else:
+            results = await apply_outcomes(session, outcomes, now)
+        for row, result in zip(heads, results, strict=True):
+            done.setdefault((result.changed, result.value), []).append(row.id)
+        queues = {job_id: queue for job_id, queue in queues.items() if queue}
+        if queues:  # a final job takes nothing more: the rest of its events in one go
+            final = set(
+                await session.scalars(
+                    select(Job.job_id).where(Job.job_id.in_(list(queues)), Job.state.in_(FINAL))
+                )
+            )
+            for job_id in [job_id for job_id in queues if job_id in final]:
+                done.setdefault((False, Applied.ALREADY_FINAL.value), []).extend(
+                    row.id for row in queues.pop(job_id)
+                )
+    for (changed, reason), ids in done.items():  # one statement per distinct result, usually one
         await session.execute(
             update(EVENTS)
             .where(EVENTS.c.id.in_(ids))
-            .values(applied=result.changed, applied_at=now, reason=result.value)
+            .values(applied=changed, applied_at=now, reason=reason)
         )
-        if result.changed:
+        if changed:
             metrics.CALLBACKS_APPLIED.inc(len(ids))
         else:
-            metrics.CALLBACKS_UNAPPLIED.labels(result.value).inc(len(ids))
+            metrics.CALLBACKS_UNAPPLIED.labels(reason).inc(len(ids))
     return len(rows)
 
 

@@ -11,12 +11,16 @@ from tracker.vod.client import (
     shared_limiter,
 )
 from tracker.vod.results import (
+    EVENT_TYPES,
     JOB_TYPES,
     LIST_LIMIT,
     AIJob,
     AIJobStatus,
     ListResult,
     SubmitResult,
+    is_job_id,
+    is_media_id,
+    parse_json,
     parse_json_string,
 )
 from tracker.vod.signing import (
@@ -34,6 +38,7 @@ from tracker.vod.signing import (
 
 __all__ = [
     "API_VERSION",
+    "EVENT_TYPES",
     "IDEMPOTENT",
     "JOB_TYPES",
     "LIST_LIMIT",
@@ -49,6 +54,9 @@ __all__ = [
     "VodUnreachable",
     "canonical_query",
     "format_timestamp",
+    "is_job_id",
+    "is_media_id",
+    "parse_json",
     "parse_json_string",
     "parse_vod_time",
     "percent_encode",
