@@ -207,3 +207,79 @@ async def test_reconcile_never_holds_a_write_transaction_while_calling_vod(
     async with asyncio.timeout(0.5), database.write() as session:
         await session.execute(text("UPDATE leases SET owner = owner"))
     await task
+
+
+# --- issue 13: a callback body is unsigned -------------------------------------------------------
+
+
+async def test_a_malformed_job_id_never_spoils_a_batch(
+    database: Database,
+    vod_settings: Settings,
+    vod: VodClient,
+    fake_vod: FakeVod,
+    clock: FrozenClock,
+) -> None:
+    """A JobId with commas (stored before the receiver checked ids) made every ListAIJob batch
+    it joined hold over ten ids, so VOD refused the batch and its real jobs stayed pending."""
+    fake_vod.fail_rate = 0.0
+    good: dict[str, int] = {}
+    for n in range(9):
+        good |= await submit_recorded(vod, database, clock(), f"m{n}", "AIVideoTag")
+    poisoned = ",".join("abcdefghijk")
+    await add_job(database, poisoned, at=clock())
+    await fake_vod.idle(10)
+    async with database.write() as session:
+        for job_id in [*good, poisoned]:
+            session.add(
+                new_event(job_id, "success", clock(), applied=False, reason=Applied.PENDING.value)
+            )
+            outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m")
+            assert await mark_pending(session, outcome, clock()) == Applied.PENDING
+
+    await Scheduler(vod_settings, database, vod=vod, clock=clock).confirm()
+    for id in good.values():
+        assert (await load_job(database, id)).state == JobState.SUCCEEDED
+    async with database.session() as session:
+        left = await session.scalar(select(Job).where(Job.job_id == poisoned))
+        beat = await session.get(Heartbeat, "confirm")
+    assert left is not None
+    assert (left.state, left.pending_status) == (JobState.PROCESSING, "success")
+    assert beat is not None
+    assert beat.summary is not None
+    assert beat.summary.startswith("checked 9 jobs: 9 finished")
+    assert "1 JobIds are not of VOD's shape" in beat.summary
+    assert "VOD errors" not in beat.summary
+
+
+async def test_a_held_callback_resolves_its_waiting_job_only_once_vod_confirms(
+    database: Database,
+    vod_settings: Settings,
+    vod: VodClient,
+    fake_vod: FakeVod,
+    clock: FrozenClock,
+) -> None:
+    """With confirmation on, a callback whose JobId would resolve a `submit_unknown` job changes
+    nothing until ListAIJob confirms that JobId; a forged one never does."""
+    fake_vod.fail_rate = 0.0
+    (real,) = (await vod.submit_ai_job("m1", ("AIVideoTag",))).jobs  # the answer never came
+    waiting = await add_job(database, None, JobState.SUBMIT_UNKNOWN, at=clock(), media_id="m1")
+    await fake_vod.idle(10)
+    forged = "f" * 32
+    async with database.write() as session:
+        for job_id in (forged, real.job_id):
+            session.add(
+                new_event(job_id, "success", clock(), applied=False, reason=Applied.PENDING.value)
+            )
+            outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m1")
+            assert await mark_pending(session, outcome, clock()) == Applied.PENDING
+    held = await load_job(database, waiting)
+    assert (held.job_id, held.state) == (None, JobState.SUBMIT_UNKNOWN)
+
+    await Scheduler(vod_settings, database, vod=vod, clock=clock).confirm()
+    resolved = await load_job(database, waiting)
+    assert (resolved.job_id, resolved.state) == (real.job_id, JobState.SUCCEEDED)
+    async with database.session() as session:
+        assert list(await session.scalars(select(Job.job_id))) == [real.job_id]
+        events = {e.job_id: e for e in await session.scalars(select(CallbackEvent))}
+    assert (events[real.job_id].applied, events[real.job_id].reason) == (True, "confirmed_by_vod")
+    assert (events[forged].applied, events[forged].reason) == (False, CONTRADICTED)

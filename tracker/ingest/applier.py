@@ -186,6 +186,13 @@ async def _apply_batch(
             done.setdefault((False, UNTRACKED_TYPE), []).append(row.id)
         else:
             queues.setdefault(row.job_id, deque()).append(row)
+    earlier: dict[str, list[int]] = {}
+    if confirm:
+        # A mark records the status awaiting VOD's word (the last one wins) and never makes a
+        # job final, so a job's last event of the turn decides and the earlier share its result.
+        for job_id, queue in queues.items():
+            earlier[job_id] = [row.id for row in list(queue)[:-1]]
+            queues[job_id] = deque([queue[-1]])
     while queues:
         heads = [queue.popleft() for queue in queues.values()]
         outcomes = [outcome_of(row) for row in heads]
@@ -195,6 +202,7 @@ async def _apply_batch(
             results = await apply_outcomes(session, outcomes, now)
         for row, result in zip(heads, results, strict=True):
             done.setdefault((result.changed, result.value), []).append(row.id)
+            done[result.changed, result.value].extend(earlier.get(row.job_id, ()))
         queues = {job_id: queue for job_id, queue in queues.items() if queue}
         if queues:  # a final job takes nothing more: the rest of its events in one go
             final = set(

@@ -1,0 +1,83 @@
+"""The applier: every stored event is applied, a job's own in arrival order, none held up."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import T0, add_job, add_rows, find_job, new_event
+from tracker.db import Database
+from tracker.ingest.applier import APPLY_BATCH, apply_pending
+from tracker.models import CallbackEvent, JobState
+
+
+async def unapplied(database: Database) -> int:
+    async with database.session() as session:
+        query = select(func.count()).where(CallbackEvent.applied.is_(None))
+        return int(await session.scalar(query) or 0)
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+async def test_one_jobs_backlog_does_not_hold_up_other_callbacks(
+    database: Database, confirm: bool
+) -> None:
+    """Issue 13: 3,000 forged EventTimes for one JobId delayed an unrelated callback by ~31 s,
+    as a turn applied only the first event of each job. Every turn now applies all it takes."""
+    backlog = 1200
+    await add_job(database, "flooded")
+    await add_job(database, "unrelated")
+    await add_rows(
+        database,
+        *(new_event("flooded", "success", T0 + timedelta(seconds=n)) for n in range(backlog)),
+    )
+    await add_rows(database, new_event("unrelated", "fail", T0 + timedelta(hours=1)))
+
+    turns = 0
+    while await apply_pending(database, T0, confirm=confirm) == APPLY_BATCH:
+        turns += 1
+    assert turns + 1 == math.ceil((backlog + 1) / APPLY_BATCH)
+    assert await unapplied(database) == 0
+
+    unrelated = await find_job(database, "unrelated")
+    flooded = await find_job(database, "flooded")
+    if confirm:
+        assert (unrelated.state, unrelated.pending_status) == (JobState.PROCESSING, "fail")
+        assert flooded.pending_status == "success"
+    else:
+        assert unrelated.state == JobState.FAILED
+        # The first event in arrival order won; the rest found the job final.
+        assert (flooded.state, flooded.event_time) == (JobState.SUCCEEDED, T0)
+    async with database.session() as session:
+        reasons = dict(
+            (
+                await session.execute(
+                    select(CallbackEvent.reason, func.count()).group_by(CallbackEvent.reason)
+                )
+            ).all()
+        )
+    if confirm:
+        assert reasons == {"pending_confirmation": backlog + 1}
+    else:
+        assert reasons == {"applied": 2, "already_final": backlog - 1}
+
+
+async def test_events_of_one_job_in_one_turn_apply_in_arrival_order(database: Database) -> None:
+    """An older event changes nothing; a newer one after it still applies, in the same turn."""
+    await add_job(database, "j1", event_time=T0 + timedelta(minutes=5))
+    await add_rows(
+        database,
+        new_event("j1", "success", T0),  # older than the job's last outcome
+        new_event("j1", "fail", T0 + timedelta(minutes=10)),
+        new_event("j1", "success", T0 + timedelta(minutes=20)),
+    )
+    assert await apply_pending(database, T0) == 3
+    job = await find_job(database, "j1")
+    assert (job.state, job.event_time) == (JobState.FAILED, T0 + timedelta(minutes=10))
+    async with database.session() as session:
+        reasons = list(
+            await session.scalars(select(CallbackEvent.reason).order_by(CallbackEvent.id))
+        )
+    assert reasons == ["older_than_current", "applied", "already_final"]
