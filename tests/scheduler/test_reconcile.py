@@ -8,6 +8,7 @@ import logging
 from datetime import datetime, timedelta
 
 import pytest
+from aiohttp import web
 from sqlalchemy import select, text
 
 from tests.factories import add_job, load_job, new_event, submit_recorded
@@ -283,3 +284,48 @@ async def test_a_held_callback_resolves_its_waiting_job_only_once_vod_confirms(
         events = {e.job_id: e for e in await session.scalars(select(CallbackEvent))}
     assert (events[real.job_id].applied, events[real.job_id].reason) == (True, "confirmed_by_vod")
     assert (events[forged].applied, events[forged].reason) == (False, CONTRADICTED)
+
+
+async def test_a_batch_vod_refuses_is_asked_again_id_by_id(
+    database: Database, vod_settings: Settings, clock: FrozenClock
+) -> None:
+    """An id of VOD's shape that VOD still refuses costs one answer, not its batch's: a stub VOD
+    on loopback refuses every ListAIJob naming it and knows no other job."""
+    bad = "b" * 32
+    asked: list[list[str]] = []
+
+    async def list_ai_job(request: web.Request) -> web.Response:
+        ids = (await request.post())["JobIds"]
+        assert isinstance(ids, str)
+        asked.append(ids.split(","))
+        if bad in asked[-1]:
+            refusal = {"RequestId": "r", "Code": "InvalidParameter", "Message": "JobIds"}
+            return web.json_response(refusal, status=400)
+        return web.json_response({"RequestId": "r", "NonExistAIJobIds": {"String": asked[-1]}})
+
+    stub = web.Application()
+    stub.router.add_post("/", list_ai_job)
+    runner = web.AppRunner(stub)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        ids = [f"{n:032x}" for n in range(4)] + [bad] + [f"{n:032x}" for n in range(4, 9)]
+        rows = {job_id: await add_job(database, job_id, at=clock()) for job_id in ids}
+        clock.advance(timedelta(minutes=11))  # past the grace period
+        settings = vod_settings.model_copy(update={"vod_endpoint": f"http://127.0.0.1:{port}"})
+        async with VodClient(settings) as stub_vod:
+            await Scheduler(settings, database, vod=stub_vod, clock=clock).reconcile()
+    finally:
+        await runner.cleanup()
+    assert asked == [ids, *([job_id] for job_id in ids)]
+    for job_id, id in rows.items():
+        expected = JobState.PROCESSING if job_id == bad else JobState.LOST
+        assert (await load_job(database, id)).state == expected, job_id
+    async with database.session() as session:
+        beat = await session.get(Heartbeat, "reconcile")
+    assert beat is not None
+    assert beat.summary is not None
+    assert beat.summary.startswith("checked 9 jobs: 0 finished, 0 still running, 9 lost")
+    assert "1 JobIds refused by VOD one by one; 2 VOD errors" in beat.summary
