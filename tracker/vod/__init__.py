@@ -12,8 +12,10 @@ from tracker.vod.client import (
 )
 from tracker.vod.results import (
     EVENT_TYPES,
+    JOB_ID,
     JOB_TYPES,
     LIST_LIMIT,
+    MEDIA_ID,
     AIJob,
     AIJobStatus,
     ListResult,
@@ -40,8 +42,10 @@ __all__ = [
     "API_VERSION",
     "EVENT_TYPES",
     "IDEMPOTENT",
+    "JOB_ID",
     "JOB_TYPES",
     "LIST_LIMIT",
+    "MEDIA_ID",
     "AIJob",
     "AIJobStatus",
     "ListResult",
