@@ -96,8 +96,14 @@ def read_json(text: str) -> Any:
     """A stored JSON value as any reader can pass it on: NaN, Infinity and numbers beyond a
     double read as null. SQLite keeps them as text and PostgreSQL's numeric holds `1e999`, but
     no JSON response can carry them (Starlette's JSONResponse raises). The receiver refuses
-    them; rows written before it did, or by a path that missed them, must not break a read."""
-    return json.loads(text, parse_constant=_null, parse_float=_finite_or_null)
+    them; rows written before it did, or by a path that missed them, must not break a read.
+    PostgreSQL writes `1e5000` out as 5,001 digits, past what Python reads as an int: null too."""
+    try:
+        return json.loads(text, parse_constant=_null, parse_float=_finite_or_null)
+    except ValueError:  # only the integer digits limit: the database holds valid JSON
+        return json.loads(
+            text, parse_constant=_null, parse_float=_finite_or_null, parse_int=_int_or_null
+        )
 
 
 def _null(_constant: str) -> None:
@@ -107,6 +113,13 @@ def _null(_constant: str) -> None:
 def _finite_or_null(literal: str) -> float | None:
     value = float(literal)
     return value if math.isfinite(value) else None
+
+
+def _int_or_null(literal: str) -> int | None:
+    try:
+        return int(literal)
+    except ValueError:
+        return None
 
 
 def is_sqlite(url: str) -> bool:

@@ -463,13 +463,13 @@ async def test_a_stored_result_holding_nan_or_infinity_never_fails_the_api(
     client: httpx.AsyncClient, database: Database
 ) -> None:
     """The receiver refuses them now; rows stored before (or by another path) must still read.
-    PostgreSQL's jsonb holds 1e999 but no NaN; SQLite keeps any of them as text."""
+    PostgreSQL's jsonb holds 1e999 (as 1,000 digits) but no NaN; SQLite keeps any as text."""
     await add(database, make_job(1, state=JobState.SUCCEEDED))
-    stored = '{"big": [1e999, -1e999], "ok": 1.5}'
+    stored = '{"big": [1e5000, -1e5000], "ok": 1.5}'
     if not database.is_sqlite:
         stored_as = "CAST(:result AS jsonb)"
     else:
-        stored = '{"big": [1e999, -1e999], "ok": 1.5, "nan": NaN, "inf": -Infinity}'
+        stored = '{"big": [1e5000, -1e999], "ok": 1.5, "nan": NaN, "inf": -Infinity}'
         stored_as = ":result"
     async with database.write() as session:
         await session.execute(
