@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from tests.factories import T0, add_job, add_rows, find_job, new_event
 from tracker.db import Database
 from tracker.ingest.applier import APPLY_BATCH, apply_pending
-from tracker.models import CallbackEvent, JobState
+from tracker.models import CallbackEvent, Job, JobState
 
 
 async def unapplied(database: Database) -> int:
@@ -81,3 +81,33 @@ async def test_events_of_one_job_in_one_turn_apply_in_arrival_order(database: Da
             await session.scalars(select(CallbackEvent.reason).order_by(CallbackEvent.id))
         )
     assert reasons == ["older_than_current", "applied", "already_final"]
+
+
+async def test_stored_rows_the_receiver_now_refuses_are_never_applied(database: Database) -> None:
+    """Rows stored before the receiver's rules (or handed back by a replay) meet them again."""
+    rows = [
+        new_event("a,b,c", "success", T0),
+        new_event("ok-1", "processing", T0),
+        new_event("ok-2", "success", T0),
+        new_event("ok-3", "success", T0),
+        new_event("ok-4", "success", T0),
+    ]
+    rows[2].event_type = "AIMediaAuditComplete"
+    rows[3].event_type = "FileUploadComplete"
+    rows[4].media_id = "m/1"
+    await add_rows(database, *rows)
+    assert await apply_pending(database, T0) == 5
+    async with database.session() as session:
+        results = (
+            await session.execute(
+                select(CallbackEvent.applied, CallbackEvent.reason).order_by(CallbackEvent.id)
+            )
+        ).all()
+        assert await session.scalar(select(func.count()).select_from(Job)) == 0
+    assert [tuple(result) for result in results] == [
+        (False, "malformed: JobId or Status not of a completion event"),
+        (False, "malformed: JobId or Status not of a completion event"),
+        (False, "untracked_ai_type"),
+        (False, "not_ai_event"),
+        (False, "malformed: MediaId not of VOD's shape"),
+    ]

@@ -26,7 +26,7 @@ from tracker import metrics
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import describe
-from tracker.ingest.events import UNTRACKED_TYPE, job_type_of, outcome_of
+from tracker.ingest.events import not_to_apply, outcome_of
 from tracker.models import FINAL, CallbackEvent, Job
 from tracker.transitions import Applied, apply_outcomes, mark_pending_many
 
@@ -182,8 +182,8 @@ async def _apply_batch(
     # backlog (thousands of forged EventTimes) hold up every callback stored after it.
     queues: dict[str, deque[Any]] = {}
     for row in rows:
-        if job_type_of(row.event_type) is None:  # stored before the receiver told them apart
-            done.setdefault((False, UNTRACKED_TYPE), []).append(row.id)
+        if (reason := not_to_apply(row)) is not None:
+            done.setdefault((False, reason), []).append(row.id)
         else:
             queues.setdefault(row.job_id, deque()).append(row)
     earlier: dict[str, list[int]] = {}
@@ -222,8 +222,8 @@ async def _apply_batch(
         )
         if changed:
             metrics.CALLBACKS_APPLIED.inc(len(ids))
-        else:
-            metrics.CALLBACKS_UNAPPLIED.labels(reason).inc(len(ids))
+        else:  # the label is the reason's kind: a bounded set whatever the bodies say
+            metrics.CALLBACKS_UNAPPLIED.labels(reason.split(":", 1)[0]).inc(len(ids))
     return len(rows)
 
 

@@ -86,8 +86,7 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
         except (ValueError, RecursionError):  # nesting json.loads took but dumps refuses
             normal = hashlib.sha256(raw).hexdigest()
         row["dedup_key"] = _key("event", normal)
-        is_ai = event_type.startswith("AI") and event_type.endswith("Complete")
-        row["reason"] = UNTRACKED_TYPE if is_ai else NOT_AI_EVENT
+        row["reason"] = _untracked(event_type)
         return row, None
     if row["job_id"] is None:
         return _malformed(row, raw, f"JobId missing or not a short string of {JOB_ID_RULE}", text)
@@ -115,10 +114,22 @@ def _malformed(
     return row, reason
 
 
-def job_type_of(event_type: str | None) -> str | None:
-    """The job type whose completion `event_type` reports, None if the tracker does not track
-    it (vod-reference.md 6.1)."""
-    return EVENT_TYPES.get(event_type) if event_type is not None else None
+def _untracked(event_type: str) -> str:
+    is_ai = event_type.startswith("AI") and event_type.endswith("Complete")
+    return UNTRACKED_TYPE if is_ai else NOT_AI_EVENT
+
+
+def not_to_apply(row: Any) -> str | None:
+    """Why a stored row must not be applied, None if it may be: the receiver's rules, checked
+    again on its columns for rows stored before those rules or handed back by `tracker events
+    replay`. Only a tracked event type with a JobId of VOD's shape becomes a job."""
+    if row.event_type not in EVENT_TYPES:
+        return _untracked(row.event_type or "")
+    if not is_job_id(row.job_id) or row.status not in STATUSES:
+        return "malformed: JobId or Status not of a completion event"
+    if row.media_id is not None and not is_media_id(row.media_id):
+        return "malformed: MediaId not of VOD's shape"
+    return None
 
 
 def outcome_of(row: Any) -> Outcome:
