@@ -597,7 +597,7 @@ async def test_with_confirmation_a_forged_job_id_never_resolves_a_waiting_job(
         await add_job(database, None, media_id=media, state=JobState.SUBMIT_UNKNOWN)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-            for forged in ("f" * 32, "e" * 32):  # one through the set-based path, then alone
+            for forged in ("f" * 32, "e" * 32):  # each alone: no JobId for the waiting job
                 response = await http.post("/callbacks/vod", json={**TAG_EVENT, "JobId": forged})
                 assert response.status_code == 200
                 await settle(database)
