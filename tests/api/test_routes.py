@@ -515,6 +515,11 @@ async def test_ids_holding_a_slash_are_reachable(
     for path in ("/media/m/1/jobs", "/media/m%2F1/jobs"):
         items = (await client.get(path)).json()["items"]
         assert [j["job_id"] for j in items] == ["a/b"], path
+    await add(database, make_job(3, job_id="n\nl", media_id="n\nl"))
+    assert (await client.get("/jobs/n%0Al")).json()["job_id"] == "n\nl"
+    assert [j["job_id"] for j in (await client.get("/media/n%0Al/jobs")).json()["items"]] == [
+        "n\nl"
+    ]
     assert (await client.get("/jobs/x")).json()["job_id"] == "x"
     assert (await client.get("/jobs/x/events")).json() == {"items": []}
     missing = await client.get("/jobs/a/c")

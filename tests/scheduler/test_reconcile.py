@@ -16,7 +16,14 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.fakevod import FakeVod
-from tracker.models import CONTRADICTED, CallbackEvent, Heartbeat, Job, JobState
+from tracker.models import (
+    CONTRADICTED,
+    UNCONFIRMED_SQL,
+    CallbackEvent,
+    Heartbeat,
+    Job,
+    JobState,
+)
 from tracker.scheduler.service import Scheduler
 from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.transitions import Applied, Outcome, mark_pending
@@ -329,3 +336,7 @@ async def test_a_batch_vod_refuses_is_asked_again_id_by_id(
     assert beat.summary is not None
     assert beat.summary.startswith("checked 9 jobs: 0 finished, 0 still running, 9 lost")
     assert "1 JobIds refused by VOD one by one; 2 VOD errors" in beat.summary
+
+
+def test_the_unconfirmed_index_names_the_pending_reason() -> None:
+    assert f"reason = '{Applied.PENDING.value}'" == UNCONFIRMED_SQL

@@ -345,7 +345,7 @@ def any_id_route(path: str, endpoint: Any) -> Route:
     route = Route(path, endpoint, methods=["GET"])
     parts = re.split(r"\{(\w+)\}", path)  # literal, name, literal, ...
     pattern = "".join(f"(?P<{p}>.+)" if i % 2 else re.escape(p) for i, p in enumerate(parts))
-    route.path_regex = re.compile(f"^{pattern}$")
+    route.path_regex = re.compile(f"^{pattern}$", re.DOTALL)  # a decoded %0A is an id too
     return route
 
 

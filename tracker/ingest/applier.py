@@ -178,7 +178,8 @@ async def _apply_batch(
     rows = (await session.execute(query)).all()
     done: dict[tuple[bool, str], list[int]] = {}  # (applied, reason) -> event ids
     # Every event of the turn is applied, those of one job in arrival order: a round takes the
-    # next event of each job, set-based. Taking only the first event per job let one job's
+    # next event of each job, set-based, and events that can no longer change their job are
+    # settled together (`_skip_moot`). Taking only the first event per job let one job's
     # backlog (thousands of forged EventTimes) hold up every callback stored after it.
     queues: dict[str, deque[Any]] = {}
     for row in rows:
