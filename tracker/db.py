@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -58,7 +60,11 @@ class Database:
             self.writer = _sqlite_engine(url, sqlite_synchronous, immediate=True, pool_size=1)
         else:
             self.engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                json_deserializer=read_json,
             )
             self.writer = self.engine
         self.reads = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -86,6 +92,36 @@ class Database:
             await self.writer.dispose()
 
 
+def read_json(text: str) -> Any:
+    """A stored JSON value as any reader can pass it on: NaN, Infinity and numbers beyond a
+    double read as null. SQLite keeps them as text and PostgreSQL's numeric holds `1e999`, but
+    no JSON response can carry them (Starlette's JSONResponse raises). The receiver refuses
+    them; rows written before it did, or by a path that missed them, must not break a read.
+    PostgreSQL writes `1e5000` out as 5,001 digits, past what Python reads as an int: null too."""
+    try:
+        return json.loads(text, parse_constant=_null, parse_float=_finite_or_null)
+    except ValueError:  # only the integer digits limit: the database holds valid JSON
+        return json.loads(
+            text, parse_constant=_null, parse_float=_finite_or_null, parse_int=_int_or_null
+        )
+
+
+def _null(_constant: str) -> None:
+    return None
+
+
+def _finite_or_null(literal: str) -> float | None:
+    value = float(literal)
+    return value if math.isfinite(value) else None
+
+
+def _int_or_null(literal: str) -> int | None:
+    try:
+        return int(literal)
+    except ValueError:
+        return None
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -93,7 +129,9 @@ def is_sqlite(url: str) -> bool:
 def _sqlite_engine(
     url: str, synchronous: str, *, immediate: bool, pool_size: int = 5
 ) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=0, json_deserializer=read_json
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:

@@ -184,6 +184,9 @@ class Job(Base):
 # A stored callback's `reason` once reconciliation has checked it against VOD's ListAIJob.
 CONFIRMED = "confirmed_by_vod"
 CONTRADICTED = "contradicted_by_vod"
+# Callbacks awaiting VOD's confirmation (`Applied.PENDING` in tracker/transitions): literal SQL
+# for the partial index below, which reconciliation reads to find the JobIds no job has yet.
+UNCONFIRMED_SQL = "reason = 'pending_confirmation'"
 
 
 class CallbackEvent(Base):
@@ -197,6 +200,12 @@ class CallbackEvent(Base):
             "id",
             sqlite_where=text("applied IS NULL"),
             postgresql_where=text("applied IS NULL"),
+        ),
+        Index(
+            "ix_callback_events_unconfirmed",
+            "job_id",
+            sqlite_where=text(UNCONFIRMED_SQL),
+            postgresql_where=text(UNCONFIRMED_SQL),
         ),
     )
 

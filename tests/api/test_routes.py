@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import text
 from starlette.applications import Starlette
 
 from tests.factories import add_rows, new_job
@@ -452,3 +453,73 @@ async def test_unreachable_database_is_503(path: str) -> None:
             response = await http.get(path)
     assert response.status_code == 503
     assert response.json()["error"] == "unavailable"
+
+
+# --- issue 13 ---------------------------------------------------------------------------------
+
+
+async def test_a_stored_result_holding_nan_or_infinity_never_fails_the_api(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """The receiver refuses them now; rows stored before (or by another path) must still read.
+    PostgreSQL's jsonb holds 1e999 (as 1,000 digits) but no NaN; SQLite keeps any as text."""
+    await add(database, make_job(1, state=JobState.SUCCEEDED))
+    stored = '{"big": [1e5000, -1e5000], "ok": 1.5}'
+    if not database.is_sqlite:
+        stored_as = "CAST(:result AS jsonb)"
+    else:
+        stored = '{"big": [1e5000, -1e999], "ok": 1.5, "nan": NaN, "inf": -Infinity}'
+        stored_as = ":result"
+    async with database.write() as session:
+        await session.execute(
+            text(f"UPDATE jobs SET result = {stored_as} WHERE job_id = 'job-0001'"),
+            {"result": stored},
+        )
+    for path in ("/jobs/job-0001", "/media/media-0000/jobs", "/jobs", "/jobs?state=succeeded"):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+    result = (await client.get("/jobs/job-0001")).json()["result"]
+    assert result["big"] == [None, None]
+    assert result["ok"] == 1.5
+    assert result.get("nan") is None
+    assert result.get("inf") is None
+
+
+async def test_ids_holding_a_slash_are_reachable(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """A JobId VOD answered, or a MediaId `POST /jobs` accepts, may hold `/`; clients send it
+    as is or as %2F, which the server decodes before routing."""
+    await add(database, make_job(1, job_id="a/b", media_id="m/1"), make_job(2, job_id="x"))
+    async with database.write() as session:
+        session.add(
+            CallbackEvent(
+                dedup_key="k1",
+                event_type="AIVideoTagComplete",
+                job_id="a/b",
+                status="success",
+                body="{}",
+                headers={},
+                received_at=T0,
+                applied=False,
+                reason="test",
+            )
+        )
+    for path in ("/jobs/a/b", "/jobs/a%2Fb"):
+        response = await client.get(path)
+        assert (response.status_code, response.json()["job_id"]) == (200, "a/b"), path
+    for path in ("/jobs/a/b/events", "/jobs/a%2Fb/events"):
+        items = (await client.get(path)).json()["items"]
+        assert [e["job_id"] for e in items] == ["a/b"], path
+    for path in ("/media/m/1/jobs", "/media/m%2F1/jobs"):
+        items = (await client.get(path)).json()["items"]
+        assert [j["job_id"] for j in items] == ["a/b"], path
+    await add(database, make_job(3, job_id="n\nl", media_id="n\nl"))
+    assert (await client.get("/jobs/n%0Al")).json()["job_id"] == "n\nl"
+    assert [j["job_id"] for j in (await client.get("/media/n%0Al/jobs")).json()["items"]] == [
+        "n\nl"
+    ]
+    assert (await client.get("/jobs/x")).json()["job_id"] == "x"
+    assert (await client.get("/jobs/x/events")).json() == {"items": []}
+    missing = await client.get("/jobs/a/c")
+    assert (missing.status_code, missing.json()["error"]) == (404, "job_not_found")

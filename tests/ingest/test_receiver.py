@@ -468,3 +468,130 @@ async def test_fuzzed_bodies_never_fail_the_server_nor_change_a_job(
     assert (fuzzed.state, fuzzed.status, fuzzed.result) == (JobState.PROCESSING, None, None)
     async with database.session() as session:
         assert await session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+# -- issue 13: the body is unsigned, so every field is untrusted ------------------------------
+
+
+async def test_nan_and_infinity_are_refused_and_a_result_holding_them_stays_text(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    """Python's parser takes NaN, Infinity and 1e999; JSON (and every JSON response) does not."""
+    database: Database = context_of(app).database
+    await add_job(database, TAG_EVENT["JobId"], media_id=TAG_EVENT["MediaId"])
+    tagged = json.dumps(TAG_EVENT)
+    for body in (
+        tagged.replace('"Code": "0"', '"Code": NaN'),
+        tagged.replace('"Data": "', '"Data": Infinity, "Was": "'),
+        tagged.replace('"Data": "', '"Data": [1e999], "Was": "'),
+        tagged.replace('"Message": "OK"', '"Message": -Infinity'),
+    ):
+        response = await client.post("/callbacks/vod", content=body)
+        assert response.status_code == 400, body
+        assert response.json()["message"] == "body is not UTF-8 JSON"
+    await settle(database)
+    untouched = await job(database, TAG_EVENT["JobId"])
+    assert (untouched.state, untouched.result) == (JobState.PROCESSING, None)
+
+    # Inside the `Data` string it is VOD's result, not the body: kept, as the text it is.
+    data = '{"x": NaN, "y": [1e999]}'
+    response = await client.post("/callbacks/vod", json={**TAG_EVENT, "Data": data})
+    assert response.status_code == 200
+    await settle(database)
+    assert (await job(database, TAG_EVENT["JobId"])).result == data
+    for path in (f"/jobs/{TAG_EVENT['JobId']}", f"/media/{TAG_EVENT['MediaId']}/jobs", "/jobs"):
+        assert (await client.get(path)).status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("JobId", ",".join("abcdefghijk")),  # eleven ids in ListAIJob's JobIds
+        ("JobId", "a/b"),
+        ("JobId", "a b"),
+        ("JobId", ".."),
+        ("JobId", "x" * 129),
+        ("JobId", 12345),
+        ("MediaId", "m,1"),
+        ("MediaId", "m/1"),
+        ("MediaId", "m\n1"),
+    ],
+)
+async def test_ids_not_of_vods_shape_are_refused(
+    client: httpx.AsyncClient, app: Any, field: str, value: object
+) -> None:
+    database: Database = context_of(app).database
+    response = await client.post("/callbacks/vod", json={**TAG_EVENT, field: value})
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+    assert response.json()["message"].startswith(f"{field} ")
+    await settle(database)
+    (stored,) = await events(database)  # kept for inspection; the bad id in no column
+    assert stored.applied is False
+    assert (stored.job_id if field == "JobId" else stored.media_id) is None
+    async with database.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+async def test_ids_of_vods_shape_are_taken_leniently(client: httpx.AsyncClient, app: Any) -> None:
+    """32 hex digits, the documented samples' `****` masks, and other letters, `_ - .`."""
+    database: Database = context_of(app).database
+    job_ids = ["9e82640c85114bf5af23edfaf0a1b2c3", "jd83k4184c0e4709****", "job_1-2.x"]
+    for n, job_id in enumerate(job_ids):
+        body = {**TAG_EVENT, "JobId": job_id, "MediaId": f"media:{n}@a=b+c"}
+        assert (await client.post("/callbacks/vod", json=body)).status_code == 200
+    await settle(database)
+    for job_id in job_ids:
+        assert (await job(database, job_id)).state == JobState.SUCCEEDED
+
+
+async def test_untracked_ai_event_types_are_stored_but_never_jobs(
+    client: httpx.AsyncClient, app: Any
+) -> None:
+    """AIMediaAuditComplete arrives under the same AIComplete subscription (reference 6.1)."""
+    database: Database = context_of(app).database
+    audit = {**TAG_EVENT, "EventType": "AIMediaAuditComplete", "JobId": "a" * 32}
+    invented = [{**TAG_EVENT, "EventType": f"AIType{n}Complete", "JobId": f"j{n}"} for n in (1, 2)]
+    for body in (audit, *invented):
+        response = await client.post("/callbacks/vod", json=body)
+        assert (response.status_code, response.json()) == (200, {"status": "stored"})
+    await settle(database)
+    stored = await events(database)
+    assert [(e.event_type, e.applied, e.reason) for e in stored] == [
+        ("AIMediaAuditComplete", False, "untracked_ai_type"),
+        ("AIType1Complete", False, "untracked_ai_type"),
+        ("AIType2Complete", False, "untracked_ai_type"),
+    ]
+    async with database.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 0
+    stats = (await client.get("/stats")).json()
+    assert stats["jobs"]["by_type"] == {}
+    assert "AIMediaAudit" not in (await client.get("/metrics")).text
+
+
+async def test_with_confirmation_a_forged_job_id_never_resolves_a_waiting_job(
+    database_url: str, clock: FrozenClock
+) -> None:
+    """An unknown JobId of the same media and type as a `submit_unknown` job: only VOD may
+    say that it is that job's (tests/scheduler/test_reconcile.py covers VOD's answer)."""
+    settings = Settings(database_url=database_url, callback_confirm="on")
+    app = create_app(settings, clock=clock)
+    async with LifespanManager(app):
+        database: Database = context_of(app).database
+        media = TAG_EVENT["MediaId"]
+        await add_job(database, None, media_id=media, state=JobState.SUBMIT_UNKNOWN)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            for forged in ("f" * 32, "e" * 32):  # each alone: no JobId for the waiting job
+                response = await http.post("/callbacks/vod", json={**TAG_EVENT, "JobId": forged})
+                assert response.status_code == 200
+                await settle(database)
+        async with database.session() as session:
+            jobs = list(await session.scalars(select(Job)))
+        assert [(j.job_id, j.state, j.pending_status) for j in jobs] == [
+            (None, JobState.SUBMIT_UNKNOWN, None)
+        ]
+        assert [(e.applied, e.reason) for e in await events(database)] == [
+            (False, "pending_confirmation"),
+            (False, "pending_confirmation"),
+        ]

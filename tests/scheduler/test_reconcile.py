@@ -8,6 +8,7 @@ import logging
 from datetime import datetime, timedelta
 
 import pytest
+from aiohttp import web
 from sqlalchemy import select, text
 
 from tests.factories import add_job, load_job, new_event, submit_recorded
@@ -15,7 +16,14 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.fakevod import FakeVod
-from tracker.models import CONTRADICTED, CallbackEvent, Heartbeat, Job, JobState
+from tracker.models import (
+    CONTRADICTED,
+    UNCONFIRMED_SQL,
+    CallbackEvent,
+    Heartbeat,
+    Job,
+    JobState,
+)
 from tracker.scheduler.service import Scheduler
 from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.transitions import Applied, Outcome, mark_pending
@@ -203,3 +211,128 @@ async def test_reconcile_never_holds_a_write_transaction_while_calling_vod(
     async with asyncio.timeout(0.5), database.write() as session:
         await session.execute(text("UPDATE leases SET owner = owner"))
     await task
+
+
+# --- issue 13: a callback body is unsigned -------------------------------------------------------
+
+
+async def test_a_malformed_job_id_never_spoils_a_batch(
+    database: Database,
+    vod_settings: Settings,
+    vod: VodClient,
+    fake_vod: FakeVod,
+    clock: FrozenClock,
+) -> None:
+    """A JobId with commas (stored before the receiver checked ids) made every ListAIJob batch
+    it joined hold over ten ids, so VOD refused the batch and its real jobs stayed pending."""
+    fake_vod.fail_rate = 0.0
+    good: dict[str, int] = {}
+    for n in range(9):
+        good |= await submit_recorded(vod, database, clock(), f"m{n}", "AIVideoTag")
+    poisoned = ",".join("abcdefghijk")
+    await add_job(database, poisoned, at=clock())
+    await fake_vod.idle(10)
+    async with database.write() as session:
+        for job_id in [*good, poisoned]:
+            session.add(
+                new_event(job_id, "success", clock(), applied=False, reason=Applied.PENDING.value)
+            )
+            outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m")
+            assert await mark_pending(session, outcome, clock()) == Applied.PENDING
+
+    await Scheduler(vod_settings, database, vod=vod, clock=clock).confirm()
+    for id in good.values():
+        assert (await load_job(database, id)).state == JobState.SUCCEEDED
+    async with database.session() as session:
+        left = await session.scalar(select(Job).where(Job.job_id == poisoned))
+        beat = await session.get(Heartbeat, "confirm")
+    assert left is not None
+    assert (left.state, left.pending_status) == (JobState.PROCESSING, "success")
+    assert beat is not None
+    assert beat.summary is not None
+    assert beat.summary.startswith("checked 9 jobs: 9 finished")
+    assert "1 JobIds are not of VOD's shape" in beat.summary
+    assert "VOD errors" not in beat.summary
+
+
+async def test_a_held_callback_resolves_its_waiting_job_only_once_vod_confirms(
+    database: Database,
+    vod_settings: Settings,
+    vod: VodClient,
+    fake_vod: FakeVod,
+    clock: FrozenClock,
+) -> None:
+    """With confirmation on, a callback whose JobId would resolve a `submit_unknown` job changes
+    nothing until ListAIJob confirms that JobId; a forged one never does."""
+    fake_vod.fail_rate = 0.0
+    (real,) = (await vod.submit_ai_job("m1", ("AIVideoTag",))).jobs  # the answer never came
+    waiting = await add_job(database, None, JobState.SUBMIT_UNKNOWN, at=clock(), media_id="m1")
+    await fake_vod.idle(10)
+    forged = "f" * 32
+    async with database.write() as session:
+        for job_id in (forged, real.job_id):
+            session.add(
+                new_event(job_id, "success", clock(), applied=False, reason=Applied.PENDING.value)
+            )
+            outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m1")
+            assert await mark_pending(session, outcome, clock()) == Applied.PENDING
+    held = await load_job(database, waiting)
+    assert (held.job_id, held.state) == (None, JobState.SUBMIT_UNKNOWN)
+
+    await Scheduler(vod_settings, database, vod=vod, clock=clock).confirm()
+    resolved = await load_job(database, waiting)
+    assert (resolved.job_id, resolved.state) == (real.job_id, JobState.SUCCEEDED)
+    async with database.session() as session:
+        assert list(await session.scalars(select(Job.job_id))) == [real.job_id]
+        events = {e.job_id: e for e in await session.scalars(select(CallbackEvent))}
+    assert (events[real.job_id].applied, events[real.job_id].reason) == (True, "confirmed_by_vod")
+    assert (events[forged].applied, events[forged].reason) == (False, CONTRADICTED)
+
+
+async def test_a_batch_vod_refuses_is_asked_again_id_by_id(
+    database: Database, vod_settings: Settings, clock: FrozenClock
+) -> None:
+    """An id of VOD's shape that VOD still refuses costs one answer, not its batch's: a stub VOD
+    on loopback refuses every ListAIJob naming it and knows no other job."""
+    bad = "b" * 32
+    asked: list[list[str]] = []
+
+    async def list_ai_job(request: web.Request) -> web.Response:
+        ids = (await request.post())["JobIds"]
+        assert isinstance(ids, str)
+        asked.append(ids.split(","))
+        if bad in asked[-1]:
+            refusal = {"RequestId": "r", "Code": "InvalidParameter", "Message": "JobIds"}
+            return web.json_response(refusal, status=400)
+        return web.json_response({"RequestId": "r", "NonExistAIJobIds": {"String": asked[-1]}})
+
+    stub = web.Application()
+    stub.router.add_post("/", list_ai_job)
+    runner = web.AppRunner(stub)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        ids = [f"{n:032x}" for n in range(4)] + [bad] + [f"{n:032x}" for n in range(4, 9)]
+        rows = {job_id: await add_job(database, job_id, at=clock()) for job_id in ids}
+        clock.advance(timedelta(minutes=11))  # past the grace period
+        settings = vod_settings.model_copy(update={"vod_endpoint": f"http://127.0.0.1:{port}"})
+        async with VodClient(settings) as stub_vod:
+            await Scheduler(settings, database, vod=stub_vod, clock=clock).reconcile()
+    finally:
+        await runner.cleanup()
+    assert asked == [ids, *([job_id] for job_id in ids)]
+    for job_id, id in rows.items():
+        expected = JobState.PROCESSING if job_id == bad else JobState.LOST
+        assert (await load_job(database, id)).state == expected, job_id
+    async with database.session() as session:
+        beat = await session.get(Heartbeat, "reconcile")
+    assert beat is not None
+    assert beat.summary is not None
+    assert beat.summary.startswith("checked 9 jobs: 0 finished, 0 still running, 9 lost")
+    assert "1 JobIds refused by VOD one by one; 2 VOD errors" in beat.summary
+
+
+def test_the_unconfirmed_index_names_the_pending_reason() -> None:
+    assert f"reason = '{Applied.PENDING.value}'" == UNCONFIRMED_SQL

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from tracker.api.schemas import PAGE, components
 from tracker.ingest.receiver import MAX_BODY
 from tracker.models import JobState
-from tracker.submit.validate import MEDIA_ID_LIMIT
+from tracker.vod import EVENT_TYPES, JOB_ID, MEDIA_ID
 
 STATES = [state.value for state in JobState]
 # One state or a comma-separated list of them.
@@ -194,12 +194,14 @@ PATHS["/jobs"]["post"] = {
 # --- POST /callbacks/vod (tracker/ingest/receiver.py) -----------------------------------------
 
 _TEXT = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}
-_AI_EVENT = "^AI[^\\u0000]*Complete$"  # what tracker/ingest/receiver.py applies
+# What tracker/ingest/events.py applies: the completion events of the tracked job types.
+_AI_EVENT = f"^({'|'.join(EVENT_TYPES)})$"
 _STATUS = "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$"  # in any case
 SCHEMAS["VodEvent"] = {
     "description": "VOD's event notification body (vod-reference.md 6.2), read as JSON whatever "
-    f"the Content-Type; at most {MAX_BODY // 1024} KiB. AI completion events are applied to their "
-    "job; any other event type is stored and acknowledged, not applied.",
+    f"the Content-Type; at most {MAX_BODY // 1024} KiB; RFC 8259 JSON (no NaN, Infinity or "
+    "1e999). The completion events of the tracked job types are applied to their job; any other "
+    "event type (AIMediaAuditComplete too) is stored and acknowledged, not applied.",
     "oneOf": [_ref("VodAIEvent"), _ref("VodOtherEvent")],
 }
 SCHEMAS["VodAIEvent"] = {
@@ -208,8 +210,10 @@ SCHEMAS["VodAIEvent"] = {
     "properties": {
         "EventType": {**_TEXT, "maxLength": 64, "pattern": _AI_EVENT},
         "EventTime": {"description": "UTC; read leniently (`...:17Z`, `...:17:025Z`)"},
-        "JobId": {**_TEXT, "maxLength": MEDIA_ID_LIMIT},
-        "MediaId": {"anyOf": [{**_TEXT, "maxLength": MEDIA_ID_LIMIT}, {"type": "null"}]},
+        "JobId": {"type": "string", "pattern": f"^{JOB_ID.pattern}$"},
+        "MediaId": {
+            "anyOf": [{"type": "string", "pattern": f"^{MEDIA_ID.pattern}$"}, {"type": "null"}]
+        },
         "Status": {
             "type": "string",
             "pattern": "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$",
@@ -251,7 +255,11 @@ PATHS["/callbacks/vod"] = {
         },
         "responses": {
             "200": _json("stored, or a duplicate of a stored event", "CallbackAck"),
-            "400": _json("malformed JSON or an AI event without its fields (kept)", "Error"),
+            "400": _json(
+                "malformed JSON or a tracked AI event without its fields or with ids not of "
+                "VOD's shape (kept)",
+                "Error",
+            ),
             "401": _json("missing, wrong or expired signature (not stored)", "Error"),
             "413": _json(f"body over {MAX_BODY // 1024} KiB", "Error"),
             "503": _json("the event could not be stored; VOD retries", "Error"),

@@ -336,10 +336,26 @@ async def jobs(request: Request) -> JSONResponse:
     return await list_jobs(request)
 
 
+def any_id_route(path: str, endpoint: Any) -> Route:
+    """A GET route whose `{name}` parameters match any non-empty id, `/` included.
+
+    Starlette's `{name}` stops at `/`, and a client's `%2F` is decoded before routing, so a
+    stored id holding one (from VOD's SubmitAIJob answer, a row older than the receiver's id
+    rule, or a MediaId `POST /jobs` accepts) would answer 404. The template stays `path`, as
+    telemetry and the OpenAPI document name it. A longer route must come before its prefix
+    (`/jobs/{job_id}/events` before `/jobs/{job_id}`).
+    """
+    route = Route(path, endpoint, methods=["GET"])
+    parts = re.split(r"\{(\w+)\}", path)  # literal, name, literal, ...
+    pattern = "".join(f"(?P<{p}>.+)" if i % 2 else re.escape(p) for i, p in enumerate(parts))
+    route.path_regex = re.compile(f"^{pattern}$", re.DOTALL)  # a decoded %0A is an id too
+    return route
+
+
 routes = [
     Route("/jobs", jobs, methods=["GET", "POST"]),
-    Route("/jobs/{job_id}", get_job, methods=["GET"]),
-    Route("/jobs/{job_id}/events", get_job_events, methods=["GET"]),
-    Route("/media/{media_id}/jobs", get_media_jobs, methods=["GET"]),
+    any_id_route("/jobs/{job_id}/events", get_job_events),
+    any_id_route("/jobs/{job_id}", get_job),
+    any_id_route("/media/{media_id}/jobs", get_media_jobs),
     Route("/stats", get_stats, methods=["GET"]),
 ]

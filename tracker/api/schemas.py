@@ -16,8 +16,8 @@ from typing_extensions import TypedDict
 
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
 from tracker.models import JobState, Origin
-from tracker.submit.validate import EXTEND_LIMIT, MEDIA_ID
-from tracker.vod import JOB_TYPES
+from tracker.submit.validate import EXTEND_LIMIT
+from tracker.vod import JOB_TYPES, MEDIA_ID
 
 Time = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 State = Annotated[str, WithJsonSchema({"type": "string", "enum": [s.value for s in JobState]})]

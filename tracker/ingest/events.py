@@ -11,11 +11,17 @@ from datetime import datetime
 from typing import Any
 
 from tracker.transitions import Outcome
-from tracker.vod import parse_vod_time
+from tracker.vod import EVENT_TYPES, is_job_id, is_media_id, parse_json, parse_vod_time
 
 SEP = "\x1f"
 # Completion events carry success or fail (vod-reference.md 6.2), in any case.
 STATUSES = frozenset({"success", "fail"})
+# Why an acknowledged event is left unapplied: not an AI event at all, or the completion of an AI
+# job type the tracker does not submit (AIMediaAuditComplete: vod-reference.md 6.1).
+NOT_AI_EVENT = "not_ai_event"
+UNTRACKED_TYPE = "untracked_ai_type"
+JOB_ID_RULE = "1 to 128 of A-Z a-z 0-9 _ - * and . (not first)"
+MEDIA_ID_RULE = "1 to 128 of A-Z a-z 0-9 _ - * : @ = + and . (not first)"
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -49,7 +55,7 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
     }
     try:
         text = raw.decode()
-        body = json.loads(text)
+        body = parse_json(text)  # NaN, Infinity or 1e999 anywhere: not JSON, so malformed
     except (ValueError, RecursionError):
         return _malformed(row, raw, "body is not UTF-8 JSON")
     if not isinstance(body, dict):
@@ -61,27 +67,33 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
     if event_type is None:
         return _malformed(row, raw, "EventType missing or not a short string", text)
     row["event_type"] = event_type
-    row["job_id"] = _text(body.get("JobId"), 128)
-    row["media_id"] = _text(body.get("MediaId") or body.get("VideoId"), 128)
+    # Only ids of VOD's shape enter a column: they travel on into ListAIJob's comma-separated
+    # list and into URL paths. Another body keeps any other id in its text.
+    job_id = body.get("JobId")
+    row["job_id"] = job_id if is_job_id(job_id) else None
+    media_id = body.get("MediaId") or body.get("VideoId")
+    row["media_id"] = media_id if is_media_id(media_id) else None
     status = _text(body.get("Status"), 32)
     row["status"] = status.lower() if status else None
     raw_time = body.get("EventTime")
     row["event_time"] = parse_event_time(raw_time)
 
-    if not (event_type.startswith("AI") and event_type.endswith("Complete")):
+    if event_type not in EVENT_TYPES:
+        # Acknowledged (VOD would retry a refusal, then drop it) and stored, never applied: only
+        # the job types the tracker submits become jobs, whatever EventType a body names.
         try:
             normal = json.dumps(body, sort_keys=True, separators=(",", ":"))
         except (ValueError, RecursionError):  # nesting json.loads took but dumps refuses
             normal = hashlib.sha256(raw).hexdigest()
         row["dedup_key"] = _key("event", normal)
-        row["reason"] = "not_ai_event"
+        row["reason"] = _untracked(event_type)
         return row, None
     if row["job_id"] is None:
-        return _malformed(row, raw, "JobId missing or not a short string", text)
+        return _malformed(row, raw, f"JobId missing or not a short string of {JOB_ID_RULE}", text)
     if row["status"] not in STATUSES:
         return _malformed(row, raw, "Status must be success or fail", text)
     if body.get("MediaId") is not None and row["media_id"] is None:
-        return _malformed(row, raw, "MediaId not a short string", text)
+        return _malformed(row, raw, f"MediaId not a short string of {MEDIA_ID_RULE}", text)
     when = row["event_time"].isoformat() if row["event_time"] else str(raw_time or "")
     row["dedup_key"] = _key("ai", event_type, row["job_id"], row["status"], when)
     row["applied"] = None  # for the applier
@@ -102,12 +114,32 @@ def _malformed(
     return row, reason
 
 
+def _untracked(event_type: str) -> str:
+    is_ai = event_type.startswith("AI") and event_type.endswith("Complete")
+    return UNTRACKED_TYPE if is_ai else NOT_AI_EVENT
+
+
+def not_to_apply(row: Any) -> str | None:
+    """Why a stored row must not be applied, None if it may be: the receiver's rules, checked
+    again on its columns for rows stored before those rules or handed back by `tracker events
+    replay`. Only a tracked event type with a JobId of VOD's shape becomes a job."""
+    if row.event_type not in EVENT_TYPES:
+        return _untracked(row.event_type or "")
+    if not is_job_id(row.job_id) or row.status not in STATUSES:
+        return "malformed: JobId or Status not of a completion event"
+    if row.media_id is not None and not is_media_id(row.media_id):
+        return "malformed: MediaId not of VOD's shape"
+    return None
+
+
 def outcome_of(row: Any) -> Outcome:
-    """The Outcome an AI event row carries; `Data` is a JSON string (vod-reference.md 6.2)."""
-    body = json.loads(row.body)
+    """The Outcome a tracked AI event row carries; `Data` is a JSON string (vod-reference.md
+    6.2). Raises ValueError for a body that is not RFC 8259 JSON (stored before the receiver
+    refused them) and KeyError for an event type that is not tracked."""
+    body = parse_json(row.body)
     return Outcome(
         job_id=row.job_id,
-        type=row.event_type.removesuffix("Complete"),
+        type=EVENT_TYPES[row.event_type],
         status=row.status,
         media_id=row.media_id,
         code=_short(body.get("Code"), 128),
@@ -119,11 +151,12 @@ def outcome_of(row: Any) -> Outcome:
 
 
 def parse_data(data: Any) -> Any:
-    """VOD sends the result as a JSON string; keep the raw string if it is not clean JSON."""
+    """VOD sends the result as a JSON string; keep the raw string if it is not clean JSON
+    (NaN, Infinity and 1e999 are not: `parse_json`)."""
     if not isinstance(data, str):
         return data if is_clean(data) else escape_unstorable(json.dumps(data))
     try:
-        parsed = json.loads(data)
+        parsed = parse_json(data)
     except (ValueError, RecursionError):
         return escape_unstorable(data)
     if data.isascii() and "\\u" not in data:  # no escape can have made a NUL or a surrogate

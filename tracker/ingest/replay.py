@@ -25,12 +25,15 @@ async def replay_events(
     webhook's own applier, `tracker.ingest.applier.apply_pending`; return what became of them.
 
     Callbacks awaiting VOD's confirmation or contradicted by it are left alone: replaying one
-    must never apply an outcome VOD denied.
+    must never apply an outcome VOD denied. So are malformed ones, which the webhook refused.
     """
     skip = (Applied.PENDING.value, CONTRADICTED)
     where = [
         CallbackEvent.applied.is_(False),
-        or_(CallbackEvent.reason.is_(None), CallbackEvent.reason.not_in(skip)),
+        or_(
+            CallbackEvent.reason.is_(None),
+            CallbackEvent.reason.not_in(skip) & CallbackEvent.reason.not_like("malformed:%"),
+        ),
     ]
     if since is not None:
         where.append(CallbackEvent.received_at >= since)

@@ -11,11 +11,12 @@ never holding a write transaction across a VOD call.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, text, true, update
+from sqlalchemy import exists, func, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
@@ -26,6 +27,7 @@ from tracker.models import (
     CONFIRMED,
     CONTRADICTED,
     PENDING_SQL,
+    UNCONFIRMED_SQL,
     UNFINISHED,
     UNFLAGGED_SQL,
     CallbackEvent,
@@ -42,6 +44,7 @@ from tracker.vod import (
     VodOutcomeUnknown,
     VodThrottled,
     VodUnreachable,
+    is_job_id,
 )
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,8 @@ def status_outcome(status: AIJobStatus) -> Outcome:
 # Bound on one run: 1,000 ListAIJob calls, about 35 s at VOD's 30 calls/s. The rest waits for the
 # next run; stale jobs are taken least recently checked first, so every one gets its turn.
 MAX_PER_RUN = 10_000
-# A run gives up after this many VOD error answers in a row (an id VOD chokes on costs one batch).
+# A run gives up after this many VOD error answers in a row. A refused batch is asked again id by
+# id, so an id VOD chokes on costs one answer, and the ids beside it still get theirs.
 MAX_ERRORS = 3
 FINAL_STATUSES = ("success", "fail")
 
@@ -82,6 +86,8 @@ class Report:
     confirmed: int = 0
     contradicted: int = 0
     unlistable: int = 0
+    malformed: int = 0
+    refused: int = 0
     errors: int = 0
     stopped: str | None = None
 
@@ -97,6 +103,13 @@ class Report:
                 f"; {self.unlistable} stale jobs have no JobId (submit outcome unknown) and "
                 "cannot be looked up by JobId: left to recovery by media (recover)"
             )
+        if self.malformed:
+            text += (
+                f"; {self.malformed} JobIds are not of VOD's shape (a comma would split "
+                "ListAIJob's list) and cannot be looked up: skipped"
+            )
+        if self.refused:
+            text += f"; {self.refused} JobIds refused by VOD one by one"
         if self.errors:
             text += f"; {self.errors} VOD errors"
         if self.stopped:
@@ -107,13 +120,27 @@ class Report:
 async def jobs_to_reconcile(
     session: AsyncSession, settings: Settings, now: datetime, *, only_pending: bool = False
 ) -> list[str]:
-    """JobIds to look up, each once: callbacks awaiting confirmation, then stale jobs (least
-    recently checked first), then unfinished jobs older than the grace period (oldest first,
-    at most `reconcile_batch`). `only_pending`: the first group alone."""
+    """JobIds to look up, each once: callbacks awaiting confirmation (on jobs, then held for a
+    JobId no job has yet), then stale jobs (least recently checked first), then unfinished jobs
+    older than the grace period (oldest first, at most `reconcile_batch`). `only_pending`: the
+    first group alone. Ids are as stored: `reconcile_open_jobs` leaves out any not of VOD's
+    shape."""
     pending = (
         select(Job.job_id)
         .where(text(PENDING_SQL), Job.job_id.is_not(None))
         .order_by(Job.pending_since)
+        .limit(MAX_PER_RUN)
+    )
+    # A callback whose JobId would resolve a job waiting for one is held until VOD confirms it
+    # (`mark_pending`); literal UNCONFIRMED_SQL so ix_callback_events_unconfirmed serves it.
+    held = (
+        select(CallbackEvent.job_id)
+        .where(
+            text(UNCONFIRMED_SQL),
+            CallbackEvent.job_id.is_not(None),
+            ~exists().where(Job.job_id == CallbackEvent.job_id),
+        )
+        .order_by(CallbackEvent.job_id)
         .limit(MAX_PER_RUN)
     )
     stale = (
@@ -134,7 +161,7 @@ async def jobs_to_reconcile(
         .limit(settings.reconcile_batch)
     )
     ids: dict[str, None] = {}
-    for query in (pending,) if only_pending else (pending, stale, aged):
+    for query in (pending, held) if only_pending else (pending, held, stale, aged):
         for job_id in await session.scalars(query):
             if job_id is not None:
                 ids.setdefault(job_id)
@@ -239,8 +266,16 @@ async def reconcile_open_jobs(
         ids = await jobs_to_reconcile(session, settings, clock(), only_pending=only_pending)
         if not only_pending:
             report.unlistable = await count_unlistable(session)
+    # An id that is not of VOD's shape (stored before the receiver checked ids) would spoil any
+    # batch it joined: a comma in it alone makes ListAIJob refuse the whole list.
+    listable = [job_id for job_id in ids if is_job_id(job_id)]
+    report.malformed = len(ids) - len(listable)
+    if report.malformed:
+        log.warning("%d JobIds are not of VOD's shape: not looked up", report.malformed)
+    batches = deque(_chunks(listable, LIST_LIMIT))
     errors_in_a_row = 0
-    for batch in _chunks(ids, LIST_LIMIT):
+    while batches:
+        batch = batches.popleft()
         if not keep_going():
             report.stopped = "lease lost"
             break
@@ -252,8 +287,12 @@ async def reconcile_open_jobs(
             break
         except VodError as exc:
             report.errors += 1
-            errors_in_a_row += 1
             log.warning("ListAIJob refused %d ids: %s", len(batch), exc)
+            if len(batch) > 1:  # ask for each alone: one bad id must not cost the others
+                batches.extendleft([job_id] for job_id in reversed(batch))
+                continue
+            report.refused += 1
+            errors_in_a_row += 1
             if errors_in_a_row >= MAX_ERRORS:
                 report.stopped = f"{errors_in_a_row} VOD errors in a row: {exc}"
                 break

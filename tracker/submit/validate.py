@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tracker.errors import BadRequest
 from tracker.submit.claims import SubmitRequest
-from tracker.vod import JOB_TYPES
+from tracker.vod import ID_LIMIT, JOB_TYPES, MEDIA_ID
 
 # Where each AI type is offered (vod-reference.md 1.1); each job costs money, so a type the
 # configured region lacks is refused here instead of by a bill or an error later.
@@ -18,10 +17,6 @@ REGIONS: dict[str, frozenset[str]] = {
     "AIMediaDNA": frozenset({"cn-beijing", "cn-shanghai", "ap-southeast-1"}),
 }
 EXTEND_LIMIT = 512  # bytes of UserData.Extend (vod-reference.md 6.3, 6.6)
-MEDIA_ID_LIMIT = 128  # the width of jobs.media_id
-# VOD's media ids are 32 hex digits; this leaves room for other ids without letting in spaces,
-# commas (a CSV line) or control characters. The OpenAPI document states the same pattern.
-MEDIA_ID = re.compile(rf"[A-Za-z0-9_.:@=+/-]{{1,{MEDIA_ID_LIMIT}}}")
 
 
 class InvalidSubmission(BadRequest):
@@ -78,7 +73,8 @@ def check_media_id(value: object) -> str:
     media_id = value.strip()
     if not MEDIA_ID.fullmatch(media_id):
         raise InvalidSubmission(
-            f"media_id: 1 to {MEDIA_ID_LIMIT} of the characters A-Z a-z 0-9 _ . : @ = + / -"
+            f"media_id: 1 to {ID_LIMIT} of the characters A-Z a-z 0-9 _ * : @ = + - and ., "
+            "not first (VOD's media ids, as callbacks must carry them)"
         )
     return media_id
 

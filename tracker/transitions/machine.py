@@ -205,6 +205,18 @@ async def _resolve_submit_unknown(
     )
 
 
+async def _awaits_job_id(session: AsyncSession, outcome: Outcome) -> bool:
+    """Whether a job of the outcome's media and type waits for a JobId (`waiting_for_job_id`)."""
+    if outcome.media_id is None:
+        return False
+    waiting = await session.scalar(
+        select(Job.id)
+        .where(Job.media_id == outcome.media_id, Job.type == outcome.type, waiting_for_job_id())
+        .limit(1)
+    )
+    return waiting is not None
+
+
 async def _insert_discovered(
     session: AsyncSession,
     outcome: Outcome,
@@ -236,8 +248,10 @@ async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -
 
     Nothing becomes final here: `pending_status` takes the outcome's status and `pending_since`
     keeps the first time one was recorded, until reconciliation applies VOD's own answer through
-    `apply_outcome` (which clears both). A final job is left alone. A JobId we never saw is first
-    learned as `processing` (undated, so VOD's later answer is never judged older), then marked.
+    `apply_outcome` (which clears both). A final job is left alone. A JobId we never saw changes
+    no job while one of its media and type waits for a JobId (only VOD's answer may resolve that
+    job); otherwise it is first learned as `processing` (undated, so VOD's later answer is never
+    judged older), then marked.
     Non-terminal outcomes finalise nothing and are applied directly.
     """
     if outcome.target is None:
@@ -257,10 +271,18 @@ async def mark_pending(session: AsyncSession, outcome: Outcome, now: datetime) -
     state = await session.scalar(select(Job.state).where(Job.job_id == outcome.job_id))
     if state is not None:
         return Applied.ALREADY_FINAL
+    if await _awaits_job_id(session, outcome):
+        # The body is unsigned, so it could name any JobId: a job waiting for its JobId takes
+        # one only from VOD's own answer. The event stays pending, and reconciliation asks VOD
+        # about its JobId (tracker/scheduler/reconcile.py), whose answer resolves the job.
+        return Applied.PENDING
+    # Learned by an INSERT alone, never through `apply_outcome`, which could resolve a job that
+    # began waiting meanwhile. If another writer inserted it first, the mark finds its row.
     learned = replace(
         outcome, status="processing", code=None, message=None, data=None, event_time=None
     )
-    await apply_outcome(session, learned, now)
+    fields = {"status": learned.status, "code": None, "message": None, "event_time": None}
+    await _insert_discovered(session, learned, None, now, fields)
     return await mark_pending(session, outcome, now)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +13,46 @@ from typing import Any
 from tracker.vod.signing import parse_vod_time
 
 JOB_TYPES = ("AIVideoTag", "AIMediaDNA")
+# The completion event of each job type (section 6.1). VOD sends others under the same
+# subscription (AIMediaAuditComplete): they are no job of ours.
+EVENT_TYPES = {f"{job_type}Complete": job_type for job_type in JOB_TYPES}
 LIST_LIMIT = 10  # ListAIJob takes at most 10 JobIds (section 3.1)
+ID_LIMIT = 128  # the width of the id columns
+# VOD's JobIds and MediaIds are 32 hex digits, and its documented samples mask the last four
+# with `*` (sections 2, 6.2). The rules are lenient beyond that (any letter, `_ - .`), but keep
+# out what breaks a use of the id: `,` splits ListAIJob's JobIds list (section 3.1), `/ ? # %`
+# and a leading dot change a URL path, and spaces, quotes and control characters mislead logs.
+# A MediaId may also hold what `POST /jobs` accepts (tracker/submit/validate.py).
+JOB_ID = re.compile(rf"[A-Za-z0-9_*-][A-Za-z0-9_.*-]{{0,{ID_LIMIT - 1}}}", re.ASCII)
+MEDIA_ID = re.compile(rf"[A-Za-z0-9_*:@=+-][A-Za-z0-9_.*:@=+-]{{0,{ID_LIMIT - 1}}}", re.ASCII)
+
+
+def is_job_id(value: object) -> bool:
+    """Whether `value` has the shape of a VOD JobId (see JOB_ID)."""
+    return isinstance(value, str) and JOB_ID.fullmatch(value) is not None
+
+
+def is_media_id(value: object) -> bool:
+    """Whether `value` has the shape of a VOD MediaId (see MEDIA_ID)."""
+    return isinstance(value, str) and MEDIA_ID.fullmatch(value) is not None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"{literal[:20]} overflows a number")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN, Infinity and numbers beyond a double (`1e999`) raise
+    ValueError, like any other syntax error. Python's own parser takes them, but no JSON
+    column of PostgreSQL, no JSON response and no other client can hold them."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
 
 
 @dataclass(frozen=True)
@@ -28,14 +69,15 @@ class SubmitResult:
 
 
 def parse_json_string(value: Any) -> Any:
-    """VOD nests JSON as strings (`Data`); empty means None, unparseable stays the raw string."""
+    """VOD nests JSON as strings (`Data`); empty means None, unparseable (NaN and Infinity
+    included: `parse_json`) stays the raw string."""
     if not isinstance(value, str):
         return value
     if not value.strip():
         return None
     try:
-        return json.loads(value)
-    except ValueError:
+        return parse_json(value)
+    except (ValueError, RecursionError):
         return value
 
 
