@@ -296,16 +296,13 @@ async def test_a_burst_is_stored_and_applied_in_full(
 
 # -- PostgreSQL going away and coming back (a private throwaway cluster) --------------------------
 
-PG_PORT = 10551
-
-
 def _as_owner(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
-def _pg_ctl(directory: Path, action: str) -> None:
+def _pg_ctl(directory: Path, port: int, action: str) -> None:
     bindir = programs.postgres_bindir()
-    options = f"-c listen_addresses=127.0.0.1 -p {PG_PORT} -k {directory}"
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory}"
     extra = ["-o", options, "-l", str(directory / "log")] if action == "start" else ["-m", "fast"]
     subprocess.run(
         _as_owner(str(bindir / "pg_ctl"), "-D", str(directory / "data"), "-w", action, *extra),
@@ -316,29 +313,30 @@ def _pg_ctl(directory: Path, action: str) -> None:
 
 
 @pytest.fixture
-def private_postgres() -> Iterator[tuple[str, Path]]:
+def private_postgres() -> Iterator[tuple[str, Path, int]]:
     # Not under pytest's tmp_path: its parents are private to root, and the server runs as
     # the `postgres` user. The script creates, owns and finally removes the directory.
     programs.postgres_bindir()
     directory = Path(tempfile.gettempdir()) / f"tracker-test-pg-{os.getpid()}"
     script = ROOT / ".ci" / "postgres"
+    port = free_port()  # kept across the restart; other test runs on this machine use others
     try:
         url = subprocess.run(
-            ["bash", str(script), "start", str(directory), str(PG_PORT)],
+            ["bash", str(script), "start", str(directory), str(port)],
             check=True,
             capture_output=True,
             text=True,
             timeout=300,
         ).stdout.strip()
-        yield url, directory
+        yield url, directory, port
     finally:  # also after a failed start: stop what may have started, remove the directory
         subprocess.run(["bash", str(script), "stop", str(directory)], timeout=120, check=False)
 
 
 async def test_postgres_outage_answers_503_and_recovers_without_restart(
-    private_postgres: tuple[str, Path], clock: FrozenClock
+    private_postgres: tuple[str, Path, int], clock: FrozenClock
 ) -> None:
-    url, directory = private_postgres
+    url, directory, port = private_postgres
     await asyncio.to_thread(upgrade, url)
     settings = Settings(database_url=url, callback_url=URL, callback_auth_key=KEY)
     app = create_app(settings, clock=clock)
@@ -348,7 +346,7 @@ async def test_postgres_outage_answers_503_and_recovers_without_restart(
         response = await http.post("/callbacks/vod", json=first, headers=signed_headers(clock))
         assert response.status_code == 200
 
-        await asyncio.to_thread(_pg_ctl, directory, "stop")
+        await asyncio.to_thread(_pg_ctl, directory, port, "stop")
         during = {**TAG_EVENT, "JobId": "during"}
         for _ in range(3):  # VOD's attempts while the database is down
             response = await http.post("/callbacks/vod", json=during, headers=signed_headers(clock))
@@ -356,7 +354,7 @@ async def test_postgres_outage_answers_503_and_recovers_without_restart(
         ready = await http.get("/readyz")
         assert ready.status_code == 503
 
-        await asyncio.to_thread(_pg_ctl, directory, "start")
+        await asyncio.to_thread(_pg_ctl, directory, port, "start")
         codes = []
         for _ in range(100):  # bounded: the pool notices the restart on its next checkout
             response = await http.post("/callbacks/vod", json=during, headers=signed_headers(clock))
