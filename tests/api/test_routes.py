@@ -25,6 +25,7 @@ def make_job(n: int, **fields: Any) -> Job:
         "job_id": f"job-{n:04d}",
         "media_id": f"media-{n // 2:04d}",
         "type": "AIVideoTag" if n % 2 == 0 else "AIMediaDNA",
+        "region": "cn-shanghai",
         "state": JobState.PROCESSING,
         "origin": Origin.SUBMITTED,
         # Every third job shares its time with the next, so ties are broken by id.
@@ -57,6 +58,7 @@ async def test_get_job_shape(client: httpx.AsyncClient, database: Database) -> N
         "job_id": "job-0001",
         "media_id": "media-0000",
         "type": "AIMediaDNA",
+        "region": "cn-shanghai",
         "state": "succeeded",
         "stale": False,
         "stale_at": None,

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracker.models import JobState
+from tracker.submit.validate import REGION_LIMIT, REGION_PATTERN
 
 STATES = [state.value for state in JobState]
 # One state or a comma-separated list of them.
@@ -38,6 +39,7 @@ SCHEMAS: dict[str, Any] = {
             "job_id",
             "media_id",
             "type",
+            "region",
             "state",
             "stale",
             "stale_at",
@@ -54,6 +56,12 @@ SCHEMAS: dict[str, Any] = {
             "job_id": _nullable("string", description="VOD JobId; null if never submitted"),
             "media_id": {"type": "string"},
             "type": {"type": "string", "example": "AIVideoTag"},
+            "region": _nullable(
+                "string",
+                example="cn-shanghai",
+                description="VOD region it was submitted in; null for a job VOD told us of by "
+                "callback until reconciliation finds it",
+            ),
             "state": {"type": "string", "enum": STATES},
             "stale": {"type": "boolean"},
             "stale_at": TIME,
@@ -198,6 +206,7 @@ LIST_PARAMETERS = [
         "one state or several, comma-separated (`processing,submit_unknown`)",
     ),
     _query("type", {"type": "string"}, "job type(s), comma-separated (`AIVideoTag`)"),
+    _query("region", {"type": "string"}, "VOD region(s), comma-separated (`cn-shanghai`)"),
     _query("media_id", {"type": "string"}, "jobs of one media"),
     _query("stale", {"type": "boolean"}, "only stale (`true`) or only not stale (`false`)"),
     _query("submitted_after", {"type": "string", "format": "date-time"}, "exclusive bound"),
@@ -355,6 +364,14 @@ SCHEMAS["SubmitRequest"] = {
                 },
             },
         ),
+        "region": {
+            "type": "string",
+            "pattern": REGION_PATTERN,
+            "maxLength": REGION_LIMIT,
+            "example": "cn-beijing",
+            "description": "VOD region to submit in (default TRACKER_VOD_REGION); tagging is "
+            "offered in cn-beijing and cn-shanghai, fingerprinting also in ap-southeast-1",
+        },
         "force": {"type": "boolean", "default": False, "description": "resubmit even if live"},
     },
 }

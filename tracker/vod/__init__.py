@@ -10,6 +10,15 @@ from tracker.vod.client import (
     VodUnreachable,
     shared_limiter,
 )
+from tracker.vod.credentials import (
+    SOURCES_HINT,
+    AccessKey,
+    Credentials,
+    CredentialsUnavailable,
+    credentials_from_settings,
+    static_credentials,
+)
+from tracker.vod.regions import VodClients, vod_clients
 from tracker.vod.results import (
     JOB_TYPES,
     LIST_LIMIT,
@@ -34,6 +43,14 @@ from tracker.vod.signing import (
 
 __all__ = [
     "API_VERSION",
+    "SOURCES_HINT",
+    "AccessKey",
+    "Credentials",
+    "CredentialsUnavailable",
+    "VodClients",
+    "credentials_from_settings",
+    "static_credentials",
+    "vod_clients",
     "IDEMPOTENT",
     "JOB_TYPES",
     "LIST_LIMIT",
