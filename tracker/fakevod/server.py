@@ -56,8 +56,10 @@ class FakeVod:
         callback_attempts: int = 3,
         callback_interval: float = 1.0,
         callback_timeout: float = 5.0,
+        sts_ttl: float | None = None,
     ) -> None:
-        self.gateway = Gateway(access_key_id, access_key_secret, qps)
+        # sts_ttl: GET /credentials hands out STS credentials living this many seconds.
+        self.gateway = Gateway(access_key_id, access_key_secret, qps, sts_ttl=sts_ttl)
         self.delay = delay
         self.fail_rate = fail_rate
         self.drop_rate = drop_rate
@@ -144,6 +146,7 @@ class FakeVod:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/", self._handle)
+        app.router.add_get("/credentials", self._credentials)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
@@ -184,7 +187,21 @@ class FakeVod:
                 raise TimeoutError(f"fake VOD still busy: {len(self._tasks)} tasks")
             await asyncio.wait(set(self._tasks), timeout=remaining)
 
+    @property
+    def credentials_uri(self) -> str:
+        """ALIBABA_CLOUD_CREDENTIALS_URI for the STS credentials it hands out (with sts_ttl)."""
+        return f"{self.url}/credentials"
+
     # -- the API --
+
+    async def _credentials(self, request: web.Request) -> web.Response:
+        """A credentials URI (ALIBABA_CLOUD_CREDENTIALS_URI), answering in the format the
+        alibabacloud-credentials library reads; 404 unless started with sts_ttl."""
+        if self.gateway.sts_ttl is None:
+            return web.json_response(
+                {"Code": "NotFound", "Message": "started without --sts-ttl"}, status=404
+            )
+        return web.json_response(self.gateway.issue_sts().as_json())
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -489,7 +506,12 @@ def run_fake_vod(
             f"fake VOD listening on {url} (AccessKeyId {fake.access_key_id}); "
             f"callbacks to {targets} ({signed}); delay {fake.delay}s"
             + (f"; faults: {faults}" if faults else "")
-            + (f"; seed {options['seed']}" if options.get("seed") is not None else ""),
+            + (f"; seed {options['seed']}" if options.get("seed") is not None else "")
+            + (
+                f"; STS credentials at {fake.credentials_uri} for {options['sts_ttl']:g}s each"
+                if options.get("sts_ttl")
+                else ""
+            ),
             flush=True,
         )
         try:
