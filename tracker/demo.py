@@ -62,6 +62,20 @@ SHORT_TYPES = {"AIVideoTag": "tag", "AIMediaDNA": "dna"}
 STYLES = {"succeeded": "green", "failed": "red", "stale": "yellow", "confirming": "cyan"}
 
 
+CREDENTIAL_FIELDS = (
+    "access_key_id",
+    "access_key_secret",
+    "security_token",
+    "role_arn",
+    "oidc_provider_arn",
+    "oidc_token_file",
+    "credentials_file",
+    "profile",
+    "ecs_metadata",
+    "credentials_uri",
+)
+
+
 class DemoFailed(Exception):
     """The demo could not show what it promises; the message says what is missing."""
 
@@ -103,15 +117,18 @@ def demo_settings(
     """The tracker's settings, all given here so the user's TRACKER_* variables cannot change
     what the demo shows. With `credentials_uri` it signs with the STS credentials found there
     instead of the key pair."""
-    key_pair: dict[str, Any] = {
-        "access_key_id": keys["access_key_id"],
-        "access_key_secret": keys["access_key_secret"],
-    }
-    if credentials_uri is not None:
-        key_pair = {"access_key_id": None, "access_key_secret": None}
+    # Every credential source named, so that none of the user's ALIBABA_CLOUD_* variables can
+    # send the demo's requests to the cloud (tracker/vod/credentials.py takes the first one set).
+    sources: dict[str, Any] = dict.fromkeys(CREDENTIAL_FIELDS)
+    if credentials_uri is None:
+        sources |= {
+            "access_key_id": keys["access_key_id"],
+            "access_key_secret": keys["access_key_secret"],
+        }
+    else:
+        sources["credentials_uri"] = credentials_uri
     return Settings(
-        credentials_uri=credentials_uri,
-        **key_pair,
+        **sources,
         database_url=database_url,
         host="127.0.0.1",
         port=port,

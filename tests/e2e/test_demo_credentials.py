@@ -9,9 +9,14 @@ from tests.processes import run_tracker
 
 
 def test_demo_with_rotating_sts_credentials(tmp_path: Path) -> None:
-    done = run_tracker(
-        "demo", "--exit-when-done", "--sts-ttl", "3s", env={"TMPDIR": str(tmp_path)}, timeout=90
+    # A profile of the user's comes before a credentials URI in the chain: the demo must not
+    # use it (its key pair is unknown to the simulator, so every request would be refused).
+    profile = tmp_path / "credentials.ini"
+    profile.write_text(
+        "[default]\ntype = access_key\naccess_key_id = mine\naccess_key_secret = s\n"
     )
+    env = {"TMPDIR": str(tmp_path), "ALIBABA_CLOUD_CREDENTIALS_FILE": str(profile)}
+    done = run_tracker("demo", "--exit-when-done", "--sts-ttl", "3s", env=env, timeout=90)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "all 8 jobs match VOD's truth (1 failed, 7 succeeded)" in out
