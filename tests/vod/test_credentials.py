@@ -20,8 +20,9 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from tracker.clock import FrozenClock
-from tracker.config import Settings
+from tracker.config import Settings, load_settings
 from tracker.db import Database
+from tracker.errors import ConfigError
 from tracker.fakevod import FakeVod
 from tracker.models import Job, JobState
 from tracker.submit.claims import SubmitRequest
@@ -115,6 +116,12 @@ def test_settings_read_the_library_variable_names(monkeypatch: pytest.MonkeyPatc
     assert settings.has_vod_credentials
     assert settings.vod_url_for("cn-beijing") == "http://127.0.0.1:9001"
     assert settings.vod_url_for("cn-shanghai") == "https://vod.cn-shanghai.aliyuncs.com"
+
+
+def test_a_bad_endpoint_list_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_VOD_ENDPOINTS", "cn-beijing=http://127.0.0.1:9001,cn-shanghai")
+    with pytest.raises(ConfigError, match="TRACKER_VOD_ENDPOINTS: .*region=url"):
+        load_settings()
 
 
 async def test_profile_file(tmp_path: Path) -> None:
