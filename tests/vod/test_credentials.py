@@ -151,7 +151,7 @@ async def test_sts_credentials_are_refreshed_before_they_expire(sts_fake: FakeVo
     now = [time.time()]
     credentials = credentials_from_settings(uri_settings(sts_fake))
     assert credentials is not None
-    credentials = Credentials(credentials.provider, credentials.source, wall=lambda: now[0])
+    credentials = Credentials(credentials.provide, credentials.source, wall=lambda: now[0])
     first = await credentials.get()
     assert first.security_token
     assert first.access_key_id.startswith("STS.")
@@ -204,6 +204,8 @@ async def test_expired_sts_credentials_are_refused(sts_fake: FakeVod) -> None:
 async def test_credentials_revoked_early_are_renewed_and_the_call_sent_again(
     sts_fake: FakeVod,
 ) -> None:
+    # An hour's credentials: the library alone would keep handing out its cached ones.
+    sts_fake.gateway.sts_ttl = 3600
     async with VodClient(uri_settings(sts_fake)) as vod:
         await vod.list_ai_jobs(["a"])
         sts_fake.gateway._sts.clear()  # revoked: VOD no longer knows the key

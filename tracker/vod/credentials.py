@@ -10,6 +10,8 @@ Vendor quirks handled here (alibabacloud-credentials 1.0.x, read from its source
   again on every call, so this module keeps its own cache and asks only when a refresh is due;
 - its refresh lock is a `threading.Lock` taken with a 5 s blocking wait, which would stall the
   event loop if two coroutines refreshed at once: `Credentials` lets one coroutine in at a time;
+- credentials VOD refuses before their time (revoked) stay in its cache: the provider is
+  built anew to fetch others;
 - it reads the environment once, at import, and its `credentials` logger prints to stderr with
   a handler of its own; every value is passed explicitly and that logger is quietened below.
 """
@@ -86,17 +88,25 @@ class _Cached:
     expires_at: float | None
 
 
+Provide = Callable[[], ICredentialsProvider]
+
+
 class Credentials:
-    """The current credentials of one source; share one per process (VOD clients, MNS)."""
+    """The current credentials of one source; share one per process (VOD clients, MNS).
+
+    `provide` builds the library's provider; it is called again when VOD refuses credentials
+    before their time, since the library would hand back its cached ones until 15 minutes before
+    their expiry."""
 
     def __init__(
         self,
-        provider: ICredentialsProvider,
+        provide: Provide,
         source: str,
         *,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.provider = provider
+        self.provide = provide
+        self.provider = provide()
         self.source = source  # for logs: which variable configured it, never a secret
         self._wall = wall
         self._cached: _Cached | None = None
@@ -135,6 +145,7 @@ class Credentials:
         cached = self._cached
         if cached is None or cached.key != key or cached.refresh_at is None:
             return False
+        self.provider = self.provide()
         self._cached = _Cached(cached.key, self._wall(), cached.expires_at)
         return True
 
@@ -174,18 +185,19 @@ class Credentials:
 
 def static_credentials(key: AccessKey, source: str = "a static key pair") -> Credentials:
     """Fixed credentials (tests, the simulator's own key pair)."""
-    provider: ICredentialsProvider
-    if key.security_token:
-        provider = StaticSTSCredentialsProvider(
-            access_key_id=key.access_key_id,
-            access_key_secret=key.access_key_secret,
-            security_token=key.security_token,
-        )
-    else:
-        provider = StaticAKCredentialsProvider(
+
+    def provide() -> ICredentialsProvider:
+        if key.security_token:
+            return StaticSTSCredentialsProvider(
+                access_key_id=key.access_key_id,
+                access_key_secret=key.access_key_secret,
+                security_token=key.security_token,
+            )
+        return StaticAKCredentialsProvider(
             access_key_id=key.access_key_id, access_key_secret=key.access_key_secret
         )
-    return Credentials(provider, source)
+
+    return Credentials(provide, source)
 
 
 def credentials_from_settings(settings: Settings) -> Credentials | None:
@@ -199,25 +211,34 @@ def credentials_from_settings(settings: Settings) -> Credentials | None:
         )
         return static_credentials(key, "ALIBABA_CLOUD_ACCESS_KEY_ID")
     if settings.role_arn and settings.oidc_provider_arn and settings.oidc_token_file:
-        provider: ICredentialsProvider = OIDCRoleArnCredentialsProvider(
-            role_arn=settings.role_arn,
-            oidc_provider_arn=settings.oidc_provider_arn,
-            oidc_token_file_path=settings.oidc_token_file,
-            role_session_name=settings.role_session_name,
+        role_arn, provider_arn = settings.role_arn, settings.oidc_provider_arn
+        token_file, session = settings.oidc_token_file, settings.role_session_name
+        return Credentials(
+            lambda: OIDCRoleArnCredentialsProvider(
+                role_arn=role_arn,
+                oidc_provider_arn=provider_arn,
+                oidc_token_file_path=token_file,
+                role_session_name=session,
+            ),
+            f"OIDC/RRSA as {role_arn}",
         )
-        return Credentials(provider, f"OIDC/RRSA as {settings.role_arn}")
     if settings.credentials_file or settings.profile:
         path = Path(settings.credentials_file or DEFAULT_PROFILE_FILE).expanduser()
         name = settings.profile or "default"
-        provider = ProfileCredentialsProvider(profile_file=str(path), profile_name=name)
-        return Credentials(provider, f"profile {name!r} of {path}")
+        return Credentials(
+            lambda: ProfileCredentialsProvider(profile_file=str(path), profile_name=name),
+            f"profile {name!r} of {path}",
+        )
     if settings.ecs_metadata:
         # Asked only because the role is named; the library's own refresher thread stays off.
-        provider = EcsRamRoleCredentialsProvider(
-            role_name=settings.ecs_metadata, async_update_enabled=False
+        role = settings.ecs_metadata
+        return Credentials(
+            lambda: EcsRamRoleCredentialsProvider(role_name=role, async_update_enabled=False),
+            f"ECS RAM role {role}",
         )
-        return Credentials(provider, f"ECS RAM role {settings.ecs_metadata}")
     if settings.credentials_uri:
-        provider = URLCredentialsProvider(uri=settings.credentials_uri)
-        return Credentials(provider, f"ALIBABA_CLOUD_CREDENTIALS_URI {settings.credentials_uri}")
+        uri = settings.credentials_uri
+        return Credentials(
+            lambda: URLCredentialsProvider(uri=uri), f"ALIBABA_CLOUD_CREDENTIALS_URI {uri}"
+        )
     return None
