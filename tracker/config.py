@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     role_session_name: str | None = Field(
         default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ROLE_SESSION_NAME")
     )
+    # Where OIDC/RRSA assumes the role; unset: the library's (ALIBABA_CLOUD_STS_REGION, else
+    # sts.aliyuncs.com). An `http://` URL is used as it is (the simulator in tests).
+    sts_endpoint: str | None = None
     credentials_file: str | None = Field(
         default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_CREDENTIALS_FILE")
     )

@@ -137,6 +137,34 @@ async def test_profile_file(tmp_path: Path) -> None:
     assert await credentials.get() == AccessKey("tracker-id", "s1")
 
 
+async def test_oidc_rrsa_assumes_the_role_with_the_current_token(
+    sts_fake: FakeVod, tmp_path: Path
+) -> None:
+    """RRSA as on ACK: the pod's token file is read at each refresh (kubelet rotates it) and
+    AssumeRoleWithOIDC, here the simulator's over loopback, hands out STS credentials."""
+    token = tmp_path / "token"
+    token.write_text("oidc-token-1")
+    settings = Settings(
+        role_arn="acs:ram::1:role/tracker",
+        oidc_provider_arn="acs:ram::1:oidc-provider/ack",
+        oidc_token_file=str(token),
+        sts_endpoint=sts_fake.url,
+        vod_endpoint=sts_fake.url,
+        vod_retries=0,
+    )
+    now = [time.time()]
+    made = credentials_from_settings(settings)
+    assert made is not None
+    credentials = Credentials(made.provide, made.source, wall=lambda: now[0])
+    async with VodClient(settings, credentials=credentials) as vod:
+        await vod.list_ai_jobs(["a"])
+        token.write_text("oidc-token-2")
+        now[0] += 2.1  # a refresh is due
+        await vod.list_ai_jobs(["b"])
+    assert sts_fake.oidc_tokens == ["oidc-token-1", "oidc-token-2"]
+    assert sts_fake.gateway.sts_accepted == 2
+
+
 async def test_a_source_that_fails_is_an_unavailable_error(tmp_path: Path) -> None:
     credentials = credentials_from_settings(Settings(credentials_file=str(tmp_path / "none.ini")))
     assert credentials is not None

@@ -95,6 +95,7 @@ class FakeVod:
             "MnsQueueName": "",
         }
         self.jobs: dict[str, FakeJob] = {}
+        self.oidc_tokens: list[str] = []  # as AssumeRoleWithOIDC received them
         self.submit_calls = 0
         self.requests = 0
         self.refused: dict[str, int] = {}  # error code -> how many answers carried it
@@ -225,6 +226,8 @@ class FakeVod:
         return web.Response(body=payload, content_type="application/json")
 
     async def _answer(self, request: web.Request) -> dict[str, Any]:
+        if request.query.get("Action") == "AssumeRoleWithOIDC":
+            return self._assume_role_with_oidc(request.query)
         action, params = await self.gateway.authenticate(request)
         self.gateway.throttle()
         if self._chance(self.error_rate, self._api_rng):
@@ -244,6 +247,23 @@ class FakeVod:
             "GetMediaDNAResult": self._dna_result,
             "GetMessageCallback": self._get_callback,
             "SetMessageCallback": self._set_callback,
+        }
+
+    def _assume_role_with_oidc(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """STS's AssumeRoleWithOIDC (RRSA), unsigned like the real one: the OIDC token is the
+        proof. Hands out the same short-lived credentials as GET /credentials, whatever
+        DurationSeconds asks for."""
+        if self.gateway.sts_ttl is None:
+            raise Refused(404, "InvalidAction.NotFound", "started without sts_ttl")
+        role_arn = required(params, "RoleArn")
+        required(params, "OIDCProviderArn")
+        self.oidc_tokens.append(required(params, "OIDCToken"))
+        sts = self.gateway.issue_sts().as_json()
+        return {
+            "AssumedRoleUser": {"Arn": f"{role_arn}/{params.get('RoleSessionName', '')}"},
+            "Credentials": {
+                k: sts[k] for k in ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration")
+            },
         }
 
     def _submit(self, params: Mapping[str, str]) -> dict[str, Any]:

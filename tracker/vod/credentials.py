@@ -213,12 +213,14 @@ def credentials_from_settings(settings: Settings) -> Credentials | None:
     if settings.role_arn and settings.oidc_provider_arn and settings.oidc_token_file:
         role_arn, provider_arn = settings.role_arn, settings.oidc_provider_arn
         token_file, session = settings.oidc_token_file, settings.role_session_name
+        sts_endpoint = settings.sts_endpoint
         return Credentials(
             lambda: OIDCRoleArnCredentialsProvider(
                 role_arn=role_arn,
                 oidc_provider_arn=provider_arn,
                 oidc_token_file_path=token_file,
                 role_session_name=session,
+                sts_endpoint=sts_endpoint,
             ),
             f"OIDC/RRSA as {role_arn}",
         )
