@@ -27,6 +27,7 @@ def new_job(
     values: dict[str, Any] = {
         "media_id": f"media-{job_id or uuid4().hex}",
         "type": "AIVideoTag",
+        "region": "cn-shanghai",
         "origin": Origin.SUBMITTED,
         "submitted_at": at,
         "updated_at": at,

@@ -22,7 +22,7 @@ from tracker.errors import TrackerError
 from tracker.ingest import receiver
 from tracker.ingest.inbox import Inbox
 from tracker.scheduler.service import Scheduler
-from tracker.vod import VodClient
+from tracker.vod import SOURCES_HINT, vod_clients
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        vod = VodClient(settings) if settings.has_vod_credentials else None
+        vod = vod_clients(settings)
+        if vod is None and settings.scheduler == "off":  # else the scheduler says it
+            log.warning("no VOD credentials: POST /jobs answers 503; set %s", SOURCES_HINT)
         inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
         await inbox.start()
         scheduler = None

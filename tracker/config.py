@@ -29,6 +29,21 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def _split_pairs(value: object) -> object:
+    """`cn-shanghai=http://127.0.0.1:9000,cn-beijing=http://127.0.0.1:9001` -> a dict."""
+    if not isinstance(value, str):
+        return value
+    pairs: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise ValueError(f"expected region=url, got {item.strip()!r}")
+        pairs[name.strip()] = url.strip()
+    return pairs
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Csv = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 Switch = Literal["on", "off"]
@@ -47,6 +62,9 @@ class Settings(BaseSettings):
 
     vod_region: str = "cn-shanghai"
     vod_endpoint: str | None = None
+    # Per-region endpoints (`region=url,...`), e.g. one simulator per region; a region not
+    # listed goes to TRACKER_VOD_ENDPOINT if set, else to vod.<region>.aliyuncs.com.
+    vod_endpoints: Annotated[dict[str, str], NoDecode, BeforeValidator(_split_pairs)] = {}
     vod_rate_limit: float = Field(default=30.0, gt=0)
     vod_timeout: Duration = timedelta(seconds=10)
     vod_connect_timeout: Duration = timedelta(seconds=5)
@@ -59,6 +77,35 @@ class Settings(BaseSettings):
     )
     security_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_SECURITY_TOKEN")
+    )
+    # The other credential sources (tracker/vod/credentials.py), by alibabacloud-credentials'
+    # variable names; the first one configured is used, none is probed.
+    role_arn: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ROLE_ARN")
+    )
+    oidc_provider_arn: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_OIDC_PROVIDER_ARN")
+    )
+    oidc_token_file: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_OIDC_TOKEN_FILE")
+    )
+    role_session_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ROLE_SESSION_NAME")
+    )
+    # Where OIDC/RRSA assumes the role; unset: the library's (ALIBABA_CLOUD_STS_REGION, else
+    # sts.aliyuncs.com). An `http://` URL is used as it is (the simulator in tests).
+    sts_endpoint: str | None = None
+    credentials_file: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_CREDENTIALS_FILE")
+    )
+    profile: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_PROFILE")
+    )
+    ecs_metadata: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_ECS_METADATA")
+    )
+    credentials_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("ALIBABA_CLOUD_CREDENTIALS_URI")
     )
 
     callback_url: str | None = None
@@ -93,11 +140,28 @@ class Settings(BaseSettings):
 
     @property
     def vod_url(self) -> str:
-        return self.vod_endpoint or f"https://vod.{self.vod_region}.aliyuncs.com"
+        return self.vod_url_for(self.vod_region)
+
+    def vod_url_for(self, region: str) -> str:
+        """TRACKER_VOD_ENDPOINTS' entry, else TRACKER_VOD_ENDPOINT (so that a simulator set up
+        for one region never lets another region's call out), else the region's own."""
+        return (
+            self.vod_endpoints.get(region)
+            or self.vod_endpoint
+            or f"https://vod.{region}.aliyuncs.com"
+        )
 
     @property
     def has_vod_credentials(self) -> bool:
-        return bool(self.access_key_id and self.access_key_secret)
+        """Some credential source is configured (tracker/vod/credentials.py picks one)."""
+        return bool(
+            (self.access_key_id and self.access_key_secret)
+            or (self.role_arn and self.oidc_provider_arn and self.oidc_token_file)
+            or self.credentials_file
+            or self.profile
+            or self.ecs_metadata
+            or self.credentials_uri
+        )
 
     @property
     def confirms_callbacks(self) -> bool:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from tracker.clock import Clock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.vod import VodClient
+from tracker.vod import VodClients
 
 if TYPE_CHECKING:  # the wings' types, named for the checker only: the core imports no wing
     from tracker.api.queries import StatsCache
@@ -26,7 +26,7 @@ class AppContext:
     database: Database
     inbox: Inbox
     stats: StatsCache
-    vod: VodClient | None = None
+    vod: VodClients | None = None  # one client per region
     scheduler: Scheduler | None = None
     extras: dict[str, object] = field(default_factory=dict)
 

@@ -5,6 +5,8 @@ uvicorn (webhook, status API, dashboard, scheduler) on an embedded SQLite file i
 directory, and a watcher that reads the status API over HTTP like any client would. Jobs go in
 through `POST /jobs`, the real submit path; the simulator drops one callback (reconciliation must
 find that job) and keeps one job running past the demo's stale threshold (the sweep must flag it).
+With `--sts-ttl` the tracker signs with short-lived STS credentials from the simulator's
+credentials URI, which it must renew before each expires, as with a RAM role in production.
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ SHORT_TYPES = {"AIVideoTag": "tag", "AIMediaDNA": "dna"}
 STYLES = {"succeeded": "green", "failed": "red", "stale": "yellow", "confirming": "cyan"}
 
 
+CREDENTIAL_FIELDS = (
+    "access_key_id",
+    "access_key_secret",
+    "security_token",
+    "role_arn",
+    "oidc_provider_arn",
+    "oidc_token_file",
+    "credentials_file",
+    "profile",
+    "ecs_metadata",
+    "credentials_uri",
+)
+
+
 class DemoFailed(Exception):
     """The demo could not show what it promises; the message says what is missing."""
 
@@ -90,17 +106,34 @@ def _auth_key() -> str:
     return "Demo" + secrets.token_hex(12) + "7K"
 
 
-def demo_settings(database_url: str, port: int, vod_url: str, keys: dict[str, str]) -> Settings:
+def demo_settings(
+    database_url: str,
+    port: int,
+    vod_url: str,
+    keys: dict[str, str],
+    *,
+    credentials_uri: str | None = None,
+) -> Settings:
     """The tracker's settings, all given here so the user's TRACKER_* variables cannot change
-    what the demo shows."""
+    what the demo shows. With `credentials_uri` it signs with the STS credentials found there
+    instead of the key pair."""
+    # Every credential source named, so that none of the user's ALIBABA_CLOUD_* variables can
+    # send the demo's requests to the cloud (tracker/vod/credentials.py takes the first one set).
+    sources: dict[str, Any] = dict.fromkeys(CREDENTIAL_FIELDS)
+    if credentials_uri is None:
+        sources |= {
+            "access_key_id": keys["access_key_id"],
+            "access_key_secret": keys["access_key_secret"],
+        }
+    else:
+        sources["credentials_uri"] = credentials_uri
     return Settings(
+        **sources,
         database_url=database_url,
         host="127.0.0.1",
         port=port,
         vod_endpoint=vod_url,
         vod_region="cn-shanghai",
-        access_key_id=keys["access_key_id"],
-        access_key_secret=keys["access_key_secret"],
         callback_url=f"http://127.0.0.1:{port}/callbacks/vod",
         callback_auth_key=[keys["auth_key"]],
         callback_auth="on",
@@ -175,8 +208,16 @@ def one_field_a_line(body: dict[str, Any]) -> str:
 class Demo:
     """Starts everything, submits, watches, checks against the simulator's truth, stops."""
 
-    def __init__(self, console: Console, *, exit_when_done: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        exit_when_done: bool,
+        timeout: float,
+        sts_ttl: float | None = None,
+    ) -> None:
         self.console = console
+        self.sts_ttl = sts_ttl  # seconds each STS credential lives; None: a fixed key pair
         # A live table only on a real terminal (not when FORCE_COLOR makes rich think so).
         self.live = console.is_terminal and _isatty(console)
         self.exit_when_done = exit_when_done
@@ -267,9 +308,11 @@ class Demo:
             delay=JOB_SECONDS,
             stuck_seconds=STUCK_EXTRA,
             seed=2026,
+            sts_ttl=self.sts_ttl,
         )
         vod_url = await self.fake.start()
-        settings = demo_settings(database_url, port, vod_url, self.keys)
+        uri = self.fake.credentials_uri if self.sts_ttl else None
+        settings = demo_settings(database_url, port, vod_url, self.keys, credentials_uri=uri)
         self.url = f"http://127.0.0.1:{port}"
         server = _Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -287,6 +330,11 @@ class Demo:
                     f"{EVERY.total_seconds():.0f}s; the simulator drops 1 callback and keeps "
                     "1 job running long"
                 )
+                if self.sts_ttl:
+                    self.say(
+                        f"credentials: STS from {self.fake.credentials_uri}, each accepted for "
+                        f"{self.sts_ttl:g}s; the tracker renews them before they expire"
+                    )
                 done = await self._submit_and_watch(http)
                 if done is None:  # Ctrl-C
                     return 130
@@ -422,6 +470,13 @@ class Demo:
             f"all {len(states)} jobs match VOD's truth ({counts}); the callback VOD dropped was "
             f"recovered by reconciliation; the stuck job was flagged stale, then finished"
         )
+        if self.sts_ttl:
+            gateway = self.fake.gateway
+            expired = self.fake.refused.get("InvalidSecurityToken.Expired", 0)
+            self.say(
+                f"credentials: {gateway.sts_issued} STS credentials handed out, "
+                f"{gateway.sts_accepted} requests signed with them, {expired} refused as expired"
+            )
 
     def _fake_job(self, job_id: str | None) -> FakeJob | None:
         return self.fake.jobs.get(job_id) if job_id else None
@@ -445,7 +500,15 @@ class Demo:
             self.say("serving until Ctrl-C")
 
 
-def run_demo(*, exit_when_done: bool, timeout: float, console: Console | None = None) -> int:
+def run_demo(
+    *,
+    exit_when_done: bool,
+    timeout: float,
+    console: Console | None = None,
+    sts_ttl: float | None = None,
+) -> int:
     """`tracker demo`: the exit code (0: every job reached its true final state)."""
-    demo = Demo(console or Console(), exit_when_done=exit_when_done, timeout=timeout)
+    demo = Demo(
+        console or Console(), exit_when_done=exit_when_done, timeout=timeout, sts_ttl=sts_ttl
+    )
     return asyncio.run(demo.run())

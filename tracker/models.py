@@ -125,6 +125,7 @@ class Job(Base):
         Index("ix_jobs_submitted_at_id", "submitted_at", "id"),
         Index("ix_jobs_state_submitted_at_id", "state", "submitted_at", "id"),
         Index("ix_jobs_type_submitted_at_id", "type", "submitted_at", "id"),
+        Index("ix_jobs_region_submitted_at_id", "region", "submitted_at", "id"),
         Index("ix_jobs_media_id_type", "media_id", "type"),
         Index("ix_jobs_stale_state", "stale", "state"),
         # At most one submitted job per media and type that is live or done: two submitters of
@@ -159,6 +160,9 @@ class Job(Base):
     submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"), index=True)
     media_id: Mapped[str] = mapped_column(String(128))
     type: Mapped[str] = mapped_column(String(64))
+    # The VOD region it was submitted in (vod-reference.md 1.1). None for a job VOD told us of
+    # by callback (its body names no region) until reconciliation finds it in one.
+    region: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(32))
     origin: Mapped[str] = mapped_column(String(16))
     stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))

@@ -28,6 +28,7 @@ def make_job(n: int, **fields: Any) -> Job:
     values: dict[str, Any] = {
         "media_id": f"media-{n // 2:04d}",
         "type": "AIVideoTag" if n % 2 == 0 else "AIMediaDNA",
+        "region": "cn-shanghai",
         "submitted_at": T0 + timedelta(minutes=n - n % 3),
         "updated_at": T0 + timedelta(minutes=n),
         **fields,
@@ -57,6 +58,7 @@ async def test_get_job_shape(client: httpx.AsyncClient, database: Database) -> N
         "job_id": "job-0001",
         "media_id": "media-0000",
         "type": "AIMediaDNA",
+        "region": "cn-shanghai",
         "state": "succeeded",
         "stale": False,
         "stale_at": None,

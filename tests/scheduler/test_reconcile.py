@@ -27,7 +27,7 @@ from tracker.models import (
 from tracker.scheduler.service import Scheduler
 from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.transitions import Applied, Outcome, mark_pending
-from tracker.vod import VodClient
+from tracker.vod import VodClient, VodClients
 
 TRUTH = {"success": JobState.SUCCEEDED, "fail": JobState.FAILED}
 
@@ -55,7 +55,7 @@ async def test_dropped_callbacks_are_found_and_reach_their_true_state(
     assert set(fake_vod.dropped) == set(rows)  # no callback reached anyone
     assert {fake_vod.jobs[j].status for j in rows} == {"success", "fail"}
 
-    scheduler = Scheduler(vod_settings, database, vod=vod, clock=clock)
+    scheduler = Scheduler(vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock)
     clock.advance(timedelta(hours=1, minutes=1))
     await scheduler.sweep()
     await scheduler.reconcile()
@@ -90,7 +90,9 @@ async def test_unknown_job_id_becomes_lost(
     start = clock()
     unknown = await add_job(database, at=start, job_id="0" * 32)
     clock.advance(timedelta(minutes=11))  # past the grace period, not yet stale
-    await Scheduler(vod_settings, database, vod=vod, clock=clock).reconcile()
+    await Scheduler(
+        vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock
+    ).reconcile()
     job = await load_job(database, unknown)
     assert job.state == JobState.LOST
     assert job.stale is False
@@ -110,7 +112,7 @@ async def test_running_jobs_are_refreshed_and_unlistable_ones_stay_stale(
     blind = await add_job(database, at=clock(), state=JobState.SUBMIT_UNKNOWN)  # no JobId
     young = await add_job(database, at=clock() + timedelta(hours=1), job_id="f" * 32)
     clock.advance(timedelta(hours=1, minutes=1))
-    scheduler = Scheduler(vod_settings, database, vod=vod, clock=clock)
+    scheduler = Scheduler(vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock)
     await scheduler.sweep()
     await scheduler.reconcile()
 
@@ -151,7 +153,7 @@ async def test_pending_callbacks_are_confirmed_or_contradicted(
 
     unknown = await add_job(database, at=clock(), job_id="0" * 32)  # not pending: not confirm's
     clock.advance(timedelta(minutes=11))  # past the grace period
-    scheduler = Scheduler(vod_settings, database, vod=vod, clock=clock)
+    scheduler = Scheduler(vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock)
     await scheduler.confirm()
     assert (await load_job(database, unknown)).state == JobState.PROCESSING
 
@@ -182,8 +184,12 @@ async def test_only_the_lease_holder_reconciles(
 ) -> None:
     unknown = await add_job(database, at=clock(), job_id="0" * 32)
     clock.advance(timedelta(minutes=11))
-    holder = Scheduler(vod_settings, database, vod=vod, clock=clock, owner="holder")
-    other = Scheduler(vod_settings, database, vod=vod, clock=clock, owner="other")
+    holder = Scheduler(
+        vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock, owner="holder"
+    )
+    other = Scheduler(
+        vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock, owner="other"
+    )
     await holder.renew_lease()
     await other.reconcile()
     assert (await load_job(database, unknown)).state == JobState.PROCESSING
@@ -205,7 +211,11 @@ async def test_reconcile_never_holds_a_write_transaction_while_calling_vod(
     await add_job(database, at=clock(), job_id="0" * 32)
     clock.advance(timedelta(minutes=11))
     fake_vod.slow_rate, fake_vod.slow_seconds = 1.0, 1.0
-    task = asyncio.create_task(Scheduler(vod_settings, database, vod=vod, clock=clock).reconcile())
+    task = asyncio.create_task(
+        Scheduler(
+            vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock
+        ).reconcile()
+    )
     await asyncio.sleep(0.4)
     assert not task.done()
     async with asyncio.timeout(0.5), database.write() as session:

@@ -28,7 +28,7 @@ from tracker.fakevod import FakeVod
 from tracker.models import Heartbeat, Job, JobState, Origin
 from tracker.scheduler.recover import NO_SUCH_JOB, recover_lost_job_ids
 from tracker.scheduler.service import Scheduler
-from tracker.vod import VodClient
+from tracker.vod import VodClient, VodClients
 
 S = JobState
 
@@ -73,7 +73,8 @@ async def jobs_of(database: Database, media_id: str) -> list[Job]:
 async def recover(
     database: Database, vod: VodClient, settings: Settings, clock: FrozenClock
 ) -> str:
-    return str(await recover_lost_job_ids(database, vod, settings, clock))
+    clients = VodClients.of(settings, vod)
+    return str(await recover_lost_job_ids(database, clients, settings, clock))
 
 
 async def test_a_lost_submit_answer_is_recovered_end_to_end(

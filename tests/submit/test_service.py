@@ -102,7 +102,7 @@ def test_valid_request_is_normalised() -> None:
     request = validate_request(
         " m1 ", "AIVideoTag, AIMediaDNA,AIVideoTag", '{"AIVideoTag":{}}', None, region="cn-beijing"
     )
-    assert request == SubmitRequest("m1", BOTH, {"AIVideoTag": {}}, None)
+    assert request == SubmitRequest("m1", BOTH, {"AIVideoTag": {}}, None, region="cn-beijing")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from tracker.vod import (
     AIJobStatus,
     RateLimiter,
     VodClient,
+    VodClients,
     VodError,
     VodOutcomeUnknown,
     VodThrottled,
@@ -400,7 +401,8 @@ async def test_app_lifespan_owns_the_client(settings: Settings, fake: FakeVod) -
     )
     app = create_app(configured)
     async with LifespanManager(app):
-        client = context_of(app).vod
-        assert isinstance(client, VodClient)
+        clients = context_of(app).vod
+        assert isinstance(clients, VodClients)
+        client = clients.default
         await client.list_ai_jobs(["x"])
     assert client._session is None

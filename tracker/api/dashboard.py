@@ -60,6 +60,7 @@ def _job_rows(jobs: list[Job]) -> list[list[str]]:
             _cell(job.job_id),
             _cell(job.media_id),
             _cell(job.type),
+            _cell(job.region or ""),
             _cell(job.state),
             _cell("yes" if job.stale else ""),
             _cell(iso(job.submitted_at)),
@@ -69,7 +70,7 @@ def _job_rows(jobs: list[Job]) -> list[list[str]]:
     ]
 
 
-JOB_HEAD = ["job", "media", "type", "state", "stale", "submitted", "updated"]
+JOB_HEAD = ["job", "media", "type", "region", "state", "stale", "submitted", "updated"]
 
 
 def _event_rows(events: list[CallbackEvent]) -> list[list[str]]:

@@ -50,6 +50,7 @@ LIST_PARAMETERS = [
         "one state or several, comma-separated (`processing,submit_unknown`)",
     ),
     _query("type", {"type": "string"}, "job type(s), comma-separated (`AIVideoTag`)"),
+    _query("region", {"type": "string"}, "VOD region(s), comma-separated (`cn-shanghai`)"),
     _query("media_id", {"type": "string"}, "jobs of one media"),
     _query("stale", {"type": "boolean"}, "only stale (`true`) or only not stale (`false`)"),
     _query("submitted_after", {"type": "string", "format": "date-time"}, "exclusive bound"),

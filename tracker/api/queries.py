@@ -38,22 +38,24 @@ class JobFilter:
 
     states: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
     media_id: str | None = None
     stale: bool | None = None
     submitted_after: datetime | None = None
     submitted_before: datetime | None = None
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(
-            [
-                sorted(self.states),
-                sorted(self.types),
-                self.media_id,
-                self.stale,
-                self.submitted_after.isoformat() if self.submitted_after else None,
-                self.submitted_before.isoformat() if self.submitted_before else None,
-            ]
-        )
+        filters: list[object] = [
+            sorted(self.states),
+            sorted(self.types),
+            self.media_id,
+            self.stale,
+            self.submitted_after.isoformat() if self.submitted_after else None,
+            self.submitted_before.isoformat() if self.submitted_before else None,
+        ]
+        if self.regions:  # appended only when given: cursors issued before regions stay valid
+            filters.append(sorted(self.regions))
+        canonical = json.dumps(filters)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -100,6 +102,8 @@ class Page:
 def _filtered(query: Select[tuple[Job]], f: JobFilter) -> Select[tuple[Job]]:
     if f.types:
         query = query.where(Job.type.in_(f.types))
+    if f.regions:
+        query = query.where(Job.region.in_(f.regions))
     if f.media_id is not None:
         query = query.where(Job.media_id == f.media_id)
     if f.stale is not None:
@@ -152,7 +156,7 @@ async def list_jobs(
 ) -> Page:
     """A page of jobs matching `f` after `cursor` (which must come from the same filters)."""
     after = Cursor.decode(cursor, f) if cursor else None
-    if not could_be_stored(f.media_id, *f.types):
+    if not could_be_stored(f.media_id, *f.types, *f.regions):
         return Page([], None)
     statement = list_statement(f, limit, after)
     rows = list((await session.scalars(select(Job).from_statement(statement))).all())

@@ -25,6 +25,7 @@ from tracker.models import CallbackEvent, Heartbeat, Job, JobState
 from tracker.submit.claims import error_fields
 from tracker.submit.service import submit_media
 from tracker.submit.validate import InvalidSubmission, validate_request
+from tracker.vod import SOURCES_HINT
 
 
 def iso(value: datetime | None) -> str | None:
@@ -43,6 +44,7 @@ def job_json(job: Job) -> schemas.Job:
         "job_id": job.job_id,
         "media_id": job.media_id,
         "type": job.type,
+        "region": job.region,
         "state": job.state,
         "stale": bool(job.stale),
         "stale_at": iso(job.stale_at),
@@ -113,6 +115,7 @@ def stats_json(stats: Stats, now: datetime) -> schemas.Stats:
 # --- parameters -------------------------------------------------------------------------------
 
 KNOWN_PARAMS = {
+    "region",
     "state",
     "type",
     "media_id",
@@ -185,6 +188,7 @@ def parse_filter(request: Request) -> JobFilter:
     return JobFilter(
         states=tuple(dict.fromkeys(states)),
         types=_csv(request, "type"),
+        regions=_csv(request, "region"),
         media_id=_single(request, "media_id"),
         stale=None if stale_raw is None else stale_raw == "true",
         submitted_after=_time(request, "submitted_after"),
@@ -290,16 +294,15 @@ async def post_jobs(request: Request) -> JSONResponse:
         body.get("types"),
         body.get("config"),
         body.get("user_data"),
-        region=context.settings.vod_region,
+        region=_or_default(body.get("region"), context.settings.vod_region),
     )
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise InvalidSubmission("force: must be true or false")
-    vod = context.vod
-    if vod is None:
-        raise VodNotConfigured(
-            "VOD credentials are not configured (ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET)"
-        )
+    if context.vod is None:
+        raise VodNotConfigured(f"VOD credentials are not configured: set {SOURCES_HINT}")
+    assert submit.region is not None  # validate_request sets it
+    vod = context.vod.for_region(submit.region)
     done = await submit_media(context.database, vod, submit, context.clock, force=force)
     jobs = [job_json(job) for job in done.jobs]
     if done.error is None:
@@ -316,6 +319,10 @@ async def post_jobs(request: Request) -> JSONResponse:
         },
         status_code=done.error.status_code,
     )
+
+
+def _or_default(value: object, default: str) -> object:
+    return default if value is None else value
 
 
 async def _json_body(request: Request) -> Mapping[str, Any]:

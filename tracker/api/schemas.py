@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
 from tracker.models import JobState, Origin
-from tracker.submit.validate import EXTEND_LIMIT
+from tracker.submit.validate import EXTEND_LIMIT, REGION_LIMIT, REGION_PATTERN
 from tracker.vod import JOB_TYPES, MEDIA_ID
 
 Time = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
@@ -39,6 +39,14 @@ class Job(TypedDict):
     job_id: Annotated[str | None, Field(description="VOD JobId; null if never submitted")]
     media_id: str
     type: Annotated[str, Field(examples=["AIVideoTag"])]
+    region: Annotated[
+        str | None,
+        Field(
+            examples=["cn-shanghai"],
+            description="VOD region it was submitted in; null for a job VOD told us of by "
+            "callback until reconciliation finds it",
+        ),
+    ]
     state: State
     stale: bool
     stale_at: Time | None
@@ -147,6 +155,18 @@ class SubmitRequest(TypedDict):
             Field(
                 description="SubmitAIJob `UserData`; VOD echoes `Extend` in the callback, and "
                 "`MessageCallback.CallbackURL` overrides the callback URL"
+            ),
+        ]
+    ]
+    region: NotRequired[
+        Annotated[
+            str | None,
+            Field(
+                pattern=REGION_PATTERN,
+                max_length=REGION_LIMIT,
+                examples=["cn-beijing"],
+                description="VOD region to submit in (default TRACKER_VOD_REGION); tagging is "
+                "offered in cn-beijing and cn-shanghai, fingerprinting also in ap-southeast-1",
             ),
         ]
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 
 
@@ -18,8 +20,21 @@ import click
     type=click.FloatRange(min=1),
     help="Seconds to wait for the jobs after the last submission",
 )
-def demo(exit_when_done: bool, timeout: float) -> None:
+@click.option(
+    "--sts-ttl",
+    default=None,
+    help="Sign with the simulator's rotating STS credentials (ALIBABA_CLOUD_CREDENTIALS_URI), "
+    "each living this long, e.g. 5s",
+)
+def demo(exit_when_done: bool, timeout: float, sts_ttl: str | None) -> None:
     """Run the VOD simulator and the tracker locally and watch a few jobs (no cloud account)."""
+    from tracker.config import parse_duration
     from tracker.demo import run_demo
 
-    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout))
+    ttl = None
+    if sts_ttl is not None:
+        parsed = parse_duration(sts_ttl)
+        if not isinstance(parsed, timedelta) or parsed.total_seconds() < 2:
+            raise click.BadParameter("a duration of at least 2s, e.g. 5s", param_hint="--sts-ttl")
+        ttl = parsed.total_seconds()
+    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout, sts_ttl=ttl))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -102,6 +103,12 @@ RATE = click.FloatRange(0.0, 1.0)
 @click.option("--callback-attempts", default=3, show_default=True, help="Deliveries per event")
 @click.option("--callback-interval", default=1.0, show_default=True, help="Seconds between them")
 @click.option("--seed", default=None, type=int, help="Same seed, same ids and outcomes")
+@click.option(
+    "--sts-ttl",
+    default=None,
+    help="Serve GET /credentials (ALIBABA_CLOUD_CREDENTIALS_URI) handing out STS credentials "
+    "that live this long, e.g. 10s or 15m, and accept each only until it expires",
+)
 def fake_vod(
     host: str,
     port: int,
@@ -109,11 +116,21 @@ def fake_vod(
     access_key_secret: str | None,
     callback_url: tuple[str, ...],
     auth_key: str | None,
+    sts_ttl: str | None,
     **faults: Any,
 ) -> None:
     """Run the local VOD simulator (signed API, AI jobs, callbacks, fault injection)."""
+    from tracker.config import parse_duration
     from tracker.fakevod import run_fake_vod
 
+    ttl = None
+    if sts_ttl is not None:
+        parsed = parse_duration(sts_ttl)
+        if not isinstance(parsed, timedelta) or parsed.total_seconds() < 1:
+            raise click.BadParameter(
+                "a duration of at least 1s, e.g. 10s or 15m", param_hint="--sts-ttl"
+            )
+        ttl = parsed.total_seconds()
     if not access_key_id or not access_key_secret:
         raise click.ClickException(
             "the simulator needs a key pair: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
@@ -131,5 +148,6 @@ def fake_vod(
         access_key_secret=access_key_secret,
         callback_urls=list(callback_url),
         auth_key=auth_key,
+        sts_ttl=ttl,
         **faults,
     )

@@ -59,13 +59,14 @@ def print_jobs(
     if as_json:
         _print_json({"items": items, "next_cursor": page.next_cursor})
         return
-    table = Table("job", "media", "type", "state", "stale", "submitted", "updated")
+    table = Table("job", "media", "type", "region", "state", "stale", "submitted", "updated")
     for item in items:
         state = item["state"]
         table.add_row(
             Text(item["job_id"] or "-"),
             Text(item["media_id"]),
             Text(item["type"]),
+            Text(item["region"] or "-"),
             Text(state, style=STATE_STYLE.get(state, "cyan")),
             "stale" if item["stale"] else "",
             item["submitted_at"],
@@ -124,6 +125,7 @@ def _states(values: tuple[str, ...]) -> tuple[str, ...]:
 @jobs.command("list")
 @click.option("--state", "states", multiple=True, help="Repeat or comma-separate.")
 @click.option("--type", "types", multiple=True, help="AIVideoTag, AIMediaDNA, ...")
+@click.option("--region", "regions", multiple=True, help="VOD region(s): cn-shanghai, ...")
 @click.option("--media-id", help="Only this media's jobs.")
 @click.option("--stale", is_flag=True, help="Only jobs flagged stale.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
@@ -132,6 +134,7 @@ def _states(values: tuple[str, ...]) -> tuple[str, ...]:
 def jobs_list(
     states: tuple[str, ...],
     types: tuple[str, ...],
+    regions: tuple[str, ...],
     media_id: str | None,
     stale: bool,
     limit: int,
@@ -142,6 +145,7 @@ def jobs_list(
     job_filter = JobFilter(
         states=_states(states),
         types=split_csv(types),
+        regions=split_csv(regions),
         media_id=media_id,
         stale=True if stale else None,
     )

@@ -27,7 +27,7 @@ from tracker.submit.validate import (
     parse_json_object,
     parse_types,
 )
-from tracker.vod import VodClient
+from tracker.vod import SOURCES_HINT, VodClient
 
 
 @click.command()
@@ -40,6 +40,11 @@ from tracker.vod import VodClient
     type=click.File("r", encoding="utf-8"),
     help="One MediaId a line, or CSV media_id[,types]; - for stdin",
 )
+@click.option(
+    "--region",
+    default=None,
+    help="VOD region of these media [default: TRACKER_VOD_REGION]; one region per run",
+)
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
 @click.option("--force", is_flag=True, help="Resubmit media that have a live or done job")
 @click.option("--dry-run", is_flag=True, help="Print what would be submitted; call nothing")
@@ -49,6 +54,7 @@ def submit(
     config_json: str | None,
     user_data_json: str | None,
     from_file: Any,
+    region: str | None,
     concurrency: int,
     force: bool,
     dry_run: bool,
@@ -57,8 +63,7 @@ def submit(
     settings = settings_or_exit()
     if not dry_run and not settings.has_vod_credentials:
         raise click.ClickException(
-            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET are required "
-            "(or use --dry-run)"
+            f"VOD credentials are required (or use --dry-run): set {SOURCES_HINT}"
         )
     options = Options(
         media_ids=media_ids,
@@ -67,6 +72,7 @@ def submit(
         user_data=user_data_json,
         lines=from_file,
         source=getattr(from_file, "name", "input"),
+        region=region or settings.vod_region,
         concurrency=concurrency,
         force=force,
         dry_run=dry_run,
@@ -88,6 +94,7 @@ class Options:
     user_data: str | None
     lines: Iterable[str] | None
     source: str
+    region: str  # --region, or TRACKER_VOD_REGION
     concurrency: int
     force: bool
     dry_run: bool
@@ -103,14 +110,16 @@ def load_items(settings: Settings, options: Options) -> tuple[list[Item], Submit
         items += read_items(options.lines, default_types, source=options.source)
     if not items:
         raise InvalidSubmission("nothing to submit: give media ids or --from-file")
+    region = options.region or settings.vod_region
     template = SubmitRequest(
         "",
         (),
         parse_json_object("--config", options.config),
         parse_json_object("--user-data", options.user_data),
+        region=region,
     )
     items = merge_items(items)
-    check_items(items, settings.vod_region, template.user_data)
+    check_items(items, region, template.user_data)
     return items, template
 
 
@@ -145,7 +154,7 @@ async def submit_command(settings: Settings, options: Options, console: Console)
             if options.dry_run:
                 tally = await dry_run(database, items, reporter, force=options.force)
             else:
-                async with VodClient(settings) as vod:
+                async with VodClient(settings, region=template.region) as vod:
                     runner = asyncio.create_task(
                         run_batch(
                             database,

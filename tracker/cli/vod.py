@@ -23,12 +23,10 @@ def vod_callback() -> None:
 
 
 def _vod_call(settings: Settings, work: Any) -> Any:
-    from tracker.vod import VodClient, VodError, VodOutcomeUnknown, VodUnreachable
+    from tracker.vod import SOURCES_HINT, VodClient, VodError, VodOutcomeUnknown, VodUnreachable
 
     if not settings.has_vod_credentials:
-        raise click.ClickException(
-            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set"
-        )
+        raise click.ClickException(f"VOD credentials are needed: set {SOURCES_HINT}")
 
     async def run() -> Any:
         async with VodClient(settings) as vod:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+import secrets
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -27,6 +31,31 @@ V3 = "ACS3-HMAC-SHA256"
 # has been seen answering 400 for both; the tracker's client retries Throttling* on any status.
 SIGNATURE_STATUS = 400
 THROTTLE_STATUS = 400
+# STS refusals: the codes VOD's own SDKs test for (InvalidSecurityToken.*); the status is [U].
+TOKEN_STATUS = 403
+STS_KEPT = 3600.0  # seconds an expired STS key is still recognised (and refused as expired)
+
+
+@dataclass(frozen=True)
+class StsKey:
+    """Short-lived credentials the simulator handed out at GET /credentials."""
+
+    access_key_id: str
+    access_key_secret: str
+    security_token: str
+    expires_at: int  # Unix seconds; the key is accepted while the clock is before it
+
+    def as_json(self) -> dict[str, Any]:
+        """The credentials-URI answer alibabacloud-credentials reads (URLCredentialsProvider)."""
+        stamp = datetime.fromtimestamp(self.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "Code": "Success",
+            "AccessKeyId": self.access_key_id,
+            "AccessKeySecret": self.access_key_secret,
+            "SecurityToken": self.security_token,
+            "Expiration": stamp,
+            "LastUpdated": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
 
 
 class Refused(Exception):
@@ -42,9 +71,20 @@ class Refused(Exception):
 class Gateway:
     """Verifies v1 and V3 signatures over what arrived, the time window, nonces, and the QPS."""
 
-    def __init__(self, access_key_id: str, access_key_secret: str, qps: float | None) -> None:
+    def __init__(
+        self,
+        access_key_id: str,
+        access_key_secret: str,
+        qps: float | None,
+        *,
+        sts_ttl: float | None = None,
+    ) -> None:
         self.access_key_id = access_key_id
         self._secret = access_key_secret
+        self.sts_ttl = sts_ttl
+        self._sts: dict[str, StsKey] = {}
+        self.sts_issued = 0
+        self.sts_accepted = 0
         self._nonces: dict[str, float] = {}
         self._nonce_order: deque[tuple[float, str]] = deque()
         self.qps = qps
@@ -88,9 +128,9 @@ class Gateway:
         if params["SignatureMethod"] != "HMAC-SHA1":
             raise Refused(400, "InvalidParameter", "SignatureMethod must be HMAC-SHA1")
         self._check_time(params["Timestamp"])
-        self._check_key(params["AccessKeyId"])
+        secret = self._check_key(params["AccessKeyId"], params.get("SecurityToken"))
         signed = {k: v for k, v in params.items() if k != "Signature"}
-        expected = sign_v1(method, signed, self._secret)
+        expected = sign_v1(method, signed, secret)
         if not hmac.compare_digest(expected, params["Signature"]):
             raise Refused(
                 SIGNATURE_STATUS,
@@ -117,7 +157,7 @@ class Gateway:
         if headers["x-acs-version"] != API_VERSION:
             raise Refused(400, "InvalidVersion", "Specified parameter Version is not valid.")
         self._check_time(headers["x-acs-date"])
-        self._check_key(fields.get("Credential", ""))
+        secret = self._check_key(fields.get("Credential", ""), headers.get("x-acs-security-token"))
         signed_names = [n for n in fields.get("SignedHeaders", "").split(";") if n]
         if not {"x-acs-date", "x-acs-signature-nonce"} <= set(signed_names):
             raise Refused(400, "InvalidParameter", "x-acs-date and the nonce must be signed")
@@ -128,7 +168,7 @@ class Gateway:
             n: ",".join(sorted(v.strip() for v in headers.getall(n, []))) for n in signed_names
         }
         args = (request.method, request.path, dict(request.query), signed_headers, payload)
-        expected = sign_v3(*args, self._secret)
+        expected = sign_v3(*args, secret)
         if not hmac.compare_digest(expected, fields.get("Signature", "")):
             raise Refused(
                 SIGNATURE_STATUS,
@@ -150,9 +190,45 @@ class Gateway:
                 400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
             )
 
-    def _check_key(self, access_key_id: str) -> None:
-        if access_key_id != self.access_key_id:
+    def issue_sts(self) -> StsKey:
+        """New STS credentials living `sts_ttl` seconds (whole seconds, as Expiration says)."""
+        if self.sts_ttl is None:
+            raise ValueError("the simulator hands out no STS credentials (no sts_ttl)")
+        now = time.time()
+        for key_id in [k for k, v in self._sts.items() if v.expires_at < now - STS_KEPT]:
+            del self._sts[key_id]
+        key = StsKey(
+            access_key_id=f"STS.{secrets.token_hex(12)}",
+            access_key_secret=secrets.token_urlsafe(24),
+            security_token=secrets.token_urlsafe(48),
+            expires_at=math.floor(now + self.sts_ttl),
+        )
+        self._sts[key.access_key_id] = key
+        self.sts_issued += 1
+        return key
+
+    def _check_key(self, access_key_id: str, security_token: str | None) -> str:
+        """The secret to verify with: the simulator's own key pair, or STS credentials it
+        issued, with their token and only until they expire."""
+        if access_key_id == self.access_key_id:
+            return self._secret
+        sts = self._sts.get(access_key_id)
+        if sts is None:
             raise Refused(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+        if not security_token:
+            raise Refused(TOKEN_STATUS, "MissingSecurityToken", "SecurityToken is mandatory.")
+        if not hmac.compare_digest(security_token, sts.security_token):
+            raise Refused(
+                TOKEN_STATUS,
+                "InvalidSecurityToken.MismatchWithAccessKey",
+                "Specified SecurityToken mismatch with the AccessKey.",
+            )
+        if time.time() >= sts.expires_at:
+            raise Refused(
+                TOKEN_STATUS, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired."
+            )
+        self.sts_accepted += 1
+        return sts.access_key_secret
 
     def _use_nonce(self, nonce: str) -> None:
         now = time.monotonic()

@@ -58,8 +58,10 @@ class FakeVod:
         callback_attempts: int = 3,
         callback_interval: float = 1.0,
         callback_timeout: float = 5.0,
+        sts_ttl: float | None = None,
     ) -> None:
-        self.gateway = Gateway(access_key_id, access_key_secret, qps)
+        # sts_ttl: GET /credentials hands out STS credentials living this many seconds.
+        self.gateway = Gateway(access_key_id, access_key_secret, qps, sts_ttl=sts_ttl)
         self.delay = delay
         self.fail_rate = fail_rate
         self.drop_rate = drop_rate
@@ -104,6 +106,7 @@ class FakeVod:
             "MnsQueueName": "",
         }
         self.jobs: dict[str, FakeJob] = {}
+        self.oidc_tokens: list[str] = []  # as AssumeRoleWithOIDC received them
         self.submit_calls = 0
         self.requests = 0
         self.refused: dict[str, int] = {}  # error code -> how many answers carried it
@@ -155,6 +158,7 @@ class FakeVod:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/", self._handle)
+        app.router.add_get("/credentials", self._credentials)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
@@ -195,7 +199,21 @@ class FakeVod:
                 raise TimeoutError(f"fake VOD still busy: {len(self._tasks)} tasks")
             await asyncio.wait(set(self._tasks), timeout=remaining)
 
+    @property
+    def credentials_uri(self) -> str:
+        """ALIBABA_CLOUD_CREDENTIALS_URI for the STS credentials it hands out (with sts_ttl)."""
+        return f"{self.url}/credentials"
+
     # -- the API --
+
+    async def _credentials(self, request: web.Request) -> web.Response:
+        """A credentials URI (ALIBABA_CLOUD_CREDENTIALS_URI), answering in the format the
+        alibabacloud-credentials library reads; 404 unless started with sts_ttl."""
+        if self.gateway.sts_ttl is None:
+            return web.json_response(
+                {"Code": "NotFound", "Message": "started without --sts-ttl"}, status=404
+            )
+        return web.json_response(self.gateway.issue_sts().as_json())
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -221,6 +239,8 @@ class FakeVod:
         return web.Response(body=payload, content_type="application/json")
 
     async def _answer(self, request: web.Request) -> dict[str, Any]:
+        if request.query.get("Action") == "AssumeRoleWithOIDC":
+            return self._assume_role_with_oidc(request.query)
         action, params = await self.gateway.authenticate(request)
         self.gateway.throttle()
         if self._chance(self.error_rate, self._api_rng):
@@ -242,6 +262,23 @@ class FakeVod:
             "SetMessageCallback": self._set_callback,
             "ListJobInfo": self._list_job_info,
             "GetJobDetail": self._job_detail,
+        }
+
+    def _assume_role_with_oidc(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """STS's AssumeRoleWithOIDC (RRSA), unsigned like the real one: the OIDC token is the
+        proof. Hands out the same short-lived credentials as GET /credentials, whatever
+        DurationSeconds asks for."""
+        if self.gateway.sts_ttl is None:
+            raise Refused(404, "InvalidAction.NotFound", "started without sts_ttl")
+        role_arn = required(params, "RoleArn")
+        required(params, "OIDCProviderArn")
+        self.oidc_tokens.append(required(params, "OIDCToken"))
+        sts = self.gateway.issue_sts().as_json()
+        return {
+            "AssumedRoleUser": {"Arn": f"{role_arn}/{params.get('RoleSessionName', '')}"},
+            "Credentials": {
+                k: sts[k] for k in ("AccessKeyId", "AccessKeySecret", "SecurityToken", "Expiration")
+            },
         }
 
     def _submit(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -552,7 +589,12 @@ def run_fake_vod(
             f"fake VOD listening on {url} (AccessKeyId {fake.access_key_id}); "
             f"callbacks to {targets} ({signed}); delay {fake.delay}s"
             + (f"; faults: {faults}" if faults else "")
-            + (f"; seed {options['seed']}" if options.get("seed") is not None else ""),
+            + (f"; seed {options['seed']}" if options.get("seed") is not None else "")
+            + (
+                f"; STS credentials at {fake.credentials_uri} for {options['sts_ttl']:g}s each"
+                if options.get("sts_ttl")
+                else ""
+            ),
             flush=True,
         )
         try:

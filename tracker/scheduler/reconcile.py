@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select, text, true, update
+from sqlalchemy import exists, func, null, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
@@ -40,6 +40,7 @@ from tracker.vod import (
     AIJobStatus,
     ListResult,
     VodClient,
+    VodClients,
     VodError,
     VodOutcomeUnknown,
     VodThrottled,
@@ -119,14 +120,14 @@ class Report:
 
 async def jobs_to_reconcile(
     session: AsyncSession, settings: Settings, now: datetime, *, only_pending: bool = False
-) -> list[str]:
-    """JobIds to look up, each once: callbacks awaiting confirmation (on jobs, then held for a
-    JobId no job has yet), then stale jobs (least recently checked first), then unfinished jobs
-    older than the grace period (oldest first, at most `reconcile_batch`). `only_pending`: the
-    first group alone. Ids are as stored: `reconcile_open_jobs` leaves out any not of VOD's
-    shape."""
+) -> dict[str, str | None]:
+    """JobIds to look up, each once, with their jobs' regions: callbacks awaiting confirmation
+    (on jobs, then held for a JobId no job has yet: no region known), then stale jobs (least
+    recently checked first), then unfinished jobs older than the grace period (oldest first, at
+    most `reconcile_batch`). `only_pending`: the first two groups alone. Ids are as stored:
+    `reconcile_open_jobs` leaves out any not of VOD's shape."""
     pending = (
-        select(Job.job_id)
+        select(Job.job_id, Job.region)
         .where(text(PENDING_SQL), Job.job_id.is_not(None))
         .order_by(Job.pending_since)
         .limit(MAX_PER_RUN)
@@ -134,7 +135,7 @@ async def jobs_to_reconcile(
     # A callback whose JobId would resolve a job waiting for one is held until VOD confirms it
     # (`mark_pending`); literal UNCONFIRMED_SQL so ix_callback_events_unconfirmed serves it.
     held = (
-        select(CallbackEvent.job_id)
+        select(CallbackEvent.job_id, null())  # no job yet, so no region: the default's
         .where(
             text(UNCONFIRMED_SQL),
             CallbackEvent.job_id.is_not(None),
@@ -144,14 +145,14 @@ async def jobs_to_reconcile(
         .limit(MAX_PER_RUN)
     )
     stale = (
-        select(Job.job_id)
+        select(Job.job_id, Job.region)
         .where(Job.stale == true(), Job.state.in_(UNFINISHED), Job.job_id.is_not(None))
         .order_by(Job.updated_at, Job.id)
         .limit(MAX_PER_RUN)
     )
     # Literal UNFLAGGED_SQL so the partial index ix_jobs_unflagged serves it (tracker/models.py).
     aged = (
-        select(Job.job_id)
+        select(Job.job_id, Job.region)
         .where(
             text(UNFLAGGED_SQL),
             Job.submitted_at < now - settings.reconcile_grace,
@@ -160,12 +161,21 @@ async def jobs_to_reconcile(
         .order_by(Job.submitted_at, Job.id)
         .limit(settings.reconcile_batch)
     )
-    ids: dict[str, None] = {}
+    ids: dict[str, str | None] = {}
     for query in (pending, held) if only_pending else (pending, held, stale, aged):
-        for job_id in await session.scalars(query):
-            if job_id is not None:
-                ids.setdefault(job_id)
-    return list(ids)[:MAX_PER_RUN]
+        for job_id, region in await session.execute(query):
+            if job_id is not None and job_id not in ids and len(ids) < MAX_PER_RUN:
+                ids[job_id] = region
+    return ids
+
+
+def by_region(ids: dict[str, str | None], default: str) -> dict[str, list[str]]:
+    """JobIds grouped by region, in order; a job of no known region (learned from a callback)
+    is looked up in `default`, the region whose callbacks `tracker vod callback set` sets up."""
+    groups: dict[str, list[str]] = {}
+    for job_id, region in ids.items():
+        groups.setdefault(region or default, []).append(job_id)
+    return groups
 
 
 async def count_unlistable(session: AsyncSession) -> int:
@@ -177,12 +187,26 @@ async def count_unlistable(session: AsyncSession) -> int:
 
 
 async def apply_list_result(
-    session: AsyncSession, result: ListResult, now: datetime, report: Report
+    session: AsyncSession,
+    result: ListResult,
+    now: datetime,
+    report: Report,
+    *,
+    region: str | None = None,
 ) -> None:
     """Apply one ListAIJob answer: `success`/`fail` through `apply_outcome`, `init`/`processing`
     refresh the job, NonExistAIJobIds become `lost`. Idempotent: applying it twice changes
-    nothing more. Callbacks awaiting confirmation are settled by VOD's final word."""
+    nothing more. Callbacks awaiting confirmation are settled by VOD's final word. Jobs of no
+    known region that VOD listed take `region`, the region that was asked."""
     verdicts: dict[str, str | None] = {}
+    found = [status.job_id for status in result.jobs if status.job_id]
+    if region is not None and found:
+        await session.execute(
+            update(Job)
+            .where(Job.job_id.in_(found), Job.region.is_(None))
+            .values(region=region)
+            .execution_options(synchronize_session=False)
+        )
     for status in result.jobs:
         applied = await apply_outcome(session, status_outcome(status), now)
         if status.status in FINAL_STATUSES:
@@ -249,18 +273,19 @@ async def settle_pending_events(
 
 async def reconcile_open_jobs(
     database: Database,
-    vod: VodClient,
+    vod: VodClients,
     settings: Settings,
     clock: Clock,
     *,
     keep_going: Callable[[], bool] = lambda: True,
     only_pending: bool = False,
 ) -> Report:
-    """Look up every job due for reconciliation with ListAIJob, 10 per call within the client's
-    shared rate limit, and apply the answers. No database transaction is open while VOD is
-    called: each answer is applied in its own short write. Stops early when `keep_going()` turns
-    false (the lease was lost) or VOD keeps failing. `only_pending`: just the callbacks
-    awaiting confirmation (the frequent `confirm` job)."""
+    """Look up every job due for reconciliation with ListAIJob, region by region with that
+    region's client, 10 per call within the client's shared rate limit, and apply the answers.
+    No database transaction is open while VOD is called: each answer is applied in its own short
+    write. Stops early when `keep_going()` turns false (the lease was lost); a region whose VOD
+    keeps failing is given up for this run, the others still go ahead. `only_pending`: just the
+    callbacks awaiting confirmation (the frequent `confirm` job)."""
     report = Report()
     async with database.session() as session:
         ids = await jobs_to_reconcile(session, settings, clock(), only_pending=only_pending)
@@ -268,40 +293,61 @@ async def reconcile_open_jobs(
             report.unlistable = await count_unlistable(session)
     # An id that is not of VOD's shape (stored before the receiver checked ids) would spoil any
     # batch it joined: a comma in it alone makes ListAIJob refuse the whole list.
-    listable = [job_id for job_id in ids if is_job_id(job_id)]
+    listable = {job_id: region for job_id, region in ids.items() if is_job_id(job_id)}
     report.malformed = len(ids) - len(listable)
     if report.malformed:
         log.warning("%d JobIds are not of VOD's shape: not looked up", report.malformed)
-    batches = deque(_chunks(listable, LIST_LIMIT))
+    stops: list[str] = []
+    groups = by_region(listable, settings.vod_region)
+    for region, job_ids in groups.items():
+        if not keep_going():
+            stops.append("lease lost")
+            break
+        stopped = await _reconcile_region(
+            database, vod.for_region(region), job_ids, clock, keep_going, report
+        )
+        if stopped is not None:
+            stops.append(stopped if len(groups) < 2 else f"{region}: {stopped}")
+    report.stopped = "; ".join(stops) or None
+    return report
+
+
+async def _reconcile_region(
+    database: Database,
+    vod: VodClient,
+    ids: Sequence[str],
+    clock: Clock,
+    keep_going: Callable[[], bool],
+    report: Report,
+) -> str | None:
+    """One region's share of a run; returns why it stopped early, if it did."""
+    batches = deque(_chunks(ids, LIST_LIMIT))
     errors_in_a_row = 0
     while batches:
         batch = batches.popleft()
         if not keep_going():
-            report.stopped = "lease lost"
-            break
+            return "lease lost"
         try:
             result = await vod.list_ai_jobs(batch)
         except (VodUnreachable, VodThrottled, VodOutcomeUnknown) as exc:
             report.errors += 1
-            report.stopped = f"{type(exc).__name__}: {exc}"
-            break
+            return f"{type(exc).__name__}: {exc}"
         except VodError as exc:
             report.errors += 1
-            log.warning("ListAIJob refused %d ids: %s", len(batch), exc)
+            log.warning("ListAIJob in %s refused %d ids: %s", vod.region, len(batch), exc)
             if len(batch) > 1:  # ask for each alone: one bad id must not cost the others
                 batches.extendleft([job_id] for job_id in reversed(batch))
                 continue
             report.refused += 1
             errors_in_a_row += 1
             if errors_in_a_row >= MAX_ERRORS:
-                report.stopped = f"{errors_in_a_row} VOD errors in a row: {exc}"
-                break
+                return f"{errors_in_a_row} VOD errors in a row: {exc}"
             continue
         errors_in_a_row = 0
         report.checked += len(batch)
         async with database.write() as session:
-            await apply_list_result(session, result, clock(), report)
-    return report
+            await apply_list_result(session, result, clock(), report, region=vod.region)
+    return None
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:

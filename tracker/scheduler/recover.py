@@ -36,6 +36,7 @@ from tracker.vod import (
     LIST_LIMIT,
     JobInfo,
     VodClient,
+    VodClients,
     VodError,
     VodOutcomeUnknown,
     VodThrottled,
@@ -65,6 +66,7 @@ class Waiting:
     id: int
     media_id: str
     type: str
+    region: str | None  # None: learned from a callback, looked up in TRACKER_VOD_REGION
     started: datetime  # the submit attempt began (the claim, committed before the call)
     until: datetime | None  # the next attempt of the same media and type began, if any
 
@@ -119,7 +121,7 @@ async def jobs_to_recover(
     of the same media and type began (a `--force` resubmission), which bounds the window."""
     rows = (
         await session.execute(
-            select(Job.id, Job.media_id, Job.type, Job.submitted_at)
+            select(Job.id, Job.media_id, Job.type, Job.region, Job.submitted_at)
             .where(waiting_for_job_id(), Job.submitted_at < now - settings.recover_after)
             .order_by(Job.submitted_at, Job.id)
             .limit(MAX_JOBS_PER_RUN)
@@ -145,6 +147,7 @@ async def jobs_to_recover(
             row.id,
             row.media_id,
             row.type,
+            row.region,
             row.submitted_at,
             min(
                 (t for t in attempts[(row.media_id, row.type)] if t > row.submitted_at),
@@ -185,7 +188,7 @@ class _Stop(Exception):
 
 async def recover_lost_job_ids(
     database: Database,
-    vod: VodClient,
+    vod: VodClients,
     settings: Settings,
     clock: Clock,
     *,
@@ -206,16 +209,19 @@ async def recover_lost_job_ids(
     async with database.session() as session:
         waiting = await jobs_to_recover(session, settings, clock())
     report.waiting = len(waiting)
-    by_media: dict[str, list[Waiting]] = defaultdict(list)
+    # A media is looked up in the region its jobs were submitted in, one region at a time.
+    by_media: dict[tuple[str, str], list[Waiting]] = defaultdict(list)
     for job in waiting:
-        by_media[job.media_id].append(job)
+        by_media[(job.region or settings.vod_region, job.media_id)].append(job)
     errors_in_a_row = 0
-    for media_id, jobs in by_media.items():
+    for (region, media_id), jobs in by_media.items():
         if not keep_going():
             report.stopped = "lease lost"
             break
         try:
-            complete = await _recover_media(database, vod, settings, clock, media_id, jobs, report)
+            complete = await _recover_media(
+                database, vod.for_region(region), settings, clock, media_id, jobs, report
+            )
         except _Stop as exc:
             report.errors += 1
             report.stopped = str(exc)

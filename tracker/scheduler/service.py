@@ -32,7 +32,7 @@ from tracker.scheduler.reconcile import reconcile_open_jobs
 from tracker.scheduler.recover import recover_lost_job_ids
 from tracker.scheduler.retention import RETENTION_INTERVAL, delete_old_events
 from tracker.scheduler.sweep import count_stale, flag_stale_jobs
-from tracker.vod import VodClient
+from tracker.vod import SOURCES_HINT, VodClients, vod_clients
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Scheduler:
         settings: Settings,
         database: Database,
         *,
-        vod: VodClient | None,
+        vod: VodClients | None,
         clock: Clock = utcnow,
         owner: str | None = None,
     ) -> None:
@@ -72,8 +72,9 @@ class Scheduler:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # no line per job start
         if self.vod is None:
             log.warning(
-                "reconciliation off: no VOD credentials (set ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                "ALIBABA_CLOUD_ACCESS_KEY_SECRET); the stale sweep and retention still run"
+                "reconciliation off: no VOD credentials (set %s); the stale sweep and retention "
+                "still run",
+                SOURCES_HINT,
             )
         aps = AsyncIOScheduler(timezone=UTC)
         # APScheduler runs on wall time whatever clock the jobs are given. First runs come one
@@ -272,7 +273,7 @@ async def run_scheduler(settings: Settings, *, stop: asyncio.Event | None = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    vod = VodClient(settings) if settings.has_vod_credentials else None
+    vod = vod_clients(settings)
     scheduler = Scheduler(settings, database, vod=vod)
     try:
         await scheduler.start()

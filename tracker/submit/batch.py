@@ -96,7 +96,7 @@ def merge_items(items: Iterable[Item]) -> list[Item]:
     return [Item(media_id, tuple(types)) for media_id, types in merged.items()]
 
 
-def check_items(items: Sequence[Item], region: str, user_data: dict[str, Any] | None) -> None:
+def check_items(items: Sequence[Item], region: object, user_data: dict[str, Any] | None) -> None:
     check_user_data(user_data)
     check_region(sorted({t for item in items for t in item.types}), region)
 
@@ -289,7 +289,9 @@ async def run_batch(
                 request = SubmitRequest(item.media_id, item.types)
                 count(Submitted(request, _skips(blocked), list(blocked.values())))
                 continue
-            await queue.put(SubmitRequest(item.media_id, item.types, config, user_data))
+            await queue.put(
+                SubmitRequest(item.media_id, item.types, config, user_data, region=vod.region)
+            )
         for _ in range(concurrency):
             await queue.put(None)
 

@@ -38,6 +38,9 @@ class SubmitRequest:
     types: tuple[str, ...]
     config: dict[str, Any] | None = None
     user_data: dict[str, Any] | None = None
+    # The VOD region to submit in; None: the region of the client it is sent with
+    # (tracker.submit.service.submit_media fills it in before anything is claimed).
+    region: str | None = None
 
 
 @dataclass
@@ -171,6 +174,7 @@ async def _claim_wave(
                     "submission_id": submission_ids[r.media_id],
                     "media_id": r.media_id,
                     "type": job_type,
+                    "region": r.region,
                     "state": S.SUBMITTING.value,
                     "origin": Origin.SUBMITTED.value,
                     "stale": False,
@@ -357,6 +361,7 @@ async def _store_job_id(session: AsyncSession, row_id: int, job_id: str, now: da
                 job_id=job_id,
                 media_id=mine.media_id if mine else "",
                 type=mine.type if mine else "",
+                region=mine.region if mine else None,
                 state=S.PROCESSING.value,
                 origin=Origin.CALLBACK.value,
                 stale=False,

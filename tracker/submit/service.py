@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -127,8 +127,13 @@ async def submit_media(
     `submit_unknown`; only a throttling refusal (VOD created nothing) is sent again, at most
     `throttle_rounds` more times. Commits its own units of work; none is open during the call.
     `check_existing=False` skips the read for jobs of origin `callback` (a caller that looked
-    already); the unique index still decides between submitters.
+    already); the unique index still decides between submitters. The jobs take the region of
+    `vod`, the client of the request's region.
     """
+    if request.region is None:
+        request = replace(request, region=vod.region)
+    elif request.region != vod.region:
+        raise ValueError(f"a request for {request.region} given the client of {vod.region}")
     store = store or DirectStore(database, clock)
     claiming = asyncio.ensure_future(store.claim(request, force=force, read=check_existing))
     try:

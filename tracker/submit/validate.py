@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ REGIONS: dict[str, frozenset[str]] = {
     "AIMediaDNA": frozenset({"cn-beijing", "cn-shanghai", "ap-southeast-1"}),
 }
 EXTEND_LIMIT = 512  # bytes of UserData.Extend (vod-reference.md 6.3, 6.6)
+REGION_LIMIT = 32  # the width of jobs.region
+# A region id as VOD writes them (cn-shanghai, ap-southeast-1); the OpenAPI document states it.
+REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+){1,3}$"
 
 
 class InvalidSubmission(BadRequest):
@@ -100,7 +104,14 @@ def check_user_data(user_data: dict[str, Any] | None) -> None:
             raise InvalidSubmission("user_data.MessageCallback.CallbackURL: an http(s) URL")
 
 
-def check_region(types: Sequence[str], region: str) -> None:
+def check_region(types: Sequence[str], region: object) -> str:
+    """A region id that offers every one of `types` (checked per job, before anything is sent)."""
+    if (
+        not isinstance(region, str)
+        or len(region) > REGION_LIMIT
+        or not re.fullmatch(REGION_PATTERN, region)
+    ):
+        raise InvalidSubmission("region: a VOD region id such as cn-shanghai")
     missing = [t for t in types if region not in REGIONS[t]]
     if missing:
         offered = "; ".join(f"{t}: {', '.join(sorted(REGIONS[t]))}" for t in missing)
@@ -108,6 +119,7 @@ def check_region(types: Sequence[str], region: str) -> None:
             f"region {region} does not offer {', '.join(missing)} ({offered}); nothing submitted",
             region=region,
         )
+    return region
 
 
 def validate_request(
@@ -116,17 +128,18 @@ def validate_request(
     config: object = None,
     user_data: object = None,
     *,
-    region: str,
+    region: object,
 ) -> SubmitRequest:
     """Everything VOD would refuse, or bill us for by surprise, is refused here first."""
+    types = parse_types(types)
     request = SubmitRequest(
         media_id=check_media_id(media_id),
-        types=parse_types(types),
+        types=types,
         config=parse_json_object("config", config),
         user_data=parse_json_object("user_data", user_data),
+        region=check_region(types, region),
     )
     check_user_data(request.user_data)
-    check_region(request.types, region)
     return request
 
 

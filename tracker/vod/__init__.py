@@ -11,6 +11,15 @@ from tracker.vod.client import (
     VodUnreachable,
     shared_limiter,
 )
+from tracker.vod.credentials import (
+    SOURCES_HINT,
+    AccessKey,
+    Credentials,
+    CredentialsUnavailable,
+    credentials_from_settings,
+    static_credentials,
+)
+from tracker.vod.regions import VodClients, vod_clients
 from tracker.vod.results import (
     EVENT_TYPES,
     ID_LIMIT,
@@ -46,6 +55,14 @@ __all__ = [
     "ACTION_QPS",
     "API_VERSION",
     "EVENT_TYPES",
+    "SOURCES_HINT",
+    "AccessKey",
+    "Credentials",
+    "CredentialsUnavailable",
+    "VodClients",
+    "credentials_from_settings",
+    "static_credentials",
+    "vod_clients",
     "IDEMPOTENT",
     "JOB_ID",
     "JOB_TYPES",

@@ -19,6 +19,13 @@ import aiohttp
 from tracker.config import Settings
 from tracker.errors import TrackerError
 from tracker.metrics import VOD_CALLS, VOD_SECONDS
+from tracker.vod.credentials import (
+    SOURCES_HINT,
+    AccessKey,
+    Credentials,
+    CredentialsUnavailable,
+    credentials_from_settings,
+)
 from tracker.vod.results import (
     LIST_LIMIT,
     AIJob,
@@ -54,6 +61,18 @@ IDEMPOTENT = frozenset(
 # Actions with a per-account limit of their own below the client's rate (joblookup 1, 2): each
 # takes a slot of its own limiter as well as one of the shared one.
 ACTION_QPS: dict[str, float] = {"ListJobInfo": 15.0, "GetJobDetail": 15.0}
+# Refusals of the key pair itself: nothing was done, so the call is sent again, once, with
+# credentials fetched anew (STS credentials revoked or expired early; vod-reference.md 1.5).
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidSecurityToken.Expired",
+        "InvalidSecurityToken.Malformed",
+        "InvalidSecurityToken.MismatchWithAccessKey",
+        "MissingSecurityToken",
+        "InvalidAccessKeyId.NotFound",
+        "InvalidAccessKeyId.Inactive",
+    }
+)
 
 
 # Each VOD error states the HTTP status the tracker answers with when it ends a request: the
@@ -130,34 +149,37 @@ class RateLimiter:
 _LIMITERS: dict[tuple[str, str, float, str], RateLimiter] = {}
 
 
-def shared_limiter(endpoint: str, access_key_id: str, rate: float, action: str = "") -> RateLimiter:
+def shared_limiter(endpoint: str, account: str, rate: float, action: str = "") -> RateLimiter:
     """One limiter per (endpoint, account, rate) in the process: VOD's limit is per account.
-    `action` names a limiter for that action alone (ACTION_QPS)."""
-    key = (endpoint, access_key_id, rate, action)
+    `account` names the credential source, not a key id, which rotates with STS; `action` names a
+    limiter for that action alone (ACTION_QPS)."""
+    key = (endpoint, account, rate, action)
     if key not in _LIMITERS:
         _LIMITERS[key] = RateLimiter(rate)
     return _LIMITERS[key]
 
 
 class VodClient:
-    """One per process: owns one aiohttp session and uses the process-wide rate limiter."""
+    """One per process and region: owns one aiohttp session, uses the process-wide rate limiter
+    and signs every request with the current credentials (shared between regions)."""
 
     def __init__(
         self,
         settings: Settings,
         *,
+        region: str | None = None,
+        credentials: Credentials | None = None,
         backoff: float = 0.2,
         backoff_cap: float = 5.0,
         limiter: RateLimiter | None = None,
     ) -> None:
-        if not settings.access_key_id or settings.access_key_secret is None:
-            raise ValueError("VodClient needs ALIBABA_CLOUD_ACCESS_KEY_ID and _SECRET")
-        endpoint = settings.vod_url.rstrip("/")
+        credentials = credentials or credentials_from_settings(settings)
+        if credentials is None:
+            raise ValueError(f"VodClient needs credentials: set {SOURCES_HINT}")
+        self.credentials = credentials
+        self.region = region or settings.vod_region
+        endpoint = settings.vod_url_for(self.region).rstrip("/")
         self.endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
-        self.region = settings.vod_region
-        self.access_key_id = settings.access_key_id
-        self._secret = settings.access_key_secret
-        self._token = settings.security_token
         self.retries = settings.vod_retries
         self.backoff = backoff
         self.backoff_cap = backoff_cap
@@ -166,12 +188,12 @@ class VodClient:
             connect=settings.vod_connect_timeout.total_seconds(),
         )
         self.limiter = limiter or shared_limiter(
-            self.endpoint, self.access_key_id, settings.vod_rate_limit
+            self.endpoint, credentials.source, settings.vod_rate_limit
         )
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        return f"VodClient(endpoint={self.endpoint!r}, access_key_id={self.access_key_id!r})"
+        return f"VodClient(region={self.region!r}, endpoint={self.endpoint!r}, {self.credentials})"
 
     async def __aenter__(self) -> VodClient:
         return self
@@ -268,13 +290,16 @@ class VodClient:
 
     # -- transport --
 
-    def signed_params(self, action: str, params: Mapping[str, str]) -> dict[str, str]:
-        """The action's parameters plus the common ones and the v1 signature (section 1.3)."""
+    def signed_params(
+        self, action: str, params: Mapping[str, str], key: AccessKey
+    ) -> dict[str, str]:
+        """The action's parameters plus the common ones and the v1 signature (section 1.3);
+        `SecurityToken` when the credentials are STS ones."""
         signed = {
             "Action": action,
             "Version": API_VERSION,
             "Format": "JSON",
-            "AccessKeyId": self.access_key_id,
+            "AccessKeyId": key.access_key_id,
             "SignatureMethod": "HMAC-SHA1",
             "SignatureVersion": "1.0",
             "SignatureNonce": uuid.uuid4().hex,
@@ -282,18 +307,31 @@ class VodClient:
             "RegionId": self.region,
             **params,
         }
-        if self._token is not None:
-            signed["SecurityToken"] = self._token.get_secret_value()
-        signed["Signature"] = sign_v1("POST", signed, self._secret.get_secret_value())
+        if key.security_token:
+            signed["SecurityToken"] = key.security_token
+        signed["Signature"] = sign_v1("POST", signed, key.access_key_secret)
         return signed
 
     async def call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         """One VOD action with bounded retries; raises the typed errors above."""
         attempt = 0
+        renewed = False
         while True:
+            if action in ACTION_QPS:
+                rate = min(ACTION_QPS[action], self.limiter.rate)
+                await shared_limiter(self.endpoint, self.credentials.source, rate, action).acquire()
+            await self.limiter.acquire()
             try:
-                body = await self._attempt(action, params)
+                # Fetched after the limiter's wait, so a request never goes out with
+                # credentials that expired while it queued.
+                key = await self._key(action)
+                body = await self._attempt(action, params, key)
             except VodError as exc:
+                if exc.vod_code in CREDENTIAL_CODES and not renewed:
+                    renewed = self.credentials.invalidate(key)
+                    if renewed:
+                        log.warning("VOD %s: %s; renewing the credentials", action, exc.vod_code)
+                        continue
                 throttled = _is_throttling(exc)
                 if not throttled or attempt >= self.retries:
                     outcome = "throttled" if throttled else "error"
@@ -321,12 +359,16 @@ class VodClient:
             )
             await asyncio.sleep(delay)
 
-    async def _attempt(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
-        if action in ACTION_QPS:
-            rate = min(ACTION_QPS[action], self.limiter.rate)
-            await shared_limiter(self.endpoint, self.access_key_id, rate, action).acquire()
-        await self.limiter.acquire()
-        form = self.signed_params(action, params)
+    async def _key(self, action: str) -> AccessKey:
+        try:
+            return await self.credentials.get()
+        except CredentialsUnavailable as exc:
+            raise VodUnreachable(f"VOD {action}: not sent: {exc.message}") from None
+
+    async def _attempt(
+        self, action: str, params: Mapping[str, str], key: AccessKey
+    ) -> dict[str, Any]:
+        form = self.signed_params(action, params, key)
         sent = SimpleNamespace(sent=False)
         started = time.monotonic()
         try:
@@ -338,7 +380,7 @@ class VodClient:
                 status = response.status
                 raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            detail = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+            detail = _redact(f"{type(exc).__name__}: {exc}".rstrip(": "), key)
             if not sent.sent:
                 raise VodUnreachable(f"VOD {action}: not sent: {detail}") from None
             if action in IDEMPOTENT:
@@ -349,9 +391,9 @@ class VodClient:
             ) from None
         finally:
             VOD_SECONDS.labels(action).observe(time.monotonic() - started)
-        return self._parse(action, status, raw)
+        return self._parse(action, status, raw, key)
 
-    def _parse(self, action: str, status: int, raw: bytes) -> dict[str, Any]:
+    def _parse(self, action: str, status: int, raw: bytes, key: AccessKey) -> dict[str, Any]:
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -362,14 +404,14 @@ class VodClient:
             return body
         if body is not None and "Code" in body:
             error = VodError(
-                self._redact(str(body.get("Message", ""))),
+                _redact(str(body.get("Message", "")), key),
                 vod_code=str(body["Code"]),
                 http_status=status,
                 request_id=opt_str(body.get("RequestId")),
                 recommend=opt_str(body.get("Recommend")),
             )
         else:
-            snippet = self._redact(raw[:200].decode("utf-8", "replace"))
+            snippet = _redact(raw[:200].decode("utf-8", "replace"), key)
             error = VodError(
                 f"unexpected HTTP {status} answer: {snippet!r}",
                 vod_code="InvalidResponse" if 200 <= status < 300 else f"HTTP{status}",
@@ -387,24 +429,22 @@ class VodClient:
             )
         raise error
 
-    def _redact(self, text: str) -> str:
-        """Remove the secret and the STS token in every encoding VOD might echo them in."""
-        for secret in (self._secret, self._token):
-            if secret is None:
-                continue
-            value = secret.get_secret_value()
-            if not value:
-                continue
-            forms = {value, percent_encode(value), percent_encode(percent_encode(value))}
-            forms.add(quote(value, safe=""))
-            for form in sorted(forms, key=len, reverse=True):
-                text = text.replace(form, "***")
-        return text
-
 
 async def _mark_sent(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: object) -> None:
     if ctx.trace_request_ctx is not None:
         ctx.trace_request_ctx.sent = True
+
+
+def _redact(text: str, key: AccessKey) -> str:
+    """Remove the secret and the STS token in every encoding VOD might echo them in."""
+    for value in (key.access_key_secret, key.security_token):
+        if not value:
+            continue
+        forms = {value, percent_encode(value), percent_encode(percent_encode(value))}
+        forms.add(quote(value, safe=""))
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
+    return text
 
 
 def _compact_json(value: Mapping[str, Any]) -> str:
