@@ -3,8 +3,8 @@
 Reconciliation looks up the JobIds of callbacks held for confirmation that no job has yet (a
 callback may not give a waiting job its JobId before VOD confirms it).
 
-Revision ID: 0006
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from collections.abc import Sequence
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
