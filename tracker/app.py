@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse, Response
 
 from tracker.api import dashboard, health, openapi, telemetry
 from tracker.api import routes as api
+from tracker.api.bodies import BodyDeadline
+from tracker.api.guards import SameOriginWrites
 from tracker.api.queries import StatsCache
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
@@ -63,7 +65,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *telemetry.routes,
             *dashboard.routes,
         ],
-        middleware=[Middleware(callbacks.CallbackReceiver), Middleware(telemetry.RequestMetrics)],
+        middleware=[
+            Middleware(BodyDeadline),
+            Middleware(SameOriginWrites),
+            Middleware(callbacks.CallbackReceiver),
+            Middleware(telemetry.RequestMetrics),
+        ],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.api.queries import CURSOR_LIMIT
 from tracker.models import JobState
 
 STATES = [state.value for state in JobState]
@@ -205,7 +206,7 @@ LIST_PARAMETERS = [
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
     _query(
         "cursor",
-        {"type": "string"},
+        {"type": "string", "maxLength": CURSOR_LIMIT},
         "`next_cursor` of the previous page; only valid with the same filters",
     ),
 ]

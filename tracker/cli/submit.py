@@ -109,7 +109,7 @@ def load_items(settings: Settings, options: Options) -> tuple[list[Item], Submit
         parse_json_object("--user-data", options.user_data),
     )
     items = merge_items(items)
-    check_items(items, settings.vod_region, template.user_data)
+    check_items(items, settings.vod_region, template.user_data, template.config)
     return items, template
 
 
