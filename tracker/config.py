@@ -22,14 +22,14 @@ from sqlalchemy.exc import ArgumentError
 from tracker.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SHORT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_SHORT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
 def parse_duration(value: object) -> object:
-    """`90s`, `5m`, `2h`, `30d`; anything else is left to pydantic (seconds, ISO 8601)."""
+    """`90s`, `5m`, `2h`, `30d`, `90` (seconds); anything else is left to pydantic (ISO 8601)."""
     if isinstance(value, str) and (match := _SHORT.match(value)):
         try:
-            return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+            return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
         except (OverflowError, ValueError):
             raise ValueError(f"{value.strip()} is too long a duration") from None
     return value
