@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 
 from tracker.api.bodies import BODY_LIMIT, MAX_DEPTH, BodyDeadline
+from tracker.api.queries import JobFilter
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
@@ -272,11 +273,14 @@ def _cursor(payload: str) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
+UNFILTERED = JobFilter().fingerprint()  # a forger can compute it: the code is public
+
+
 @pytest.mark.parametrize(
     "cursor",
     [
-        _cursor('[1, "2026-01-01T00:00:00+00:00", true, "x"]'),
-        _cursor('[true, "2026-01-01T00:00:00+00:00", 1, "x"]'),
+        _cursor(f'[1, "2026-01-01T00:00:00+00:00", true, "{UNFILTERED}"]'),
+        _cursor(f'[true, "2026-01-01T00:00:00+00:00", 1, "{UNFILTERED}"]'),
         _cursor("[" * 20_000 + "]" * 20_000),
         _cursor("[" * 150 + "]" * 150),
         "A" * 60_000,
