@@ -4,6 +4,7 @@ it goes: an answer without a JobId is `submit_unknown`, a local failure `submit_
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from tracker.errors import BadRequest
 from tracker.fakevod import FakeVod
 from tracker.models import Job, JobState
 from tracker.submit.claims import SubmitRequest
-from tracker.submit.service import TypeOutcome, submit_media
+from tracker.submit.service import ClaimFailed, TypeOutcome, submit_media
 from tracker.submit.validate import validate_request
 from tracker.vod import PARAMETER_LIMIT, VodClient, VodError
 
@@ -103,14 +104,30 @@ async def test_a_lone_surrogate_is_refused_before_anything_is_claimed(
     assert fake.submit_calls == 0
 
 
+@pytest.mark.parametrize(
+    "config",
+    [{"AIVideoTag": {"AnalyseTypes": SURROGATE}}, {"AIVideoTag": {"x": "y" * PARAMETER_LIMIT}}],
+    ids=["surrogate", "too-large"],
+)
 async def test_a_request_that_cannot_be_sent_is_submit_failed_not_unknown(
-    database: Database, database_url: str, fake: FakeVod, clock: FrozenClock
+    database: Database,
+    database_url: str,
+    fake: FakeVod,
+    clock: FrozenClock,
+    config: dict[str, Any],
 ) -> None:
     """Past validation (a caller of the service that skipped it), the client refuses to build
     the request: nothing was sent, so nothing exists at VOD and nothing is blocked."""
-    request = SubmitRequest("m1", ("AIVideoTag",), {"AIVideoTag": {"AnalyseTypes": SURROGATE}})
+    request = SubmitRequest("m1", ("AIVideoTag",), config)
     async with VodClient(vod_settings(database_url, fake)) as vod:
-        done = await submit_media(database, vod, request, clock)
+        try:
+            done = await submit_media(database, vod, request, clock)
+        except ClaimFailed:
+            # PostgreSQL cannot even store such text, so the claim fails first: nothing sent.
+            assert database.url.get_backend_name() == "postgresql"
+            assert SURROGATE in json.dumps(config, ensure_ascii=False)
+            assert fake.submit_calls == 0
+            return
     assert done.outcomes == {"AIVideoTag": TypeOutcome.FAILED}
     assert await states(database) == {"AIVideoTag": JobState.SUBMIT_FAILED}
     assert fake.submit_calls == 0
