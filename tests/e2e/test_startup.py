@@ -91,3 +91,10 @@ def test_a_grace_of_zero_is_allowed(tmp_path: Path) -> None:
     }
     done = run_tracker("db", "upgrade", env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_jobs_on_a_missing_database_file_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "never-made.db"
+    env = {"TRACKER_DATABASE_URL": f"sqlite+aiosqlite:///{path}"}
+    assert "does not exist" in refused(("jobs", "list"), env, "TRACKER_DATABASE_URL")
+    assert not path.exists()
