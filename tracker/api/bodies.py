@@ -85,8 +85,10 @@ async def read_json_object(request: Request, limit: int = BODY_LIMIT) -> dict[st
 class BodyDeadline:
     """Fails a request whose body is not complete BODY_SECONDS after its headers (408).
 
-    Only reads of the body are timed: once it is complete, `receive` is the server's own again
-    (waiting for a disconnect is not reading a body).
+    One timer per request (this runs in front of the callback path, where a timeout context per
+    read cost as much as the rest of the guards): when it fires while a body read waits, that
+    read is cancelled and raises RequestTimeout. Reads after the body is complete (waiting for a
+    disconnect) are never cut.
     """
 
     def __init__(self, app: ASGIApp, seconds: float = BODY_SECONDS) -> None:
@@ -97,35 +99,66 @@ class BodyDeadline:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.seconds
-        complete = False
-        started = False
-
-        async def timed_receive() -> Message:
-            nonlocal complete
-            if complete:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTimeout(f"the body did not arrive within {self.seconds:g}s") from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                complete = True
-            return message
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        watch = _BodyWatch(receive, self.seconds)
+        timer = asyncio.get_running_loop().call_later(self.seconds, watch.expire)
         try:
-            await self.app(scope, timed_receive, watched_send)
+            await self.app(scope, watch.receive, watch.send(send))
         except RequestTimeout as exc:  # raised where no exception handler runs (plain ASGI)
-            if started:
+            if watch.started:
                 raise
             body = json.dumps(exc.to_json()).encode()
             headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
             await send({"type": "http.response.start", "status": 408, "headers": headers})
             await send({"type": "http.response.body", "body": body})
+        finally:
+            timer.cancel()
+
+
+class _BodyWatch:
+    """The state of one request's body: complete yet, a read waiting, the answer started."""
+
+    __slots__ = ("_receive", "complete", "expired", "seconds", "started", "waiting")
+
+    def __init__(self, receive: Receive, seconds: float) -> None:
+        self._receive = receive
+        self.seconds = seconds
+        self.complete = False
+        self.expired = False
+        self.started = False
+        self.waiting: asyncio.Task[Any] | None = None
+
+    def expire(self) -> None:
+        if not self.complete:
+            self.expired = True
+            if self.waiting is not None:
+                self.waiting.cancel()
+
+    async def receive(self) -> Message:
+        if self.complete:
+            return await self._receive()
+        if self.expired:
+            raise self._timeout()
+        task = self.waiting = asyncio.current_task()
+        try:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self.expired or task is None:
+                raise
+            task.uncancel()  # our own cancellation, turned into the 408
+            raise self._timeout() from None
+        finally:
+            self.waiting = None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.complete = True
+        return message
+
+    def send(self, send: Send) -> Send:
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.started = True
+            await send(message)
+
+        return watched
+
+    def _timeout(self) -> RequestTimeout:
+        return RequestTimeout(f"the body did not arrive within {self.seconds:g}s")
