@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tracker.api import dashboard, health, openapi, routes, telemetry
+from tracker.api.bodies import BodyDeadline
+from tracker.api.guards import SameOriginWrites
 from tracker.api.queries import StatsCache
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
@@ -64,7 +66,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *telemetry.routes,
             *dashboard.routes,
         ],
-        middleware=[Middleware(receiver.CallbackReceiver), Middleware(telemetry.RequestMetrics)],
+        middleware=[
+            Middleware(BodyDeadline),
+            Middleware(receiver.CallbackReceiver),  # signed by VOD; the guard below is for browsers
+            Middleware(SameOriginWrites),
+            Middleware(telemetry.RequestMetrics),
+        ],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: _tracker_error,

@@ -7,20 +7,72 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from tracker.errors import ConfigError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SHORT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_SHORT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
 def parse_duration(value: object) -> object:
-    """`90s`, `5m`, `2h`, `30d`; anything else is left to pydantic (seconds, ISO 8601)."""
+    """`90s`, `5m`, `2h`, `30d`, `90` (seconds); anything else is left to pydantic (ISO 8601)."""
     if isinstance(value, str) and (match := _SHORT.match(value)):
-        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        try:
+            return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
+        except (OverflowError, ValueError):
+            raise ValueError(f"{value.strip()} is too long a duration") from None
     return value
+
+
+# Every time the tracker computes (now - stale_after, now + lease_ttl, ...) must stay inside
+# what datetime holds; no setting needs more than a century.
+LONGEST = timedelta(days=36525)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return _bounded(value)
+
+
+def _bounded(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    if value > LONGEST:
+        raise ValueError(f"must be at most {LONGEST.days} days")
+    return value
+
+
+def check_database_url(value: str) -> str:
+    """A URL the tracker can use: parsed, SQLite or PostgreSQL, with an installed async driver."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {value!r}; e.g. {DATABASE_EXAMPLES}") from None
+    driver = DRIVERS.get(url.get_backend_name())
+    if driver is None or url.get_driver_name() != driver:
+        raise ValueError(f"{url.drivername} is not supported; use {DATABASE_EXAMPLES}")
+    try:
+        url.get_dialect().import_dbapi()
+    except ImportError:
+        extra = " (pip install 'vod-ai-tracker[postgres]')" if driver == "asyncpg" else ""
+        raise ValueError(f"the driver {driver} is not installed{extra}") from None
+    return value
+
+
+DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}  # the async drivers the tracker uses
+DATABASE_EXAMPLES = "sqlite+aiosqlite:///./tracker.db or postgresql+asyncpg://user@host/db"
 
 
 def _split_csv(value: object) -> object:
@@ -44,7 +96,11 @@ def _split_pairs(value: object) -> object:
     return pairs
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+# Only where zero means something (reconcile_grace: look at jobs at once).
+NonNegativeDuration = Annotated[
+    timedelta, BeforeValidator(parse_duration), AfterValidator(_bounded)
+]
 Csv = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 Switch = Literal["on", "off"]
 
@@ -54,7 +110,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRACKER_", extra="ignore", populate_by_name=True)
 
-    database_url: str = "sqlite+aiosqlite:///./tracker.db"
+    database_url: Annotated[str, AfterValidator(check_database_url)] = (
+        "sqlite+aiosqlite:///./tracker.db"
+    )
     # WAL + NORMAL survives a killed process; FULL also survives power loss (README, "Durability").
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
     host: str = "127.0.0.1"
@@ -65,7 +123,7 @@ class Settings(BaseSettings):
     # Per-region endpoints (`region=url,...`), e.g. one simulator per region; a region not
     # listed goes to TRACKER_VOD_ENDPOINT if set, else to vod.<region>.aliyuncs.com.
     vod_endpoints: Annotated[dict[str, str], NoDecode, BeforeValidator(_split_pairs)] = {}
-    vod_rate_limit: float = Field(default=30.0, gt=0)
+    vod_rate_limit: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     vod_timeout: Duration = timedelta(seconds=10)
     vod_connect_timeout: Duration = timedelta(seconds=5)
     vod_retries: int = Field(default=4, ge=0, le=10)
@@ -126,7 +184,7 @@ class Settings(BaseSettings):
     event_retention: Duration = timedelta(days=30)
     # Scheduler (tracker/scheduler/): `tracker serve --no-scheduler` sets it off.
     scheduler: Switch = "on"
-    reconcile_grace: Duration = timedelta(minutes=10)
+    reconcile_grace: NonNegativeDuration = timedelta(minutes=10)
     reconcile_batch: int = Field(default=200, ge=0)
     # Callbacks awaiting VOD's confirmation (callback_confirm) are looked up this often.
     confirm_interval: Duration = timedelta(seconds=5)
@@ -239,4 +297,6 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
-        raise ConfigError(f"{env_name(field)}: {error['msg']}") from None
+        # Our own validators' words, without pydantic's "Value error, " in front.
+        message = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+        raise ConfigError(f"{env_name(field)}: {message or error['msg']}") from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -26,10 +28,12 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -86,6 +90,17 @@ class Database:
         async with self.engine.connect() as conn:
             return await current_revision(conn)
 
+    async def check_writable(self) -> None:
+        """Raise unless a write could be committed now: the writer takes the write lock (SQLite:
+        BEGIN IMMEDIATE) and updates a row without changing it, then rolls back. Fails on a
+        read-only or deleted file, a read-only PostgreSQL, or a lock held too long elsewhere."""
+        async with self.writer.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                await conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            finally:
+                await transaction.rollback()
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.writer is not self.engine:
@@ -132,6 +147,9 @@ def _sqlite_engine(
     engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=0, json_deserializer=read_json
     )
+    path = sqlite_file(url)
+    if path is not None:
+        _follow_file(engine, path)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:
@@ -150,6 +168,49 @@ def _sqlite_engine(
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None in memory, or for a `file:` URI (uri=true)."""
+    parsed = make_url(url)
+    if parsed.query.get("uri") in ("true", "1") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _follow_file(engine: AsyncEngine, path: Path) -> None:
+    """Keep connections on the file at `path`, not on whatever they opened.
+
+    An open SQLite connection keeps writing to its file after the file is deleted or replaced;
+    every write then "succeeds" into a file nobody will ever open again. So a connection is
+    checked against the path's identity when taken from the pool (and dropped if it differs),
+    and a new one is never opened on a missing file, which SQLite would silently create empty:
+    a missing database is an error to report, made by `tracker db upgrade`.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _refuse_missing(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+        if _file_id(path) is None:
+            raise sqlite3.OperationalError(f"database file {path} does not exist")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _remember(dbapi_conn: Any, record: Any) -> None:
+        record.info["file_id"] = _file_id(path)
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _check(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if _file_id(path) != record.info.get("file_id"):
+            # The pool discards this connection and opens another (which _refuse_missing stops
+            # if the file is gone).
+            raise DisconnectionError(f"database file {path} was deleted or replaced")
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:

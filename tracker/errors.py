@@ -38,6 +38,11 @@ class Unauthorized(TrackerError):
     headers = {"WWW-Authenticate": 'Bearer realm="tracker"'}
 
 
+class Forbidden(TrackerError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(TrackerError):
     status_code = 404
     code = "not_found"
@@ -50,6 +55,16 @@ class JobNotFound(NotFound):
 class PayloadTooLarge(TrackerError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(TrackerError):
+    status_code = 408
+    code = "request_timeout"
+
+
+class UnsupportedMediaType(TrackerError):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class Unavailable(TrackerError):

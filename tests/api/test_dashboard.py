@@ -183,3 +183,16 @@ async def test_dashboard_asks_a_browser_for_the_token(database_url: str) -> None
             assert (await http.get("/", auth=("anyone", "bad"))).status_code == 401
             bearer = await http.get("/", headers={"Authorization": "Bearer tok"})
             assert bearer.status_code == 200
+
+
+async def test_dashboard_tells_the_browser_to_run_nothing_and_not_be_framed(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/")
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src" not in policy  # default-src 'none' covers scripts: none run
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"

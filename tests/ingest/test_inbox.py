@@ -296,6 +296,7 @@ async def test_a_burst_is_stored_and_applied_in_full(
 
 # -- PostgreSQL going away and coming back (a private throwaway cluster) --------------------------
 
+
 def _as_owner(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 

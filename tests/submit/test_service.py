@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ from tracker.transitions import Applied, apply_outcome
 from tracker.vod import AIJob, SubmitResult, VodClient
 
 KEY, SECRET = "test-key-id", "test-key-secret"
+JSON_TYPE = {"Content-Type": "application/json"}
 BOTH = ("AIVideoTag", "AIMediaDNA")
 
 
@@ -368,7 +370,7 @@ async def test_post_jobs_errors(api: httpx.AsyncClient, fake: RefusingVod) -> No
     unknown = await api.post("/jobs", json={"media_id": "m1", "types": ["Nope"]})
     assert unknown.status_code == 400
     assert unknown.json()["valid_types"] == list(BOTH)
-    assert (await api.post("/jobs", content=b"[")).status_code == 400
+    assert (await api.post("/jobs", content=b"[", headers=JSON_TYPE)).status_code == 400
     assert (await api.post("/jobs", json=["m1"])).status_code == 400
     anonymous = await api.post("/jobs", json={"media_id": "m1"}, headers={"Authorization": ""})
     assert anonymous.status_code == 401
@@ -472,7 +474,9 @@ BODIES = (
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 async def test_post_jobs_never_fails_on_any_body(api: httpx.AsyncClient, body: Any) -> None:
-    response = await api.post("/jobs", json=body)
+    # json=None sends no body at all, hence no JSON Content-Type: a 415.
+    content = json.dumps(body).encode() if body is not None else b"null"
+    response = await api.post("/jobs", content=content, headers=JSON_TYPE)
     event(f"HTTP {response.status_code}")
     assert response.status_code in (200, 201, 400), response.text
     answer = response.json()

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from tracker.context import context_of
 from tracker.errors import Unauthorized
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def require_api_token(request: Request) -> None:
     """Pass when the API is open (TRACKER_API_AUTH=off, or no tokens: loopback only, see
@@ -21,7 +23,10 @@ def require_api_token(request: Request) -> None:
     settings = context_of(request).settings
     if settings.api_open:
         return
-    if not _matches(presented_token(request), settings.api_tokens):
+    # A browser replays a cached Basic login on any request to this origin, including a form
+    # posted from another site; only reads may ride on it (the dashboard), never a change.
+    basic = request.method in SAFE_METHODS
+    if not _matches(presented_token(request, basic=basic), settings.api_tokens):
         raise Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
 
@@ -39,13 +44,14 @@ def require_metrics_token(request: Request) -> None:
         raise Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
 
-def presented_token(request: Request) -> str | None:
-    """The bearer token, or the password of HTTP Basic (so a browser can open the dashboard)."""
+def presented_token(request: Request, *, basic: bool = True) -> str | None:
+    """The bearer token, or the password of HTTP Basic (so a browser can open the dashboard)
+    when `basic`."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "bearer" and credentials:
         return credentials
-    if scheme.lower() == "basic" and credentials:
+    if basic and scheme.lower() == "basic" and credentials:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):

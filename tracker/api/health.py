@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -9,9 +10,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.api.auth import require_api_token
 from tracker.context import context_of
 from tracker.db import head_revision
+from tracker.errors import Unauthorized
 from tracker.scheduler.heartbeats import scheduler_status
+
+# VOD waits 5 s for a callback's answer (vod-reference.md 6.5): a database that takes no write
+# within 4 s cannot store one in time, so the instance is not ready for VOD's traffic.
+WRITE_SECONDS = 4.0
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -19,18 +26,42 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and its schema is at the head revision."""
+    """Ready when a callback could be stored now: the database answers, its schema is at the
+    head revision and it takes a write (not read-only, not deleted under us, not locked for
+    longer than VOD waits). Who runs the scheduler, and how it fares, only with a token."""
+    database = context_of(request).database
     try:
-        revision = await context_of(request).database.revision()
+        revision = await database.revision()
     except (SQLAlchemyError, OSError) as exc:
-        reason = f"database unreachable: {type(exc).__name__}"
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return _unavailable(f"database unreachable: {type(exc).__name__}")
     if revision != head_revision():
-        reason = f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`"
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return _unavailable(
+            f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`"
+        )
+    try:
+        async with asyncio.timeout(WRITE_SECONDS):
+            await database.check_writable()
+    except TimeoutError:
+        return _unavailable(f"database takes no write within {WRITE_SECONDS:g}s")
+    except (SQLAlchemyError, OSError) as exc:
+        return _unavailable(f"database takes no write: {type(exc).__name__}")
     body: dict[str, Any] = {"status": "ready", "revision": revision}
-    body["scheduler"] = await _scheduler(request)
+    scheduler = await _scheduler(request)
+    body["scheduler"] = scheduler if _shows_details(request) else {"status": scheduler["status"]}
     return JSONResponse(body)
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+def _shows_details(request: Request) -> bool:
+    """Host names, pids and run summaries are for the API's callers, not any prober."""
+    try:
+        require_api_token(request)
+    except Unauthorized:
+        return False
+    return True
 
 
 async def _scheduler(request: Request) -> dict[str, Any]:

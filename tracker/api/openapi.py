@@ -8,10 +8,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.api.bodies import BODY_LIMIT, BODY_SECONDS, MAX_DEPTH
+from tracker.api.queries import CURSOR_LIMIT
 from tracker.api.schemas import PAGE, components
 from tracker.ingest.receiver import MAX_BODY
 from tracker.models import JobState
-from tracker.vod import EVENT_TYPES, JOB_ID, MEDIA_ID
+from tracker.vod import EVENT_TYPES, JOB_ID, MEDIA_ID, PARAMETER_LIMIT
 
 STATES = [state.value for state in JobState]
 # One state or a comma-separated list of them.
@@ -58,7 +60,7 @@ LIST_PARAMETERS = [
     _query("limit", {"type": "integer", **PAGE}, "page size"),
     _query(
         "cursor",
-        {"type": "string"},
+        {"type": "string", "maxLength": CURSOR_LIMIT},
         "`next_cursor` of the previous page; only valid with the same filters",
     ),
 ]
@@ -157,7 +159,8 @@ PATHS: dict[str, Any] = {
     "/readyz": {
         "get": {
             "operationId": "readyz",
-            "summary": "Database reachable and at the current schema",
+            "summary": "A callback can be stored now: the database answers, is at the current "
+            "schema and takes a write; scheduler details only with a token",
             "security": [],
             "responses": {
                 "200": _json("ready", "Probe"),
@@ -181,10 +184,23 @@ PATHS["/jobs"]["post"] = {
     "responses": {
         "201": _json("submitted: the jobs of the requested types", "SubmittedJobs"),
         "200": _json("nothing new: every type already had a live or finished job", "SubmittedJobs"),
-        "400": _json("invalid input; unknown types list `valid_types`", "Error"),
+        "400": _json(
+            "invalid input (also NaN, Infinity, JSON nested deeper than "
+            f"{MAX_DEPTH} levels, Config or UserData over {PARAMETER_LIMIT} bytes); unknown "
+            "types list `valid_types`; nothing submitted",
+            "Error",
+        ),
         "401": ERROR_401,
+        "403": _json("sent by a page of another origin (Origin, Sec-Fetch-Site)", "Error"),
+        "408": _json(f"the body did not arrive within {BODY_SECONDS:g} s", "Error"),
+        "413": _json(f"the body is over {BODY_LIMIT} bytes", "Error"),
+        "415": _json("the body is not sent as application/json", "Error"),
         "429": _json("VOD still throttling after retries; nothing submitted", "SubmitError"),
-        "502": _json("VOD refused, or was not reached; jobs are submit_failed", "SubmitError"),
+        "502": _json(
+            "VOD refused, or was not reached: jobs are submit_failed; or VOD's success named no "
+            "JobId for a type (`vod_answer_unclear`): those jobs are submit_unknown",
+            "SubmitError",
+        ),
         "503": _json("VOD credentials are not configured", "Error"),
         "504": _json(
             "VOD's answer never came: jobs are submit_unknown, not resubmitted", "SubmitError"

@@ -30,6 +30,7 @@ DEFAULT_LIMIT = 50
 # A media has a handful of jobs and a job a handful of callbacks; these caps only bound abuse.
 MAX_MEDIA_JOBS = 1000
 MAX_EVENTS = 1000
+CURSOR_LIMIT = 256  # characters of a `cursor` parameter
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,16 @@ class Cursor:
     @classmethod
     def decode(cls, token: str, job_filter: JobFilter) -> Cursor:
         try:
+            # Ours are about 110 characters; a bound keeps a forged one from nesting JSON deeper
+            # than the parser's recursion limit.
+            if len(token) > CURSOR_LIMIT:
+                raise ValueError(token)
             padded = token + "=" * (-len(token) % 4)
             version, when, row_id, filters = json.loads(base64.urlsafe_b64decode(padded))
-            if version != 1 or not isinstance(filters, str):
+            if type(version) is not int or version != 1 or not isinstance(filters, str):
                 raise ValueError(token)
-            if not isinstance(row_id, int) or not 0 <= row_id < 2**63:
+            # type(), not isinstance: JSON's true is a Python bool, which is an int.
+            if type(row_id) is not int or not 0 <= row_id < 2**63:
                 raise ValueError(token)
             submitted_at = datetime.fromisoformat(when)
             if submitted_at.utcoffset() != timedelta(0):  # we only issue UTC

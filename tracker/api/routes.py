@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from tracker.api import queries, schemas
 from tracker.api.auth import require_api_token
+from tracker.api.bodies import read_json_object
 from tracker.api.queries import JobFilter, Stats
 from tracker.context import context_of
 from tracker.db import Database
@@ -284,7 +285,7 @@ async def post_jobs(request: Request) -> JSONResponse:
     unknown outcome with the error's own status (tracker/vod/client.py), VOD's Code and
     RequestId."""
     require_api_token(request)
-    body = await _json_body(request)
+    body = await read_json_object(request)
     for name in ("config", "user_data"):
         if not isinstance(body.get(name), dict | None):  # JSON text is for the command line
             raise InvalidSubmission(f"{name}: must be a JSON object")
@@ -323,16 +324,6 @@ async def post_jobs(request: Request) -> JSONResponse:
 
 def _or_default(value: object, default: str) -> object:
     return default if value is None else value
-
-
-async def _json_body(request: Request) -> Mapping[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 async def jobs(request: Request) -> JSONResponse:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from tracker.cli.startup import settings_or_exit
-from tracker.db import head_revision, upgrade
+from tracker.cli.startup import settings_or_exit, upgrade_or_exit
+from tracker.db import head_revision
 
 
 @click.group()
@@ -17,5 +17,5 @@ def db() -> None:
 def db_upgrade() -> None:
     """Create the database or migrate it to the current schema."""
     settings = settings_or_exit()
-    upgrade(settings.database_url)
+    upgrade_or_exit(settings.database_url)
     click.echo(f"database at revision {head_revision()}")

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.api import queries
@@ -19,7 +20,7 @@ from tracker.api.routes import event_json, job_json
 from tracker.cli.startup import settings_or_exit
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.errors import TrackerError
+from tracker.errors import TrackerError, describe
 from tracker.models import JobState
 
 T = TypeVar("T")
@@ -45,6 +46,8 @@ def _read(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T
         return asyncio.run(run())
     except TrackerError as exc:
         raise click.ClickException(exc.message) from None
+    except (SQLAlchemyError, OSError) as exc:  # no file, no server, no schema: one line
+        raise click.ClickException(f"TRACKER_DATABASE_URL: cannot read: {describe(exc)}") from None
 
 
 def _print_json(value: Any) -> None:

@@ -9,15 +9,40 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from tracker.config import Settings, load_settings
-from tracker.db import Database, head_revision, is_sqlite, upgrade
-from tracker.errors import ConfigError
+from tracker.db import Database, head_revision, is_sqlite, sqlite_file, upgrade
+from tracker.errors import ConfigError, describe
+
+DATABASE_URL = "TRACKER_DATABASE_URL"
 
 
 def settings_or_exit() -> Settings:
+    """The settings, or one line naming the variable that is wrong (no traceback)."""
     try:
-        return load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
+    check_sqlite_location(settings.database_url)
+    return settings
+
+
+def check_sqlite_location(url: str) -> None:
+    """A SQLite file must be a file (or not exist yet) in a directory that exists."""
+    path = sqlite_file(url) if is_sqlite(url) else None
+    if path is None:
+        return
+    if path.is_dir():
+        raise click.ClickException(f"{DATABASE_URL}: {path} is a directory, not a database file")
+    if not path.parent.is_dir():
+        raise click.ClickException(f"{DATABASE_URL}: the directory {path.parent} does not exist")
+
+
+def upgrade_or_exit(url: str) -> None:
+    """Create or migrate the database; a database that cannot be opened is one line."""
+    try:
+        upgrade(url)
+    except (SQLAlchemyError, OSError) as exc:
+        message = f"{DATABASE_URL}: cannot open or migrate: {describe(exc)}"
+        raise click.ClickException(message) from None
 
 
 def setup_logging() -> None:
@@ -37,12 +62,12 @@ async def _schema_revision(settings: Settings) -> str | None:
 def ensure_schema(settings: Settings) -> None:
     """Upgrade the embedded SQLite default; refuse an out-of-date PostgreSQL schema."""
     if is_sqlite(settings.database_url):
-        upgrade(settings.database_url)
+        upgrade_or_exit(settings.database_url)
         return
     try:
         revision = asyncio.run(_schema_revision(settings))
     except (OSError, SQLAlchemyError) as exc:
-        raise click.ClickException(f"TRACKER_DATABASE_URL: cannot connect: {exc}") from None
+        raise click.ClickException(f"{DATABASE_URL}: cannot connect: {describe(exc)}") from None
     if revision != head_revision():
         raise click.ClickException(
             f"database schema is at {revision or 'nothing'}, this tracker needs {head_revision()}: "

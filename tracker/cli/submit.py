@@ -119,7 +119,7 @@ def load_items(settings: Settings, options: Options) -> tuple[list[Item], Submit
         region=region,
     )
     items = merge_items(items)
-    check_items(items, region, template.user_data)
+    check_items(items, region, template.user_data, template.config)
     return items, template
 
 

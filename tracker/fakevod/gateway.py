@@ -101,7 +101,14 @@ class Gateway:
 
     async def authenticate(self, request: web.Request) -> tuple[str, dict[str, str]]:
         params = dict(request.query)
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            # VOD's answer to an oversized request is not documented [U]; it is a refusal in
+            # VOD's shape (section 1.4), never a 500, which says the job may have been created.
+            raise Refused(
+                400, "InvalidParameter", "The request is too large: a parameter is too long."
+            ) from None
         if request.content_type == "application/x-www-form-urlencoded" and body:
             try:
                 params.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tracker.fakevod.gateway import Refused
-from tracker.vod import format_timestamp
+from tracker.vod import PARAMETER_LIMIT, format_timestamp
 
 EVENT_TYPES = {"AIVideoTag": "AIVideoTagComplete", "AIMediaDNA": "AIMediaDNAComplete"}
 EXTEND_LIMIT = 512  # bytes (section 6.3)
@@ -151,14 +151,23 @@ def draw_result(rng: random.Random, job_type: str) -> str:
 
 
 def json_param(params: Mapping[str, str], name: str) -> Any:
-    if not params.get(name):
+    """Config and UserData: JSON text (section 2), so no NaN or Infinity, and within
+    PARAMETER_LIMIT bytes (tracker/vod/client.py says why that bound)."""
+    text = params.get(name)
+    if not text:
         return None
+    if len(text.encode()) > PARAMETER_LIMIT:
+        raise Refused(400, "InvalidParameter", f"The specified parameter {name} is too long.")
     try:
-        return json.loads(params[name])
-    except ValueError:
+        return json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         raise Refused(
             400, "InvalidParameter", f"The specified parameter {name} is not valid JSON."
         ) from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def user_data_fields(user_data: Any) -> tuple[str | None, str | None]:

@@ -36,6 +36,7 @@ from tracker.submit.validate import (
     InvalidSubmission,
     check_media_id,
     check_region,
+    check_sendable,
     check_user_data,
     parse_types,
 )
@@ -96,7 +97,14 @@ def merge_items(items: Iterable[Item]) -> list[Item]:
     return [Item(media_id, tuple(types)) for media_id, types in merged.items()]
 
 
-def check_items(items: Sequence[Item], region: object, user_data: dict[str, Any] | None) -> None:
+def check_items(
+    items: Sequence[Item],
+    region: object,
+    user_data: dict[str, Any] | None,
+    config: dict[str, Any] | None = None,
+) -> None:
+    check_sendable("--config", config)
+    check_sendable("--user-data", user_data)
     check_user_data(user_data)
     check_region(sorted({t for item in items for t in item.types}), region)
 

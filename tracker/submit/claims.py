@@ -276,7 +276,7 @@ async def _record_results(
     ids: dict[int, str] = {}  # jobs.id -> VOD's JobId
     missing: list[int] = []
     for claim, result in results:
-        returned = {job.type: job.job_id for job in result.jobs if job.job_id}
+        returned = result.job_ids()
         for job_type, row_id in claim.rows.items():
             if job_type in returned:
                 ids[row_id] = returned[job_type]

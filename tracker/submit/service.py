@@ -37,9 +37,12 @@ from tracker.submit.claims import (
     record_many,
 )
 from tracker.vod import (
+    SubmitResult,
+    VodAnswerUnclear,
     VodClient,
     VodError,
     VodOutcomeUnknown,
+    VodRequestInvalid,
     VodThrottled,
     VodUnreachable,
 )
@@ -188,7 +191,7 @@ async def _call_and_record(
     except VodOutcomeUnknown as exc:
         await _record(store, claim, Refusal(exc, S.SUBMIT_UNKNOWN))
         _settle(submitted, types, TypeOutcome.UNKNOWN, exc)
-    except (VodError, VodUnreachable) as exc:
+    except (VodError, VodUnreachable, VodRequestInvalid) as exc:  # nothing was created
         await _record(store, claim, Refusal(exc, S.SUBMIT_FAILED))
         _settle(submitted, types, TypeOutcome.FAILED, exc)
     except asyncio.CancelledError:
@@ -213,8 +216,29 @@ async def _call_and_record(
                 ", ".join(f"{j.type}={j.job_id}" for j in result.jobs),
             )
             raise
-        _settle(submitted, types, TypeOutcome.SUBMITTED, None)
-        submitted.job_ids = {j.type: j.job_id for j in result.jobs if j.type in claim.rows}
+        returned = result.job_ids()
+        submitted.job_ids = {t: returned[t] for t in types if t in returned}
+        _settle(submitted, list(submitted.job_ids), TypeOutcome.SUBMITTED, None)
+        missing = [t for t in types if t not in returned]
+        if missing:
+            # A success without a JobId for a type: VOD may have created it (claims.py records
+            # it submit_unknown); it is neither submitted nor failed, and must not say so.
+            unclear = _unclear_answer(request.media_id, result, missing, submitted.job_ids)
+            _settle(submitted, missing, TypeOutcome.UNKNOWN, unclear)
+
+
+def _unclear_answer(
+    media_id: str, result: SubmitResult, missing: list[str], matched: dict[str, str]
+) -> VodAnswerUnclear:
+    message = (
+        f"VOD answered SubmitAIJob (RequestId {result.request_id or 'none'}) without a JobId for "
+        f"{', '.join(missing)}; the job may exist, so it is not submitted again"
+    )
+    stray = [j.job_id for j in result.jobs if j.job_id and j.job_id not in matched.values()]
+    if stray:  # a callback or reconciliation may still attach them; an operator can look
+        message += f" (JobIds VOD named without a requested type: {', '.join(stray)})"
+    log.error("media %s: %s", media_id, message)
+    return VodAnswerUnclear(message, vod_code="MissingJobId", request_id=result.request_id or None)
 
 
 def _settle(

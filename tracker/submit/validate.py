@@ -9,7 +9,14 @@ from typing import Any
 
 from tracker.errors import BadRequest
 from tracker.submit.claims import SubmitRequest
-from tracker.vod import ID_LIMIT, JOB_TYPES, MEDIA_ID
+from tracker.vod import (
+    ID_LIMIT,
+    JOB_TYPES,
+    MEDIA_ID,
+    PARAMETER_LIMIT,
+    VodRequestInvalid,
+    json_param,
+)
 
 # Where each AI type is offered (vod-reference.md 1.1); each job costs money, so a type the
 # configured region lacks is refused here instead of by a bill or an error later.
@@ -66,6 +73,8 @@ def parse_json_object(name: str, value: object) -> dict[str, Any] | None:
             value = json.loads(value)
         except ValueError as exc:
             raise InvalidSubmission(f"{name}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidSubmission(f"{name}: nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidSubmission(f"{name}: must be a JSON object")
     return value
@@ -139,8 +148,22 @@ def validate_request(
         user_data=parse_json_object("user_data", user_data),
         region=check_region(types, region),
     )
+    check_sendable("config", request.config)
+    check_sendable("user_data", request.user_data)
     check_user_data(request.user_data)
     return request
+
+
+def check_sendable(name: str, value: dict[str, Any] | None) -> None:
+    """Config and UserData as VOD takes them (tracker.vod.json_param): strict JSON, valid UTF-8,
+    at most PARAMETER_LIMIT bytes. Refused here, before a job is claimed, rather than by the
+    client after it was."""
+    if value is None:
+        return
+    try:
+        json_param(name, value)
+    except VodRequestInvalid as exc:
+        raise InvalidSubmission(exc.message, limit=PARAMETER_LIMIT) from None
 
 
 def _compact(value: object) -> str:

@@ -44,6 +44,13 @@ from tracker.vod.signing import API_VERSION, format_timestamp, percent_encode, s
 
 log = logging.getLogger(__name__)
 
+# Config and UserData, in bytes of JSON as sent. VOD states no limit [U] (vod-reference.md 9);
+# its documented values are under 100 bytes (Extend at most 512, a CallbackURL at most 256), and
+# the SDKs carry every parameter in the URL, which gateways cap near 8 KiB once percent-encoded.
+# The simulator (tracker/fakevod) refuses larger ones as InvalidParameter.
+PARAMETER_LIMIT = 2048
+# `Code` values that mean success where a 2xx body carries one (sections 3.1, 6.2).
+SUCCESS_CODES = frozenset({"0", "200", "OK", "Success"})
 # Throttling answers: VOD's codes, plus HTTP 429/503 whatever the code (section 1.5).
 THROTTLE_STATUSES = frozenset({429, 503})
 # Actions that change nothing when repeated; only these are retried after the request was sent.
@@ -116,6 +123,23 @@ class VodOutcomeUnknown(TrackerError):
 
     status_code = 504
     code = "vod_outcome_unknown"
+
+
+class VodAnswerUnclear(VodOutcomeUnknown):
+    """VOD answered SubmitAIJob with a success status but no usable JobId for a type (an empty
+    or unreadable body, a job without its Type, an error Code): it may have created the job,
+    so it is `submit_unknown` like a lost answer, but VOD did answer (502, not 504)."""
+
+    status_code = 502
+    code = "vod_answer_unclear"
+
+
+class VodRequestInvalid(TrackerError):
+    """The request could not be built as VOD takes it (tracker.vod.client.json_param): nothing
+    was sent, so nothing was created (-> submit_failed)."""
+
+    status_code = 400
+    code = "vod_request_invalid"
 
 
 class VodUnreachable(TrackerError):
@@ -238,9 +262,9 @@ class VodClient:
             raise ValueError("submit_ai_job needs a media id and at least one type")
         params = {"MediaId": media_id, "Types": ",".join(types)}
         if config:
-            params["Config"] = _compact_json(config)
+            params["Config"] = json_param("Config", config)
         if user_data:
-            params["UserData"] = _compact_json(user_data)
+            params["UserData"] = json_param("UserData", user_data)
         body = await self.call("SubmitAIJob", params)
         jobs = [
             AIJob(str(j.get("JobId", "")), str(j.get("MediaId", media_id)), str(j.get("Type", "")))
@@ -368,7 +392,10 @@ class VodClient:
     async def _attempt(
         self, action: str, params: Mapping[str, str], key: AccessKey
     ) -> dict[str, Any]:
-        form = self.signed_params(action, params, key)
+        try:
+            form = self.signed_params(action, params, key)
+        except ValueError as exc:  # e.g. UnicodeEncodeError: text that is not valid UTF-8
+            raise VodRequestInvalid(f"VOD {action}: not sent: {exc}") from None
         sent = SimpleNamespace(sent=False)
         started = time.monotonic()
         try:
@@ -400,7 +427,7 @@ class VodClient:
             body = None
         if not isinstance(body, dict):
             body = None
-        if 200 <= status < 300 and body is not None:
+        if 200 <= status < 300 and body is not None and not _error_in_success(body):
             return body
         if body is not None and "Code" in body:
             error = VodError(
@@ -421,7 +448,8 @@ class VodClient:
             (200 <= status < 300) or (status >= 500 and not _is_throttling(error))
         ):
             # A 2xx we cannot read, or a server-side 5xx, may still have started a paid job.
-            raise VodOutcomeUnknown(
+            unknown = VodAnswerUnclear if 200 <= status < 300 else VodOutcomeUnknown
+            raise unknown(
                 f"VOD SubmitAIJob: {error}; the job may have been created",
                 vod_code=error.vod_code,
                 http_status=status,
@@ -447,8 +475,31 @@ def _redact(text: str, key: AccessKey) -> str:
     return text
 
 
-def _compact_json(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def json_param(name: str, value: Mapping[str, Any]) -> str:
+    """A JSON parameter (`Config`, `UserData`) as VOD takes it: JSON text (section 2), so no
+    NaN or Infinity; UTF-8 (section 1.2), so no lone surrogate; at most PARAMETER_LIMIT bytes.
+    Anything else raises VodRequestInvalid: refused here, before it is sent or billed."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise VodRequestInvalid(
+            f"{name}: text that is not valid UTF-8 (a lone surrogate)"
+        ) from None
+    except ValueError:
+        raise VodRequestInvalid(f"{name}: NaN and Infinity are not JSON") from None
+    except RecursionError:
+        raise VodRequestInvalid(f"{name}: nested too deeply") from None
+    if size > PARAMETER_LIMIT:
+        raise VodRequestInvalid(f"{name}: {size} bytes; at most {PARAMETER_LIMIT} are sent")
+    return text
+
+
+def _error_in_success(body: Mapping[str, Any]) -> bool:
+    """An error `Code` at the top of a 2xx body that carries no result: VOD's error shape
+    (section 1.4) with the wrong status. Job items carry a Code too (section 3.1), never here."""
+    code = body.get("Code")
+    return code is not None and str(code) not in SUCCESS_CODES and not body.get("AIJobList")
 
 
 def _is_throttling(error: VodError) -> bool:

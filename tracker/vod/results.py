@@ -67,6 +67,11 @@ class SubmitResult:
     request_id: str
     jobs: list[AIJob]
 
+    def job_ids(self) -> dict[str, str]:
+        """Type -> JobId of each job VOD named with both; a job without either is no answer
+        for any type (section 2: one AIJob per requested type)."""
+        return {job.type: job.job_id for job in self.jobs if job.job_id and job.type}
+
 
 def parse_json_string(value: Any) -> Any:
     """VOD nests JSON as strings (`Data`); empty means None, unparseable (NaN and Infinity
