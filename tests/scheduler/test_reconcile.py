@@ -250,7 +250,9 @@ async def test_a_malformed_job_id_never_spoils_a_batch(
             outcome = Outcome(job_id=job_id, type="AIVideoTag", status="success", media_id="m")
             assert await mark_pending(session, outcome, clock()) == Applied.PENDING
 
-    await Scheduler(vod_settings, database, vod=vod, clock=clock).confirm()
+    await Scheduler(
+        vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock
+    ).confirm()
     for id in good.values():
         assert (await load_job(database, id)).state == JobState.SUCCEEDED
     async with database.session() as session:
@@ -289,7 +291,9 @@ async def test_a_held_callback_resolves_its_waiting_job_only_once_vod_confirms(
     held = await load_job(database, waiting)
     assert (held.job_id, held.state) == (None, JobState.SUBMIT_UNKNOWN)
 
-    await Scheduler(vod_settings, database, vod=vod, clock=clock).confirm()
+    await Scheduler(
+        vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock
+    ).confirm()
     resolved = await load_job(database, waiting)
     assert (resolved.job_id, resolved.state) == (real.job_id, JobState.SUCCEEDED)
     async with database.session() as session:
@@ -329,7 +333,8 @@ async def test_a_batch_vod_refuses_is_asked_again_id_by_id(
         clock.advance(timedelta(minutes=11))  # past the grace period
         settings = vod_settings.model_copy(update={"vod_endpoint": f"http://127.0.0.1:{port}"})
         async with VodClient(settings) as stub_vod:
-            await Scheduler(settings, database, vod=stub_vod, clock=clock).reconcile()
+            clients = VodClients.of(settings, stub_vod)
+            await Scheduler(settings, database, vod=clients, clock=clock).reconcile()
     finally:
         await runner.cleanup()
     assert asked == [ids, *([job_id] for job_id in ids)]
