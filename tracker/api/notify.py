@@ -253,7 +253,7 @@ async def get_changes_stream(request: Request) -> Response:
             raise ChangesGone(f"changes after {after} were pruned", parameter="after")
         if after is None:
             after = await latest_seq(session)
-    life = float(context.extras.get("stream_life", STREAM_LIFE))  # type: ignore[arg-type]
+    life = STREAM_LIFE
 
     async def events() -> AsyncIterator[bytes]:
         cursor = after or 0
