@@ -20,7 +20,7 @@ from starlette.routing import Route
 from tracker.api.auth import require_api_token
 from tracker.api.routes import UNREACHABLE, parse_time, read_session
 from tracker.context import context_of
-from tracker.errors import BadRequest, TrackerError, Unavailable
+from tracker.errors import BadRequest, NotFound, TrackerError, Unavailable
 from tracker.notify.changes import (
     CHANGE_TYPES,
     DEFAULT_PAGE,
@@ -84,9 +84,15 @@ async def _checked(request: Request, data: SubscriptionInput) -> SubscriptionInp
     return SubscriptionInput(url, data.event_types, data.all_types, data.description, data.enabled)
 
 
+def _path_id(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"no such id {raw!r}", parameter=name)
+    return int(raw)
+
+
 def _sub_id(request: Request) -> int:
-    value: int = request.path_params["sub_id"]
-    return value
+    return _path_id(request, "sub_id")
 
 
 async def post_subscriptions(request: Request) -> JSONResponse:
@@ -193,7 +199,7 @@ async def post_replay(request: Request) -> JSONResponse:
 
 async def post_retry(request: Request) -> JSONResponse:
     require_api_token(request)
-    delivery_id: int = request.path_params["delivery_id"]
+    delivery_id = _path_id(request, "delivery_id")
     async with writing(request) as session:
         delivery = await retry_delivery(session, delivery_id, context_of(request).clock())
         body = {"id": delivery.id, "status": delivery.status}
@@ -284,12 +290,12 @@ async def get_changes_stream(request: Request) -> Response:
 
 routes = [
     Route("/subscriptions", subscriptions, methods=["GET", "POST"]),
-    Route("/subscriptions/{sub_id:int}", subscription, methods=["GET", "PATCH", "DELETE"]),
-    Route("/subscriptions/{sub_id:int}/rotate-secret", post_rotate_secret, methods=["POST"]),
-    Route("/subscriptions/{sub_id:int}/test", post_test, methods=["POST"]),
-    Route("/subscriptions/{sub_id:int}/deliveries", get_deliveries, methods=["GET"]),
-    Route("/subscriptions/{sub_id:int}/replay", post_replay, methods=["POST"]),
-    Route("/deliveries/{delivery_id:int}/retry", post_retry, methods=["POST"]),
+    Route("/subscriptions/{sub_id}", subscription, methods=["GET", "PATCH", "DELETE"]),
+    Route("/subscriptions/{sub_id}/rotate-secret", post_rotate_secret, methods=["POST"]),
+    Route("/subscriptions/{sub_id}/test", post_test, methods=["POST"]),
+    Route("/subscriptions/{sub_id}/deliveries", get_deliveries, methods=["GET"]),
+    Route("/subscriptions/{sub_id}/replay", post_replay, methods=["POST"]),
+    Route("/deliveries/{delivery_id}/retry", post_retry, methods=["POST"]),
     Route("/changes", get_changes, methods=["GET"]),
     Route("/changes/stream", get_changes_stream, methods=["GET"]),
 ]
