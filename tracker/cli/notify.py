@@ -4,6 +4,7 @@ command line, on the database directly (like `tracker jobs`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -172,10 +173,8 @@ def tail(after: int | None, types: str | None, once: bool) -> None:
             if len(found) < 1000:
                 await asyncio.sleep(TAIL_POLL)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _run(work)
-    except KeyboardInterrupt:
-        pass
 
 
 @click.command("notifier")
@@ -185,4 +184,3 @@ def notifier() -> None:
     settings = settings_or_exit()
     ensure_schema(settings)
     asyncio.run(run_notifier(settings))
-
