@@ -415,3 +415,47 @@ async def test_subscription_lifecycle(database_url: str, receiver: Receiver) -> 
             assert (await http.delete(path)).status_code == 204
             assert (await http.get(path)).status_code == 404
             assert (await http.post("/deliveries/999/retry")).status_code == 404
+
+
+async def test_a_subscription_failing_for_too_long_is_disabled(
+    database_url: str, receiver: Receiver, database: Database
+) -> None:
+    async def broken(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    receiver.behaviour = broken
+    schedule = [timedelta(0)] + [timedelta(milliseconds=150)] * 8
+    async with running(
+        database_url, notify_retry_schedule=schedule, notify_disable_after=timedelta(seconds=0.4)
+    ) as live:
+        sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1")
+        for _ in range(100):
+            shown = (await live.get(f"/subscriptions/{sub['id']}")).json()
+            if not shown["enabled"]:
+                break
+            await asyncio.sleep(0.05)
+        assert shown["enabled"] is False
+        assert "failing without a success" in shown["disabled_reason"]
+        assert shown["failing_since"] is not None
+    (delivery,) = await deliveries(database)
+    assert delivery.status in ("failed", "skipped")
+    assert 2 <= len(receiver.received) < len(schedule)
+
+
+async def test_the_environment_declares_one_subscription_to_every_event(
+    database_url: str, receiver: Receiver, database: Database
+) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    receiver.secret = secret
+    async with running(database_url, notify_url=receiver.url, notify_secret=secret) as live:
+        (sub,) = (await live.get("/subscriptions")).json()["items"]
+        assert (sub["source"], sub["url"]) == ("env", receiver.url)
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1", "fail")
+        await receiver.wait_for(2)
+    assert all(r.verified for r in receiver.received)
+    assert [r.payload["type"] for r in receiver.received] == ["job.submitted", "job.failed"]
+    async with running(database_url, notify_url=receiver.url, notify_secret=secret) as live:
+        assert len((await live.get("/subscriptions")).json()["items"]) == 1  # declared once
