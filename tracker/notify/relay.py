@@ -170,13 +170,14 @@ class Relay:
         """One turn: fan out new changes, claim what is due, start sending it; return how long
         to sleep (until the next delivery falls due, at most POLL_SECONDS)."""
         now = self.clock()
-        async with self.database.session() as session:
+        async with self.database.session() as session:  # reads first: most turns stop here
             fanning = await fan_out_pending(session)
+            due = [] if fanning else await due_subscriptions(session, now)
         if fanning:
             async with self.database.write() as session:
                 await fan_out(session, now)
-        async with self.database.session() as session:
-            due = await due_subscriptions(session, now)
+            async with self.database.session() as session:
+                due = await due_subscriptions(session, now)
         limit = self.settings.notify_concurrency
         free = {sub: limit - self.in_flight[sub] for sub in due if self.in_flight[sub] < limit}
         if free:
