@@ -241,8 +241,10 @@ async def test_replay_requeues_failed_deliveries_since_a_time(
 async def test_gone_disables_the_subscription_and_skips_what_is_pending(
     database_url: str, receiver: Receiver, database: Database
 ) -> None:
+    release = asyncio.Event()
+
     async def gone(request: web.Request, n: int) -> web.StreamResponse:
-        await asyncio.sleep(0.3)  # the second change is pending meanwhile
+        await release.wait()  # until the second change is pending
         return web.Response(status=410)
 
     receiver.behaviour = gone
@@ -253,6 +255,8 @@ async def test_gone_disables_the_subscription_and_skips_what_is_pending(
         await receiver.wait_for(1)
         await add_job(database, "j2", JobState.PROCESSING)
         await finish(database, "j2")
+        await settled(database, "pending")  # fanned out; one at a time: it waits
+        release.set()
         await settled(database, "failed")
         shown = (await live.get(f"/subscriptions/{sub['id']}")).json()
         assert shown["enabled"] is False
