@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 MIN_TURN = 0.003  # seconds between turns at most, so a burst of commits costs few turns
 READ_LIMIT = 64 * 1024  # bytes of a response read at most; the rest is never downloaded
-LEASE_MARGIN = timedelta(seconds=30)  # a lease outlives the request timeout by this much
+# A lease outlives the request timeout by as much again (at most 30 s more), so a request still
+# running is never leased twice, and a dead process's deliveries are taken again soon after.
+LEASE_MARGIN = timedelta(seconds=30)
 STOP_TIMEOUT = 10.0
 USER_AGENT = "vod-ai-tracker-webhooks"
 
@@ -73,7 +75,7 @@ class Relay:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.claim_id = f"relay-{uuid.uuid4().hex[:12]}"
-        self.lease = settings.notify_timeout + LEASE_MARGIN
+        self.lease = settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
         self.in_flight: dict[int, int] = defaultdict(int)
         self._sends: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
