@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
@@ -78,6 +79,7 @@ class Relay:
         self.lease = settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
         self.in_flight: dict[int, int] = defaultdict(int)
         self._sends: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Claimed, AttemptResult]] = []
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -122,6 +124,9 @@ class Relay:
             for task in late:
                 task.cancel()  # its lease expires and another turn sends it again
             await asyncio.gather(*late, return_exceptions=True)
+        if self._finished:
+            with contextlib.suppress(Exception):
+                await self.run_once()  # records what finished (claims nothing: stopped)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -169,38 +174,62 @@ class Relay:
                 wait = self.poll_seconds
 
     async def run_once(self) -> float:
-        """One turn: fan out new changes, claim what is due, start sending it; return how long
-        to sleep (until the next delivery falls due, at most POLL_SECONDS)."""
+        """One turn: record the attempts that finished, fan out new changes, claim what is due
+        and start sending it, all in at most one write transaction; return how long to sleep
+        (until the next delivery falls due, at most POLL_SECONDS)."""
         now = self.clock()
+        finished, self._finished = self._finished, []
         async with self.database.session() as session:  # reads first: most turns stop here
             fanning = await fan_out_pending(session)
-            due = [] if fanning else await due_subscriptions(session, now)
-        if fanning:
-            async with self.database.write() as session:
-                await fan_out(session, now)
-            async with self.database.session() as session:
-                due = await due_subscriptions(session, now)
-        limit = self.settings.notify_concurrency
-        free = {sub: limit - self.in_flight[sub] for sub in due if self.in_flight[sub] < limit}
-        if free:
-            async with self.database.write() as session:
-                claimed = [
-                    item
-                    for sub, slots in free.items()
-                    for item in await claim_due(session, sub, slots, now, self.lease, self.claim_id)
-                ]
-            for item in claimed:
-                self.in_flight[item.subscription_id] += 1
-                task = asyncio.create_task(self._deliver(item))
-                self._sends.add(task)
-                task.add_done_callback(self._sends.discard)
+            due = await due_subscriptions(session, now)
+        claimed: list[Claimed] = []
+        if finished or fanning or due:
+            for item, _ in finished:  # their slots are free once this turn records them
+                self.in_flight[item.subscription_id] -= 1
+            try:
+                async with self.database.write() as session:
+                    for item, result in finished:
+                        await record_attempt(
+                            session,
+                            item,
+                            result,
+                            now,
+                            schedule=self.settings.notify_retry_schedule,
+                            disable_after=self.settings.notify_disable_after,
+                        )
+                    if fanning:
+                        await fan_out(session, now)
+                    if fanning or finished:
+                        due = await due_subscriptions(session, now)
+                    claimed = await self._claim(session, due, now)
+            except Exception:
+                # Not recorded: their leases expire and they are sent again (at least once).
+                log.warning("relay: %d attempts not recorded", len(finished))
+                raise
+        for item in claimed:
+            self.in_flight[item.subscription_id] += 1
+            task = asyncio.create_task(self._deliver(item))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        if self._finished:
+            return 0.0
         async with self.database.session() as session:
             upcoming = await next_due(session)
         if upcoming is None:
             return self.poll_seconds
         return min(self.poll_seconds, max(0.0, (upcoming - self.clock()).total_seconds()))
 
+    async def _claim(self, session: AsyncSession, due: list[int], now: datetime) -> list[Claimed]:
+        limit = self.settings.notify_concurrency
+        claimed: list[Claimed] = []
+        for sub in due:
+            slots = limit - self.in_flight[sub]
+            if slots > 0 and not self._stopped.is_set():
+                claimed += await claim_due(session, sub, slots, now, self.lease, self.claim_id)
+        return claimed
+
     async def _deliver(self, claimed: Claimed) -> None:
+        """Send one delivery; its result is recorded by the next turn, with the others'."""
         try:
             assert self._http is not None
             result = await send(
@@ -212,20 +241,11 @@ class Relay:
                 claimed.body,
                 self.clock(),
             )
-            async with self.database.write() as session:
-                await record_attempt(
-                    session,
-                    claimed,
-                    result,
-                    self.clock(),
-                    schedule=self.settings.notify_retry_schedule,
-                    disable_after=self.settings.notify_disable_after,
-                )
-        except Exception as exc:
-            log.warning("relay: delivery %s not recorded: %s", claimed.id, describe(exc))
-        finally:
-            self.in_flight[claimed.subscription_id] -= 1
-            self._wake.set()
+        except Exception as exc:  # send() catches what the network does; this is a bug
+            log.exception("relay: delivery %s", claimed.id)
+            result = AttemptResult(None, 0.0, error=f"internal error: {describe(exc)}")
+        self._finished.append((claimed, result))
+        self._wake.set()
 
 
 def http_session(settings: Settings) -> aiohttp.ClientSession:
