@@ -14,9 +14,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.db import insert
@@ -240,68 +240,106 @@ def retry_delay(
     return delay
 
 
-async def record_attempt(
+async def record_attempts(
     session: AsyncSession,
-    claimed: Claimed,
-    result: AttemptResult,
+    finished: Sequence[tuple[Claimed, AttemptResult]],
     now: datetime,
     *,
     schedule: Sequence[timedelta],
     disable_after: timedelta,
-) -> str:
-    """Append the attempt and settle the delivery; return its new status.
+) -> list[str]:
+    """Append the attempts and settle their deliveries, a few statements for any number;
+    return each delivery's new status.
 
     2xx: `succeeded`, and the subscription is healthy again. 410: `failed`, and the subscription
     is disabled. Otherwise `pending` for the next attempt of the schedule, or `failed` when it is
     spent (a manual attempt is never retried on its own); a subscription failing without a
-    success for `disable_after` is disabled. The delivery is changed only while this claim still
-    holds it (a lease taken over by another process leaves its result to that process).
+    success for `disable_after` is disabled. A delivery is changed only while this claim still
+    holds it (a lease taken over by another process leaves the result to that process).
     """
-    session.add(
-        DeliveryAttempt(
-            delivery_id=claimed.id,
-            attempted_at=now,
-            status_code=result.status_code,
-            duration_ms=result.duration_ms,
-            error=result.error,
-            response_body=(result.body or None) and result.body[:BODY_KEPT],
-            trigger=claimed.trigger,
-        )
+    if not finished:
+        return []
+    await session.execute(
+        insert(session, DeliveryAttempt.__table__),
+        [
+            {
+                "delivery_id": claimed.id,
+                "attempted_at": now,
+                "status_code": result.status_code,
+                "duration_ms": result.duration_ms,
+                "error": result.error,
+                "response_body": (result.body or None) and result.body[:BODY_KEPT],
+                "trigger": claimed.trigger,
+            }
+            for claimed, result in finished
+        ],
     )
-    attempts = claimed.attempts + 1
-    sub = await session.get(Subscription, claimed.subscription_id)
-    if result.ok:
-        status = "succeeded"
-        if sub is not None:
+    statuses: list[str] = []
+    settled: list[dict[str, Any]] = []
+    for claimed, result in finished:
+        delay = None
+        if not result.ok and claimed.trigger == "scheduled" and not result.gone:
+            delay = retry_delay(schedule, claimed.attempts + 1, result.retry_after)
+        status = "succeeded" if result.ok else "failed" if delay is None else "pending"
+        statuses.append(status)
+        settled.append(
+            {
+                "b_id": claimed.id,
+                "b_claim": claimed.claim_id,
+                "b_status": status,
+                "b_attempts": claimed.attempts + 1,
+                "b_error": result.error or (None if result.ok else f"HTTP {result.status_code}"),
+                "b_next": None if delay is None else now + delay,
+            }
+        )
+    table = cast(Table, Delivery.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.claim_id == bindparam("b_claim"))
+        .values(
+            status=bindparam("b_status"),
+            attempts=bindparam("b_attempts"),
+            last_error=bindparam("b_error"),
+            next_attempt_at=bindparam("b_next", type_=table.c.next_attempt_at.type),
+            lease_until=None,
+            claim_id=None,
+            updated_at=now,
+        ),
+        settled,
+    )
+    await _judge_subscriptions(session, finished, now, disable_after)
+    return statuses
+
+
+async def _judge_subscriptions(
+    session: AsyncSession,
+    finished: Sequence[tuple[Claimed, AttemptResult]],
+    now: datetime,
+    disable_after: timedelta,
+) -> None:
+    """Health of each subscription after its attempts: a success clears its failing streak, a
+    410 or a streak longer than `disable_after` disables it."""
+    by_sub: dict[int, list[AttemptResult]] = {}
+    for claimed, result in finished:
+        by_sub.setdefault(claimed.subscription_id, []).append(result)
+    subs = await session.scalars(select(Subscription).where(Subscription.id.in_(list(by_sub))))
+    for sub in list(subs):
+        results = by_sub[sub.id]
+        if any(r.ok for r in results):
             sub.first_failure_at = None
             sub.last_success_at = now
-    else:
-        delay = None
-        if claimed.trigger == "scheduled" and not result.gone:
-            delay = retry_delay(schedule, attempts, result.retry_after)
-        status = "failed" if delay is None else "pending"
-    error = result.error or (None if result.ok else f"HTTP {result.status_code}")
-    await _settle(
-        session,
-        claimed.id,
-        claimed.claim_id,
-        status,
-        now,
-        attempts=attempts,
-        error=error,
-        next_attempt_at=None if status != "pending" else now + (delay or timedelta()),
-    )
-    if sub is not None and not result.ok and sub.enabled:
-        if result.gone:
+            continue
+        if not sub.enabled:
+            continue
+        if any(r.gone for r in results):
             await disable_subscription(session, sub.id, "the receiver answered 410 Gone", now)
-        else:
-            first = sub.first_failure_at or now
-            sub.first_failure_at = first
-            if now - first >= disable_after:
-                reason = f"failing without a success since {first.isoformat()}"
-                await disable_subscription(session, sub.id, reason, now)
+            continue
+        first = sub.first_failure_at or now
+        sub.first_failure_at = first
+        if now - first >= disable_after:
+            reason = f"failing without a success since {first.isoformat()}"
+            await disable_subscription(session, sub.id, reason, now)
     await session.flush()
-    return status
 
 
 async def _settle(

@@ -41,7 +41,7 @@ from tracker.notify.deliveries import (
     fan_out,
     fan_out_pending,
     next_due,
-    record_attempt,
+    record_attempts,
     webhook_id,
 )
 from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
@@ -188,15 +188,13 @@ class Relay:
                 self.in_flight[item.subscription_id] -= 1
             try:
                 async with self.database.write() as session:
-                    for item, result in finished:
-                        await record_attempt(
-                            session,
-                            item,
-                            result,
-                            now,
-                            schedule=self.settings.notify_retry_schedule,
-                            disable_after=self.settings.notify_disable_after,
-                        )
+                    await record_attempts(
+                        session,
+                        finished,
+                        now,
+                        schedule=self.settings.notify_retry_schedule,
+                        disable_after=self.settings.notify_disable_after,
+                    )
                     if fanning:
                         await fan_out(session, now)
                     if fanning or finished:
