@@ -109,8 +109,8 @@ async def test_kill_9_mid_burst_delivers_every_change_after_restart(
     seen = await all_arrive(receiver, expected_ids(1, 300), within=90)
     duplicates = sum(n - 1 for n in seen.values())
     assert all(r.verified for r in receiver.received)
-    # Only deliveries in flight at the kill may come twice (their lease expired).
-    assert duplicates <= 4, duplicates
+    # Only deliveries claimed at the kill (twice the concurrency at most) may come twice.
+    assert duplicates <= 8, duplicates
 
 
 async def test_two_replicas_share_the_work_without_sending_one_delivery_twice(

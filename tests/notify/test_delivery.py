@@ -248,14 +248,19 @@ async def test_gone_disables_the_subscription_and_skips_what_is_pending(
         return web.Response(status=410)
 
     receiver.behaviour = gone
-    async with running(database_url, notify_concurrency=1) as live:
+    async with running(
+        database_url, notify_concurrency=1, notify_timeout=timedelta(seconds=10)
+    ) as live:
         sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
         await add_job(database, "j1", JobState.PROCESSING)
         await finish(database, "j1")
         await receiver.wait_for(1)
         await add_job(database, "j2", JobState.PROCESSING)
         await finish(database, "j2")
-        await settled(database, "pending")  # fanned out; one at a time: it waits
+        for _ in range(200):  # fanned out; one request at a time: it waits
+            if len(await deliveries(database)) == 2:
+                break
+            await asyncio.sleep(0.05)
         release.set()
         await settled(database, "failed")
         shown = (await live.get(f"/subscriptions/{sub['id']}")).json()

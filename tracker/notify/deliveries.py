@@ -139,7 +139,8 @@ async def claim_due(
     LOCKED: replicas claiming at once take different rows. On SQLite the single writer makes
     the statement atomic. Leases that expired are taken again here.
     """
-    sub = await session.get(Subscription, sub_id)
+    # populate_existing: a disable earlier in this transaction (a Core UPDATE) must be seen.
+    sub = await session.get(Subscription, sub_id, populate_existing=True)
     if sub is None or not sub.enabled or limit <= 0:
         return []
     due = (

@@ -76,10 +76,15 @@ class Relay:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.claim_id = f"relay-{uuid.uuid4().hex[:12]}"
-        self.lease = settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
+        # A claimed delivery may wait for one request of its subscription to end, then take its
+        # own: its lease covers both, and a margin.
+        self.lease = 2 * settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        self._gone: set[int] = set()  # subscriptions that answered 410 in this process
         self.in_flight: dict[int, int] = defaultdict(int)
         self._sends: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[Claimed, AttemptResult]] = []
+        self._writing = False  # this relay's own write is committing: no wake-up for it
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -104,7 +109,7 @@ class Relay:
     def _on_commit(self, _conn: Any) -> None:
         # Any write of this process may have committed changes; a turn that finds none costs
         # two indexed reads.
-        if self._loop_ref is not None:
+        if self._loop_ref is not None and not self._writing:  # not our own writes
             self._loop_ref.call_soon_threadsafe(self._wake.set)
 
     async def stop(self) -> None:
@@ -186,6 +191,7 @@ class Relay:
         if finished or fanning or due:
             for item, _ in finished:  # their slots are free once this turn records them
                 self.in_flight[item.subscription_id] -= 1
+            self._writing = True
             try:
                 async with self.database.write() as session:
                     await record_attempts(
@@ -204,6 +210,8 @@ class Relay:
                 # Not recorded: their leases expire and they are sent again (at least once).
                 log.warning("relay: %d attempts not recorded", len(finished))
                 raise
+            finally:
+                self._writing = False
         for item in claimed:
             self.in_flight[item.subscription_id] += 1
             task = asyncio.create_task(self._deliver(item))
@@ -211,6 +219,8 @@ class Relay:
             task.add_done_callback(self._sends.discard)
         if self._finished:
             return 0.0
+        if self._sends:
+            return self.poll_seconds  # each send wakes the next turn when it is done
         async with self.database.session() as session:
             upcoming = await next_due(session)
         if upcoming is None:
@@ -218,7 +228,9 @@ class Relay:
         return min(self.poll_seconds, max(0.0, (upcoming - self.clock()).total_seconds()))
 
     async def _claim(self, session: AsyncSession, due: list[int], now: datetime) -> list[Claimed]:
-        limit = self.settings.notify_concurrency
+        # Claimed ahead up to twice the concurrency, so a request starts as soon as another of
+        # its subscription ends, without waiting for a turn of the database.
+        limit = 2 * self.settings.notify_concurrency
         claimed: list[Claimed] = []
         for sub in due:
             slots = limit - self.in_flight[sub]
@@ -228,17 +240,27 @@ class Relay:
 
     async def _deliver(self, claimed: Claimed) -> None:
         """Send one delivery; its result is recorded by the next turn, with the others'."""
+        slots = self._slots.setdefault(
+            claimed.subscription_id, asyncio.Semaphore(self.settings.notify_concurrency)
+        )
         try:
             assert self._http is not None
-            result = await send(
-                self._http,
-                self.settings,
-                claimed.url,
-                claimed.secrets,
-                webhook_id(claimed.seq),
-                claimed.body,
-                self.clock(),
-            )
+            async with slots:
+                if claimed.subscription_id in self._gone:
+                    # It answered 410 meanwhile: recording that disables it and skips this.
+                    self.in_flight[claimed.subscription_id] -= 1
+                    return
+                result = await send(
+                    self._http,
+                    self.settings,
+                    claimed.url,
+                    claimed.secrets,
+                    webhook_id(claimed.seq),
+                    claimed.body,
+                    self.clock(),
+                )
+                if result.gone:  # before the next request of this subscription starts
+                    self._gone.add(claimed.subscription_id)
         except Exception as exc:  # send() catches what the network does; this is a bug
             log.exception("relay: delivery %s", claimed.id)
             result = AttemptResult(None, 0.0, error=f"internal error: {describe(exc)}")
