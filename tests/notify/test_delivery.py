@@ -266,6 +266,9 @@ async def test_gone_disables_the_subscription_and_skips_what_is_pending(
         shown = (await live.get(f"/subscriptions/{sub['id']}")).json()
         assert shown["enabled"] is False
         assert "410" in shown["disabled_reason"]
+        exposed = (await live.get("/metrics")).text
+        assert "tracker_subscriptions_disabled 1.0" in exposed
+        assert 'tracker_webhook_attempts_total{result="failed"}' in exposed
         await add_job(database, "j3", JobState.PROCESSING)
         await finish(database, "j3")
         await asyncio.sleep(0.5)

@@ -98,6 +98,11 @@ async def fan_out_pending(session: AsyncSession) -> bool:
     return bool(await session.scalar(query))
 
 
+async def count_disabled(session: AsyncSession) -> int:
+    query = select(func.count()).where(Subscription.enabled.is_(False))
+    return int(await session.scalar(query) or 0)
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A delivery leased to this process, with everything needed to send it."""

@@ -27,6 +27,7 @@ import aiohttp
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker import metrics
 from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
@@ -37,6 +38,7 @@ from tracker.notify.deliveries import (
     AttemptResult,
     Claimed,
     claim_due,
+    count_disabled,
     due_subscriptions,
     fan_out,
     fan_out_pending,
@@ -95,6 +97,8 @@ class Relay:
     async def start(self) -> None:
         if self.settings.notify_url:
             await self.declare_env_subscription()
+        async with self.database.session() as session:
+            metrics.SUBSCRIPTIONS_DISABLED.set(await count_disabled(session))
         self._http = http_session(self.settings)
         self._loop_ref = asyncio.get_running_loop()
         event.listen(self.database.writer.sync_engine, "commit", self._on_commit)
@@ -194,13 +198,17 @@ class Relay:
             self._writing = True
             try:
                 async with self.database.write() as session:
-                    await record_attempts(
+                    statuses = await record_attempts(
                         session,
                         finished,
                         now,
                         schedule=self.settings.notify_retry_schedule,
                         disable_after=self.settings.notify_disable_after,
                     )
+                    for status in statuses:
+                        metrics.WEBHOOK_ATTEMPTS.labels(status).inc()
+                    if any(status != "succeeded" for status in statuses):
+                        metrics.SUBSCRIPTIONS_DISABLED.set(await count_disabled(session))
                     if fanning:
                         await fan_out(session, now)
                     if fanning or finished:
