@@ -60,6 +60,7 @@ READ_LIMIT = 64 * 1024  # bytes of a response read at most; the rest is never do
 LEASE_MARGIN = timedelta(seconds=30)
 STOP_TIMEOUT = 10.0
 USER_AGENT = "vod-ai-tracker-webhooks"
+OWN_TURN = "tracker_relay_turn"  # marks the connection of the relay's own write
 
 
 class Relay:
@@ -86,7 +87,6 @@ class Relay:
         self.in_flight: dict[int, int] = defaultdict(int)
         self._sends: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[Claimed, AttemptResult]] = []
-        self._writing = False  # this relay's own write is committing: no wake-up for it
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +113,7 @@ class Relay:
     def _on_commit(self, _conn: Any) -> None:
         # Any write of this process may have committed changes; a turn that finds none costs
         # two indexed reads.
-        if self._loop_ref is not None and not self._writing:  # not our own writes
+        if self._loop_ref is not None and not _conn.info.get(OWN_TURN):  # not our own writes
             self._loop_ref.call_soon_threadsafe(self._wake.set)
 
     async def stop(self) -> None:
@@ -195,9 +195,11 @@ class Relay:
         if finished or fanning or due:
             for item, _ in finished:  # their slots are free once this turn records them
                 self.in_flight[item.subscription_id] -= 1
-            self._writing = True
+            marked: dict[str, object] | None = None
             try:
                 async with self.database.write() as session:
+                    marked = (await session.connection()).info  # its commit wakes no one
+                    marked[OWN_TURN] = True
                     statuses = await record_attempts(
                         session,
                         finished,
@@ -219,7 +221,8 @@ class Relay:
                 log.warning("relay: %d attempts not recorded", len(finished))
                 raise
             finally:
-                self._writing = False
+                if marked is not None:
+                    marked.pop(OWN_TURN, None)
         for item in claimed:
             self.in_flight[item.subscription_id] += 1
             task = asyncio.create_task(self._deliver(item))
