@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
@@ -47,7 +48,7 @@ from tracker.notify.deliveries import (
     webhook_id,
 )
 from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
-from tracker.notify.signing import webhook_headers
+from tracker.notify.signing import secret_key, webhook_headers
 from tracker.notify.subscriptions import ensure_env_subscription, signing_secrets
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Relay:
         self.lease = 2 * settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._gone: set[int] = set()  # subscriptions that answered 410 in this process
+        self._undeclared = False  # TRACKER_NOTIFY_URL's subscription not written yet
         self.in_flight: dict[int, int] = defaultdict(int)
         self._sends: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[Claimed, AttemptResult]] = []
@@ -95,10 +97,14 @@ class Relay:
         self._loop_ref: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        """Start the loop. A database that cannot be reached yet does not stop the service:
+        the environment's subscription is declared by the first turn that reaches it."""
         if self.settings.notify_url:
-            await self.declare_env_subscription()
-        async with self.database.session() as session:
-            metrics.SUBSCRIPTIONS_DISABLED.set(await count_disabled(session))
+            self.check_env_subscription()
+            try:
+                await self.declare_env_subscription()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("relay: TRACKER_NOTIFY_URL not declared yet: %s", describe(exc))
         self._http = http_session(self.settings)
         self._loop_ref = asyncio.get_running_loop()
         event.listen(self.database.writer.sync_engine, "commit", self._on_commit)
@@ -144,14 +150,21 @@ class Relay:
             await self._http.close()
             self._http = None
 
+    def check_env_subscription(self) -> None:
+        if self.settings.notify_secret is None:
+            raise ConfigError("TRACKER_NOTIFY_URL is set but TRACKER_NOTIFY_SECRET is not")
+        secret_key(self.settings.notify_secret.get_secret_value())  # malformed: fail at start
+        self._undeclared = True
+
     async def declare_env_subscription(self) -> None:
         url, secret = self.settings.notify_url, self.settings.notify_secret
-        if secret is None:
-            raise ConfigError("TRACKER_NOTIFY_URL is set but TRACKER_NOTIFY_SECRET is not")
+        assert secret is not None
         allow = self.settings.notify_allow_private == "on"
         checked = await check_url(url, allow_private=allow)
         async with self.database.write() as session:
             await ensure_env_subscription(session, checked, secret.get_secret_value(), self.clock())
+            metrics.SUBSCRIPTIONS_DISABLED.set(await count_disabled(session))
+        self._undeclared = False
 
     async def _listen(self) -> None:
         """PostgreSQL: wake on NOTIFY from the trigger that numbers committed changes, so a
@@ -186,6 +199,8 @@ class Relay:
         """One turn: record the attempts that finished, fan out new changes, claim what is due
         and start sending it, all in at most one write transaction; return how long to sleep
         (until the next delivery falls due, at most POLL_SECONDS)."""
+        if self._undeclared:
+            await self.declare_env_subscription()
         now = self.clock()
         finished, self._finished = self._finished, []
         async with self.database.session() as session:  # reads first: most turns stop here
