@@ -105,7 +105,7 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     # The scheduler stays off in app tests unless a test turns it on (tests/scheduler/).
-    return Settings(database_url=database_url, scheduler="off")
+    return Settings(database_url=database_url, scheduler="off", notify="off")
 
 
 @pytest.fixture
@@ -199,6 +199,7 @@ def vod_settings(database_url: str, fake_vod: FakeVod) -> Settings:
     return Settings(
         database_url=database_url,
         scheduler="off",
+        notify="off",
         access_key_id=KEY_ID,
         access_key_secret=SecretStr(KEY_SECRET),
         vod_endpoint=fake_vod.url,

@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker.api import dashboard, health, openapi, routes, telemetry
+from tracker.api import dashboard, health, notify, openapi, routes, telemetry
 from tracker.api.bodies import BodyDeadline
 from tracker.api.guards import SameOriginWrites
 from tracker.api.queries import StatsCache
@@ -23,6 +23,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.ingest import receiver
 from tracker.ingest.inbox import Inbox
+from tracker.notify.relay import Relay
 from tracker.scheduler.service import Scheduler
 from tracker.vod import SOURCES_HINT, vod_clients
 
@@ -44,12 +45,19 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         if settings.scheduler == "on":  # off: `tracker serve --no-scheduler`
             scheduler = Scheduler(settings, database, vod=vod, clock=clock)
             await scheduler.start()
+        relay = None
+        if settings.notify == "on":  # off: TRACKER_NOTIFY=off, or `tracker notifier` elsewhere
+            relay = Relay(settings, database, clock=clock)
+            await relay.start()
         app.state.context = AppContext(
             settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler
         )
+        app.state.context.extras["relay"] = relay
         try:
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
             if scheduler is not None:
                 await scheduler.stop()
             await inbox.stop()
@@ -62,6 +70,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *health.routes,
             *receiver.routes,
             *routes.routes,
+            *notify.routes,
             *openapi.routes,
             *telemetry.routes,
             *dashboard.routes,

@@ -196,6 +196,19 @@ class Settings(BaseSettings):
     recover_give_up: Duration = timedelta(minutes=30)
     recover_interval: Duration = timedelta(minutes=1)
 
+    # Notifications (tracker/notify/): the relay runs in `tracker serve` unless off.
+    notify: Switch = "on"
+    # One subscription to every event, declared by the environment (the simplest deployment).
+    notify_url: str | None = None
+    notify_secret: SecretStr | None = None
+    notify_timeout: Duration = timedelta(seconds=15)
+    notify_retry_schedule: Annotated[
+        list[Duration], NoDecode, BeforeValidator(_split_csv), Field(min_length=1)
+    ] = [timedelta(seconds=s) for s in (0, 5, 300, 1800, 7200, 18000, 36000, 36000)]
+    notify_disable_after: Duration = timedelta(days=5)
+    notify_allow_private: Switch = "off"
+    notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
+
     @property
     def vod_url(self) -> str:
         return self.vod_url_for(self.vod_region)

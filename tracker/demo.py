@@ -29,16 +29,19 @@ from typing import Any
 
 import aiohttp
 import uvicorn
+from aiohttp import web
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from standardwebhooks import Webhook
 
 from tracker.app import create_app
 from tracker.config import Settings
 from tracker.db import upgrade_async
 from tracker.fakevod import FakeJob, FakeVod
+from tracker.notify.signing import new_secret
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,7 @@ def demo_settings(
     port: int,
     vod_url: str,
     keys: dict[str, str],
+    webhook_url: str | None = None,
     *,
     credentials_uri: str | None = None,
 ) -> Settings:
@@ -148,6 +152,11 @@ def demo_settings(
         reconcile_grace=GRACE,
         confirm_interval=EVERY,
         scheduler="on",
+        # Job changes are pushed to the demo's own receiver, on loopback.
+        notify="on",
+        notify_url=webhook_url,
+        notify_secret=keys["webhook_secret"] if webhook_url else None,
+        notify_allow_private="on",
     )
 
 
@@ -233,7 +242,10 @@ class Demo:
             "access_key_secret": secrets.token_urlsafe(24),
             "auth_key": _auth_key(),
             "api_token": secrets.token_urlsafe(24),
+            "webhook_secret": new_secret(),
         }
+        self.delivered: dict[str, str] = {}  # JobId -> when its outcome's webhook arrived
+        self.forged = 0
 
     # -- output --
 
@@ -254,6 +266,7 @@ class Demo:
         table.add_column("tracker", no_wrap=True)
         table.add_column("VOD", no_wrap=True)
         table.add_column("what happened")
+        table.add_column("webhook", no_wrap=True)
         for job in self.watched.values():
             truth = self.fake.jobs[job.job_id].status if job.job_id in self.fake.jobs else "?"
             table.add_row(
@@ -262,6 +275,7 @@ class Demo:
                 Text(job.phase, style=STYLES.get(job.phase, "")),
                 truth,
                 job.note,
+                self.delivered.get(job.job_id, ""),
             )
         return table
 
@@ -312,7 +326,11 @@ class Demo:
         )
         vod_url = await self.fake.start()
         uri = self.fake.credentials_uri if self.sts_ttl else None
-        settings = demo_settings(database_url, port, vod_url, self.keys, credentials_uri=uri)
+        receiver = await self._start_receiver()
+        webhook_url = f"http://127.0.0.1:{receiver.addresses[0][1]}/webhooks"
+        settings = demo_settings(
+            database_url, port, vod_url, self.keys, webhook_url, credentials_uri=uri
+        )
         self.url = f"http://127.0.0.1:{port}"
         server = _Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -347,7 +365,31 @@ class Demo:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 15)
             await self.fake.stop()
+            await receiver.cleanup()
             sock.close()
+
+    async def _start_receiver(self) -> web.AppRunner:
+        """A webhook receiver as a user's system would run one: every delivery verified with
+        the official `standardwebhooks` library; the table shows when each outcome arrived."""
+        hook = Webhook(self.keys["webhook_secret"])
+
+        async def receive(request: web.Request) -> web.Response:
+            try:
+                event = hook.verify(await request.read(), dict(request.headers))
+            except Exception:  # the library raises several kinds for a forged request
+                self.forged += 1
+                return web.Response(status=400)
+            data = event.get("data", {})
+            if data.get("state") in FINAL and data.get("job_id"):
+                self.delivered.setdefault(data["job_id"], self.elapsed().strip())
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/webhooks", receive)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
 
     async def _wait_ready(self, http: aiohttp.ClientSession, serving: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + 20
@@ -469,6 +511,11 @@ class Demo:
         self.say(
             f"all {len(states)} jobs match VOD's truth ({counts}); the callback VOD dropped was "
             f"recovered by reconciliation; the stuck job was flagged stale, then finished"
+        )
+        final = [j for j in self.watched if self.watched[j].body["state"] in FINAL]
+        self.say(
+            f"webhooks: {sum(j in self.delivered for j in final)} of {len(final)} outcomes "
+            f"delivered and verified with standardwebhooks ({self.forged} refused)"
         )
         if self.sts_ttl:
             gateway = self.fake.gateway

@@ -52,3 +52,13 @@ SCHEDULER_LAST_RUN = Gauge(
 SCHEDULER_SECONDS = Gauge(
     "tracker_scheduler_last_run_duration_seconds", "How long each scheduled job last took", ["job"]
 )
+
+WEBHOOK_ATTEMPTS = Counter(
+    "tracker_webhook_attempts_total",
+    "Webhook attempts by what became of the delivery (succeeded, pending: retried, failed)",
+    ["result"],
+)
+SUBSCRIPTIONS_DISABLED = Gauge(
+    "tracker_subscriptions_disabled",
+    "Subscriptions disabled (410 Gone, failing too long, or by hand): nothing is sent to them",
+)

@@ -26,7 +26,16 @@ from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
 TOKEN = "s3cret-token"
 # POST /jobs needs a VOD to answer 2xx; tests/submit/test_service.py fuzzes it against the
 # simulator.
-SCHEMA = schemathesis.openapi.from_dict(document()).exclude(path="/jobs", method="POST")
+SCHEMA = (
+    schemathesis.openapi.from_dict(document())
+    .exclude(path="/jobs", method="POST")
+    # Creating or changing a subscription resolves its URL's host name: fuzzing would send DNS
+    # queries off this machine. tests/notify/ covers them (bad bodies: 400, private: refused).
+    .exclude(path="/subscriptions", method="POST")
+    .exclude(path="/subscriptions/{sub_id}", method="PATCH")
+    # A stream stays open for minutes by design; tests/notify/test_pull.py reads it.
+    .exclude(path="/changes/stream")
+)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -85,6 +94,9 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, live: str
         # A cursor is opaque: only one this API issued is valid, so a made-up one is
         # rightly a 400 (tests/api/test_routes.py covers real ones).
         del case.query["cursor"]
+    if case.query and "wait" in case.query and not negative:
+        # A long-poll holds its answer up to a minute; tests/notify/test_pull.py covers it.
+        del case.query["wait"]
     case.call_and_validate(base_url=live, headers={"Authorization": f"Bearer {TOKEN}"})
 
 

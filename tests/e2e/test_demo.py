@@ -28,6 +28,10 @@ def test_demo_runs_every_job_to_its_true_state_and_exits_0(tmp_path: Path) -> No
     assert done.returncode == 0, out + done.stderr
 
     assert "all 8 jobs match VOD's truth (1 failed, 7 succeeded)" in out
+    # Every outcome was pushed to the demo's receiver and verified with standardwebhooks.
+    assert (
+        "webhooks: 8 of 8 outcomes delivered and verified with standardwebhooks (0 refused)" in out
+    )
     # One line per change of state, as the jobs move: the dropped callback's job is found by
     # reconciliation, the stuck one is flagged stale and later finishes.
     assert len(re.findall(r"POST /jobs demo-video-\d", out)) == 4

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.api import notify_openapi
 from tracker.api.bodies import BODY_LIMIT, BODY_SECONDS, MAX_DEPTH
 from tracker.api.queries import CURSOR_LIMIT
 from tracker.api.schemas import PAGE, components
@@ -283,6 +284,12 @@ PATHS["/callbacks/vod"] = {
         },
     }
 }
+
+
+SCHEMAS.update(notify_openapi.SCHEMAS)
+PATHS.update(notify_openapi.PATHS)
+PATHS["/jobs/{job_id}"]["get"]["parameters"].append(notify_openapi.WAIT)
+PATHS["/jobs/{job_id}"]["get"]["responses"]["400"] = _json("`wait` is not a duration", "Error")
 
 
 def document() -> dict[str, Any]:

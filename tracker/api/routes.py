@@ -22,7 +22,8 @@ from tracker.api.queries import JobFilter, Stats
 from tracker.context import context_of
 from tracker.db import Database
 from tracker.errors import BadRequest, JobNotFound, Unavailable
-from tracker.models import CallbackEvent, Heartbeat, Job, JobState
+from tracker.models import FINAL, CallbackEvent, Heartbeat, Job, JobState
+from tracker.notify.stream import job_seq, parse_wait, wait_for_job_change
 from tracker.submit.claims import error_fields
 from tracker.submit.service import submit_media
 from tracker.submit.validate import InvalidSubmission, validate_request
@@ -231,12 +232,23 @@ def read_session(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
 
 
 async def get_job(request: Request) -> JSONResponse:
+    """The job; with `?wait=30s` (at most 60s) a long-poll: at once when the job is final, else
+    when it next changes, else at the timeout, with its state then (tracker/notify/stream.py)."""
     require_api_token(request)
     job_id = request.path_params["job_id"]
+    wait = parse_wait(_single(request, "wait"))
     async with read_session(request) as session:
         job = await queries.get_job(session, job_id)
     if job is None:
         raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    if wait and job.state not in FINAL:
+        database = context_of(request).database
+        seen = await job_seq(database, job.id)
+        async with read_session(request) as session:  # a change may have come meanwhile
+            job = await queries.get_job(session, job_id) or job
+        if job.state not in FINAL and await wait_for_job_change(database, job.id, seen, wait):
+            async with read_session(request) as session:
+                job = await queries.get_job(session, job_id) or job
     return JSONResponse(job_json(job))
 
 

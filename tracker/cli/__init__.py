@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tracker.cli import db, demo, events, fakevod, jobs, serve, submit, vod
+from tracker.cli import db, demo, events, fakevod, jobs, notify, serve, submit, vod
 
 
 @click.group()
@@ -22,5 +22,8 @@ for command in (
     jobs.jobs,
     events.events,
     demo.demo,
+    notify.subscriptions,
+    notify.changes,
+    notify.notifier,
 ):
     main.add_command(command)

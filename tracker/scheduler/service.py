@@ -26,6 +26,7 @@ from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import describe
+from tracker.notify.changes import prune_changes
 from tracker.scheduler.heartbeats import record_finish, record_start
 from tracker.scheduler.leases import RECONCILE_LEASE, acquire_lease, new_owner, release_lease
 from tracker.scheduler.reconcile import reconcile_open_jobs
@@ -217,7 +218,11 @@ class Scheduler:
     async def _retention(self) -> str:
         before = self.clock() - self.settings.event_retention
         deleted = await delete_old_events(self.database, before)
-        return f"deleted {deleted} callback events received before {before.isoformat()}"
+        pruned = await prune_changes(self.database, before)
+        return (
+            f"deleted {deleted} callback events received and {pruned} job changes made "
+            f"before {before.isoformat()}"
+        )
 
     async def _run(
         self, name: str, work: Callable[[], Awaitable[str]], *, idle: str | None = None

@@ -1,0 +1,276 @@
+"""The change log: every change of a job's state or stale flag writes one row with the change, in
+its transaction, whatever path made it; nothing else writes one."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select, text, update
+
+from tests.factories import add_job
+from tracker.clock import FrozenClock
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.models import Job, JobChange, JobState
+from tracker.notify.changes import change_json, is_pruned, latest_seq, list_changes, prune_changes
+from tracker.scheduler.reconcile import Report, apply_list_result
+from tracker.scheduler.service import Scheduler
+from tracker.scheduler.sweep import flag_stale_jobs
+from tracker.submit.claims import Refusal, SubmitRequest, claim_many, record_many
+from tracker.transitions import Outcome, apply_outcome, apply_outcomes, mark_pending_many
+from tracker.vod import ListResult, SubmitResult, VodOutcomeUnknown
+from tracker.vod.results import AIJob
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=5)
+
+
+class Boom(Exception):
+    pass
+
+
+async def changes(database: Database, after: int = 0) -> list[JobChange]:
+    async with database.session() as session:
+        return list(await list_changes(session, after, 1000))
+
+
+async def now_seq(database: Database) -> int:
+    """The log's end: the changes a test's setup wrote (a job inserted `processing` is one)."""
+    async with database.session() as session:
+        return await latest_seq(session)
+
+
+def success(job_id: str, media_id: str = "m1") -> Outcome:
+    return Outcome(
+        job_id=job_id,
+        type="AIVideoTag",
+        status="success",
+        media_id=media_id,
+        code="0",
+        message="OK",
+        data={"Keyword": [{"Tag": "cat"}]},
+        event_time=T1,
+    )
+
+
+async def test_the_triggers_exist_at_head(database: Database) -> None:
+    async with database.session() as session:
+        if database.is_sqlite:
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'jobs'"
+        else:
+            query = (
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs'::regclass "
+                "AND NOT tgisinternal"
+            )
+        names = set((await session.execute(text(query))).scalars())
+    assert names == {"trg_jobs_change_on_update", "trg_jobs_change_on_insert"}
+
+
+async def test_one_by_one_transition_writes_its_change(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING, media_id="m1")
+    start = await now_seq(database)
+    async with database.write() as session:
+        await apply_outcome(session, success("j1"), T1)
+    (change,) = await changes(database, start)
+    assert (change.type, change.previous_state, change.state) == (
+        "job.succeeded",
+        "processing",
+        "succeeded",
+    )
+    body = change_json(change)
+    assert body["seq"] == change.seq >= 1
+    assert body["timestamp"] == "2026-01-02T03:09:05Z"
+    assert body["data"]["state"] == "succeeded"
+    assert body["data"]["result"] == {"Keyword": [{"Tag": "cat"}]}
+    assert body["data"]["previous_state"] == "processing"
+
+    # Applying it again changes nothing, and writes nothing.
+    async with database.write() as session:
+        await apply_outcome(session, success("j1"), T1)
+    assert len(await changes(database, start)) == 1
+
+
+async def test_a_change_rolled_back_leaves_no_row(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING)
+    start = await now_seq(database)
+
+    async def change_then_fail() -> None:
+        async with database.write() as session:
+            await apply_outcome(session, success("j1"), T1)
+            inside = await session.scalars(select(JobChange.type).where(JobChange.id > start))
+            assert list(inside) == ["job.succeeded"]  # written inside the transaction
+            raise Boom
+
+    with pytest.raises(Boom):
+        await change_then_fail()
+    assert await changes(database, start) == []
+
+
+async def test_the_change_data_is_the_job_as_the_api_shows_it(
+    database: Database, client: httpx.AsyncClient
+) -> None:
+    await add_job(database, "j1", JobState.PROCESSING, media_id="m1")
+    start = await now_seq(database)
+    async with database.write() as session:
+        await apply_outcome(session, success("j1"), T1)
+    shown = (await client.get("/jobs/j1")).json()
+    (change,) = await changes(database, start)
+    data = change_json(change)["data"]
+    assert data.pop("seq") == change.seq
+    assert data.pop("previous_state") == "processing"
+    assert data == shown
+
+
+async def test_set_based_outcomes_write_one_row_per_job(database: Database) -> None:
+    for n in range(5):
+        await add_job(database, f"j{n}", JobState.PROCESSING, media_id=f"m{n}")
+    start = await now_seq(database)
+    outcomes = [success(f"j{n}", f"m{n}") for n in range(5)]
+    outcomes.append(success("new", "m-new"))  # never seen: created by the set-based INSERT
+    async with database.write() as session:
+        await apply_outcomes(session, outcomes, T1)
+    found = await changes(database, start)
+    assert sorted((c.job_id, c.type, c.previous_state) for c in found) == sorted(
+        [(f"j{n}", "job.succeeded", "processing") for n in range(5)]
+        + [("new", "job.succeeded", None)]
+    )
+    assert [c.seq for c in found] == sorted(c.seq for c in found)
+    assert len({c.seq for c in found}) == 6
+
+
+async def test_marking_pending_changes_no_state_and_writes_nothing(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING)
+    start = await now_seq(database)
+    async with database.write() as session:
+        await mark_pending_many(session, [success("j1")], T1)
+    assert await changes(database, start) == []
+
+
+async def test_the_sweep_writes_a_stale_change_per_flagged_job(database: Database) -> None:
+    old = T0 - timedelta(hours=3)
+    await add_job(database, "j1", JobState.PROCESSING, at=old)
+    await add_job(database, "j2", JobState.PROCESSING, at=old)
+    await add_job(database, "j3", JobState.PROCESSING, at=T0)  # too young
+    start = await now_seq(database)
+    async with database.write() as session:
+        assert await flag_stale_jobs(session, Settings(), T0) == 2
+    found = await changes(database, start)
+    assert sorted((c.job_id, c.type, c.state) for c in found) == [
+        ("j1", "job.stale", "processing"),
+        ("j2", "job.stale", "processing"),
+    ]
+    assert all(change_json(c)["data"]["stale"] for c in found)
+    async with database.write() as session:  # flagged already: no second change
+        assert await flag_stale_jobs(session, Settings(), T0) == 0
+    assert len(await changes(database, start)) == 2
+
+
+async def test_a_stale_job_finishing_is_one_change(database: Database) -> None:
+    await add_job(database, "j1", JobState.PROCESSING, stale=True, stale_at=T0)
+    start = await now_seq(database)
+    async with database.write() as session:
+        await apply_outcome(session, success("j1"), T1)
+    (change,) = await changes(database, start)
+    assert change.type == "job.succeeded"
+    assert change_json(change)["data"]["stale"] is False
+
+
+async def test_reconciliation_writes_lost_and_finished_changes(database: Database) -> None:
+    await add_job(database, "gone", JobState.PROCESSING)
+    start = await now_seq(database)
+    async with database.write() as session:
+        await apply_list_result(
+            session, ListResult(request_id="r", jobs=[], missing=["gone"]), T1, Report()
+        )
+    (change,) = await changes(database, start)
+    assert (change.job_id, change.type, change.previous_state) == ("gone", "job.lost", "processing")
+
+
+async def test_the_submitter_writes_submitted_failed_and_unknown(database: Database) -> None:
+    requests = [SubmitRequest(f"m{n}", ("AIVideoTag",)) for n in range(3)]
+    async with database.write() as session:
+        claims = await claim_many(session, requests, T0)
+    assert await changes(database) == []  # `submitting` is not a change anyone is told of
+    answers = [
+        (claims[0], SubmitResult(request_id="r", jobs=[AIJob("vod-1", "m0", "AIVideoTag")])),
+        (claims[1], Refusal(VodOutcomeUnknown("timed out"), JobState.SUBMIT_FAILED)),
+        (claims[2], Refusal(VodOutcomeUnknown("timed out"), JobState.SUBMIT_UNKNOWN)),
+    ]
+    async with database.write() as session:
+        await record_many(session, answers, T1)
+    found = {c.media_id: c for c in await changes(database)}
+    assert {m: (c.type, c.previous_state) for m, c in found.items()} == {
+        "m0": ("job.submitted", "submitting"),
+        "m1": ("job.submit_failed", "submitting"),
+        "m2": ("job.submit_unknown", "submitting"),
+    }
+    assert found["m0"].job_id == "vod-1"
+
+
+async def test_any_other_update_of_a_job_writes_nothing(database: Database) -> None:
+    row = await add_job(database, "j1", JobState.PROCESSING)
+    start = await now_seq(database)
+    async with database.write() as session:
+        await session.execute(update(Job).where(Job.id == row).values(status="processing"))
+    assert await changes(database, start) == []
+
+
+async def test_seq_follows_commit_order_between_concurrent_writers(database: Database) -> None:
+    """PostgreSQL draws `seq` at commit: the transaction that commits first gets the lower one,
+    whichever changed its job first. (SQLite's single writer serialises them anyway.)"""
+    first = await add_job(database, "j1", JobState.PROCESSING)
+    second = await add_job(database, "j2", JobState.PROCESSING)
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: transactions cannot interleave")
+    start = await now_seq(database)
+    early_change = asyncio.Event()
+    late_commit = asyncio.Event()
+
+    async def slow() -> None:
+        async with database.write() as session:
+            await session.execute(update(Job).where(Job.id == first).values(state="lost"))
+            early_change.set()
+            await late_commit.wait()
+
+    async def fast() -> None:
+        await early_change.wait()
+        async with database.write() as session:
+            await session.execute(update(Job).where(Job.id == second).values(state="lost"))
+        async with database.session() as session:
+            assert await latest_seq(session) == start + 1  # the slow change is not numbered yet
+        late_commit.set()
+
+    await asyncio.gather(slow(), fast())
+    found = await changes(database, start)
+    assert [(c.job_row_id, c.seq) for c in found] == [(second, start + 1), (first, start + 2)]
+
+
+async def test_retention_prunes_a_prefix_of_the_log_and_the_feed_knows(
+    database: Database,
+) -> None:
+    await add_job(database, "j1", JobState.PROCESSING, at=T0)  # seq 1 at T0
+    await add_job(database, "j2", JobState.PROCESSING, at=T1)  # seq 2 at T1
+    async with database.write() as session:
+        await apply_outcome(session, success("j1"), T1)  # seq 3 at T1
+    assert await prune_changes(database, T1) == 1
+    assert [c.seq for c in await changes(database)] == [2, 3]
+    async with database.session() as session:
+        assert await is_pruned(session, 0)
+        assert not await is_pruned(session, 1)
+    assert await prune_changes(database, T1 + timedelta(days=1)) == 2
+    assert await changes(database) == []
+    async with database.session() as session:
+        assert await is_pruned(session, 2)
+        assert not await is_pruned(session, 3)
+
+
+async def test_the_schedulers_retention_job_prunes_changes(database: Database) -> None:
+    await add_job(database, "old", JobState.PROCESSING, at=T0 - timedelta(days=40))
+    await add_job(database, "new", JobState.PROCESSING, at=T0)
+    settings = Settings(database_url=str(database.url), event_retention=timedelta(days=30))
+    scheduler = Scheduler(settings, database, vod=None, clock=FrozenClock(T0))
+    await scheduler.retention()
+    assert [c.job_id for c in await changes(database)] == ["new"]

@@ -1,0 +1,473 @@
+"""Subscriptions and delivery: Standard Webhooks on the wire, verified by the official library;
+retries, Retry-After, 410, redirects, timeouts, huge bodies; egress refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from asgi_lifespan import LifespanManager
+from sqlalchemy import select
+from standardwebhooks import Webhook
+
+from tests.factories import add_job
+from tests.notify.receivers import Receiver
+from tracker.app import create_app
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.models import Delivery, DeliveryAttempt, JobState
+from tracker.notify.deliveries import retry_delay
+from tracker.notify.signing import sign, webhook_headers
+from tracker.transitions import Outcome, apply_outcome
+
+FAST = [timedelta(0), timedelta(milliseconds=200), timedelta(milliseconds=200)]
+
+
+def test_signature_matches_the_standard_webhooks_test_vector() -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
+    wh = Webhook(secret)
+    at = datetime.fromtimestamp(1614265330, UTC)
+    assert wh.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", at, body.decode()) == expected
+
+
+def test_rotation_signs_twice_and_either_secret_verifies() -> None:
+    old, new = (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",
+    )
+    now = int(datetime.now(UTC).timestamp())
+    headers = webhook_headers([new, old], "chg_1", now, b'{"type":"job.failed"}')
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        assert Webhook(secret).verify(b'{"type":"job.failed"}', headers) == {"type": "job.failed"}
+
+
+def test_retry_delays_follow_the_schedule_with_jitter_and_retry_after() -> None:
+    schedule = [timedelta(0), timedelta(seconds=5), timedelta(minutes=5)]
+    for _ in range(50):
+        delay = retry_delay(schedule, 1, None)
+        assert delay is not None
+        assert timedelta(seconds=4) <= delay <= timedelta(seconds=6)
+    assert retry_delay(schedule, 3, None) is None  # spent: the dead letter
+    later = retry_delay(schedule, 1, timedelta(minutes=2))
+    assert later == timedelta(minutes=2)
+
+
+# --- through the app, to a receiver on loopback -------------------------------------------------
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rx = Receiver()
+    await rx.start()
+    yield rx
+    await rx.stop()
+
+
+def notify_settings(database_url: str, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "scheduler": "off",
+        "notify_allow_private": "on",  # the receiver is on loopback
+        "notify_retry_schedule": FAST,
+        "notify_timeout": timedelta(seconds=1),
+        **extra,
+    }
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running(database_url: str, **extra: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its relay running on the real clock."""
+    app = create_app(notify_settings(database_url, **extra))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            yield http
+
+
+@pytest.fixture
+async def live(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(database_url) as http:
+        yield http
+
+
+async def subscribe(http: httpx.AsyncClient, url: str, **body: Any) -> dict[str, Any]:
+    answer = await http.post("/subscriptions", json={"url": url, **body})
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+async def finish(database: Database, job_id: str, status: str = "success") -> None:
+    outcome = Outcome(job_id=job_id, type="AIVideoTag", status=status, media_id="m1")
+    async with database.write() as session:
+        await apply_outcome(session, outcome, datetime.now(UTC))
+
+
+async def deliveries(database: Database) -> list[Delivery]:
+    async with database.session() as session:
+        return list(await session.scalars(select(Delivery).order_by(Delivery.id)))
+
+
+async def attempts(database: Database) -> list[DeliveryAttempt]:
+    async with database.session() as session:
+        return list(await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id)))
+
+
+async def settled(database: Database, status: str, count: int = 1) -> None:
+    for _ in range(200):
+        if sum(d.status == status for d in await deliveries(database)) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {count} {status} deliveries: {await deliveries(database)}")
+
+
+async def test_a_change_is_delivered_signed_and_verified_by_the_official_library(
+    live: httpx.AsyncClient, receiver: Receiver, database: Database
+) -> None:
+    sub = await subscribe(live, receiver.url, description="pipeline")
+    assert sub["secret"].startswith("whsec_")
+    assert sub["enabled"] is True
+    assert "job.succeeded" in sub["event_types"]
+    receiver.secret = sub["secret"]
+    await add_job(database, "j1", JobState.PROCESSING, media_id="m1")
+    await finish(database, "j1")
+    await receiver.wait_for(2)  # the job became known (submitted), then succeeded
+    first, second = receiver.received[:2]
+    assert first.verified
+    assert second.verified
+    assert [r.payload["type"] for r in receiver.received[:2]] == ["job.submitted", "job.succeeded"]
+    shown = (await live.get("/jobs/j1")).json()
+    data = second.payload["data"]
+    assert data.pop("previous_state") == "processing"
+    seq = data.pop("seq")
+    assert data == shown
+    assert second.headers["webhook-id"] == f"chg_{seq}"
+    assert second.payload["timestamp"] == shown["updated_at"]
+    await settled(database, "succeeded", 2)
+    listed = (await live.get(f"/subscriptions/{sub['id']}/deliveries")).json()
+    assert [item["status"] for item in listed["items"]] == ["succeeded", "succeeded"]
+    assert listed["items"][0]["attempts"][0]["status_code"] == 204
+
+
+async def test_event_types_filter_on_the_producer_side(
+    live: httpx.AsyncClient, receiver: Receiver, database: Database
+) -> None:
+    await subscribe(live, receiver.url, event_types=["job.failed"])
+    await add_job(database, "j1", JobState.PROCESSING)
+    await add_job(database, "j2", JobState.PROCESSING)
+    await finish(database, "j1", "success")
+    await finish(database, "j2", "fail")
+    await receiver.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert [r.payload["type"] for r in receiver.received] == ["job.failed"]
+
+
+async def test_a_failing_receiver_is_retried_on_the_schedule_then_succeeds(
+    live: httpx.AsyncClient, receiver: Receiver, database: Database
+) -> None:
+    async def flaky(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500 if n < 2 else 200, text="nope" if n < 2 else "ok")
+
+    receiver.behaviour = flaky
+    sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
+    receiver.secret = sub["secret"]
+    await add_job(database, "j1", JobState.PROCESSING)
+    await finish(database, "j1")
+    await receiver.wait_for(3)
+    assert all(r.verified for r in receiver.received)
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1  # stable across retries
+    await settled(database, "succeeded")
+    tried = await attempts(database)
+    assert [a.status_code for a in tried] == [500, 500, 200]
+    assert tried[0].response_body == "nope"
+
+
+async def test_the_last_failure_is_the_dead_letter_and_retry_sends_again(
+    live: httpx.AsyncClient, receiver: Receiver, database: Database
+) -> None:
+    async def down(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=503 if n < 3 else 200)
+
+    receiver.behaviour = down
+    sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
+    await add_job(database, "j1", JobState.PROCESSING)
+    await finish(database, "j1")
+    await settled(database, "failed")
+    (dead,) = await deliveries(database)
+    assert dead.attempts == len(FAST)
+    answer = await live.post(f"/deliveries/{dead.id}/retry")
+    assert answer.status_code == 202
+    await settled(database, "succeeded")
+    listed = (await live.get(f"/subscriptions/{sub['id']}/deliveries")).json()
+    assert [a["trigger"] for a in listed["items"][0]["attempts"]] == [
+        "scheduled",
+        "scheduled",
+        "scheduled",
+        "manual",
+    ]
+
+
+async def test_replay_requeues_failed_deliveries_since_a_time(
+    live: httpx.AsyncClient, receiver: Receiver, database: Database
+) -> None:
+    async def down(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500 if n < 6 else 200)
+
+    receiver.behaviour = down
+    sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
+    await add_job(database, "j1", JobState.PROCESSING)
+    await add_job(database, "j2", JobState.PROCESSING)
+    await finish(database, "j1")
+    await finish(database, "j2")
+    await settled(database, "failed", 2)
+    answer = await live.post(
+        f"/subscriptions/{sub['id']}/replay", json={"since": "2000-01-01T00:00:00Z"}
+    )
+    assert (answer.status_code, answer.json()) == (202, {"queued": 2})
+    await settled(database, "succeeded", 2)
+
+
+async def test_gone_disables_the_subscription_and_skips_what_is_pending(
+    database_url: str, receiver: Receiver, database: Database
+) -> None:
+    release = asyncio.Event()
+
+    async def gone(request: web.Request, n: int) -> web.StreamResponse:
+        await release.wait()  # until the second change is pending
+        return web.Response(status=410)
+
+    receiver.behaviour = gone
+    async with running(
+        database_url, notify_concurrency=1, notify_timeout=timedelta(seconds=10)
+    ) as live:
+        sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1")
+        await receiver.wait_for(1)
+        await add_job(database, "j2", JobState.PROCESSING)
+        await finish(database, "j2")
+        for _ in range(200):  # fanned out; one request at a time: it waits
+            if len(await deliveries(database)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        release.set()
+        await settled(database, "failed")
+        shown = (await live.get(f"/subscriptions/{sub['id']}")).json()
+        assert shown["enabled"] is False
+        assert "410" in shown["disabled_reason"]
+        exposed = (await live.get("/metrics")).text
+        assert "tracker_subscriptions_disabled 1.0" in exposed
+        assert 'tracker_webhook_attempts_total{result="failed"}' in exposed
+        await add_job(database, "j3", JobState.PROCESSING)
+        await finish(database, "j3")
+        await asyncio.sleep(0.5)
+    assert len(receiver.received) == 1
+    assert [d.status for d in await deliveries(database)] == ["failed", "skipped"]
+
+
+async def test_retry_after_is_honoured(
+    live: httpx.AsyncClient, receiver: Receiver, database: Database
+) -> None:
+    async def busy(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=429, headers={"Retry-After": "120"})
+
+    receiver.behaviour = busy
+    await subscribe(live, receiver.url, event_types=["job.succeeded"])
+    await add_job(database, "j1", JobState.PROCESSING)
+    await finish(database, "j1")
+    await receiver.wait_for(1)
+    for _ in range(100):
+        (delivery,) = await deliveries(database)
+        if delivery.attempts == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert delivery.status == "pending"
+    assert delivery.next_attempt_at is not None
+    assert delivery.next_attempt_at - datetime.now(UTC) > timedelta(seconds=100)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("redirect", "HTTP 302"),
+        ("hang", "timeout"),
+        ("huge", "HTTP 500"),
+        ("reset", "Error"),
+    ],
+)
+async def test_misbehaving_receivers_are_classified(
+    live: httpx.AsyncClient,
+    receiver: Receiver,
+    database: Database,
+    behaviour: str,
+    expected: str,
+) -> None:
+    target = Receiver()
+    await target.start()
+
+    async def misbehave(request: web.Request, n: int) -> web.StreamResponse:
+        if behaviour == "redirect":
+            return web.Response(status=302, headers={"Location": target.url})
+        if behaviour == "hang":
+            await asyncio.sleep(3)
+            return web.Response(status=200)
+        if behaviour == "huge":
+            response = web.StreamResponse(status=500)
+            await response.prepare(request)
+            for _ in range(64):  # 64 MiB offered; the relay reads 64 KiB at most
+                await response.write(b"x" * (1 << 20))
+            return response
+        assert request.transport is not None
+        request.transport.close()  # reset mid-request
+        return web.Response(status=200)
+
+    receiver.behaviour = misbehave
+    try:
+        await subscribe(live, receiver.url, event_types=["job.succeeded"])
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1")
+        await receiver.wait_for(1)
+        for _ in range(100):
+            tried = await attempts(database)
+            if tried:
+                break
+            await asyncio.sleep(0.05)
+        first = tried[0]
+        assert expected in (first.error or f"HTTP {first.status_code}")
+        if behaviour == "huge":
+            assert first.response_body is not None
+            assert len(first.response_body) <= 2048
+        assert target.received == []  # the redirect was not followed
+    finally:
+        await target.stop()
+
+
+# --- subscriptions API and egress -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.100.100.200/",
+        "http://[::1]:8080/",
+        "http://localhost:9/hook",
+        "http://192.168.0.1/",
+    ],
+)
+async def test_private_addresses_are_refused_without_the_flag(
+    client: httpx.AsyncClient, url: str
+) -> None:
+    """Checked by resolution only: nothing is sent anywhere."""
+    answer = await client.post("/subscriptions", json={"url": url})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "egress_refused"
+    assert "TRACKER_NOTIFY_ALLOW_PRIVATE" in answer.json()["message"]
+    assert (await client.get("/subscriptions")).json() == {"items": []}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"url": "ftp://example.com/x"},
+        {"url": "http://user:pw@127.0.0.1/"},
+        {"url": 5},
+        {"url": "http://127.0.0.1/", "event_types": ["job.nope"]},
+        {"url": "http://127.0.0.1/", "event_types": []},
+        {"url": "http://127.0.0.1/", "color": "red"},
+    ],
+)
+async def test_bad_subscriptions_are_a_clear_400(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    answer = await client.post("/subscriptions", json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"]
+
+
+async def test_subscription_lifecycle(database_url: str, receiver: Receiver) -> None:
+    app = create_app(notify_settings(database_url, notify="off"))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            sub = await subscribe(http, receiver.url)
+            path = f"/subscriptions/{sub['id']}"
+            assert (await http.get(path)).json()["url"] == receiver.url
+            assert "secret" not in (await http.get(path)).json()
+            patched = await http.patch(path, json={"event_types": ["job.lost"]})
+            assert patched.json()["event_types"] == ["job.lost"]
+            rotated = (await http.post(f"{path}/rotate-secret")).json()
+            assert rotated["secret"] != sub["secret"]
+            ping = await http.post(f"{path}/test")
+            assert ping.status_code == 202
+            await receiver.wait_for(1)
+            signature = receiver.received[0].headers["webhook-signature"]
+            assert len(signature.split(" ")) == 2  # the old secret signs beside the new one
+            for secret in (sub["secret"], rotated["secret"]):
+                assert (
+                    Webhook(secret).verify(receiver.received[0].body, receiver.received[0].headers)[
+                        "type"
+                    ]
+                    == "ping"
+                )
+            assert len((await http.get("/subscriptions")).json()["items"]) == 1
+            assert (await http.delete(path)).status_code == 204
+            assert (await http.get(path)).status_code == 404
+            assert (await http.post("/deliveries/999/retry")).status_code == 404
+
+
+async def test_a_subscription_failing_for_too_long_is_disabled(
+    database_url: str, receiver: Receiver, database: Database
+) -> None:
+    async def broken(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    receiver.behaviour = broken
+    schedule = [timedelta(0)] + [timedelta(milliseconds=150)] * 8
+    async with running(
+        database_url, notify_retry_schedule=schedule, notify_disable_after=timedelta(seconds=0.4)
+    ) as live:
+        sub = await subscribe(live, receiver.url, event_types=["job.succeeded"])
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1")
+        for _ in range(100):
+            shown = (await live.get(f"/subscriptions/{sub['id']}")).json()
+            if not shown["enabled"]:
+                break
+            await asyncio.sleep(0.05)
+        assert shown["enabled"] is False
+        assert "failing without a success" in shown["disabled_reason"]
+        assert shown["failing_since"] is not None
+    (delivery,) = await deliveries(database)
+    assert delivery.status in ("failed", "skipped")
+    assert 2 <= len(receiver.received) < len(schedule)
+
+
+async def test_the_environment_declares_one_subscription_to_every_event(
+    database_url: str, receiver: Receiver, database: Database
+) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    receiver.secret = secret
+    async with running(database_url, notify_url=receiver.url, notify_secret=secret) as live:
+        (sub,) = (await live.get("/subscriptions")).json()["items"]
+        assert (sub["source"], sub["url"]) == ("env", receiver.url)
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1", "fail")
+        await receiver.wait_for(2)
+    assert all(r.verified for r in receiver.received)
+    assert [r.payload["type"] for r in receiver.received] == ["job.submitted", "job.failed"]
+    async with running(database_url, notify_url=receiver.url, notify_secret=secret) as live:
+        assert len((await live.get("/subscriptions")).json()["items"]) == 1  # declared once

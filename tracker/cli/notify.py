@@ -1,0 +1,186 @@
+"""`tracker subscriptions`, `tracker changes tail` and `tracker notifier`: notifications from the
+command line, on the database directly (like `tracker jobs`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from tracker.cli.startup import ensure_schema, settings_or_exit, setup_logging
+from tracker.config import Settings
+from tracker.db import Database
+from tracker.errors import TrackerError
+from tracker.notify.changes import (
+    CHANGE_TYPES,
+    ChangeFilter,
+    change_json,
+    latest_seq,
+    list_changes,
+)
+from tracker.notify.deliveries import list_deliveries, replay_failed
+from tracker.notify.egress import check_url
+from tracker.notify.relay import run_notifier
+from tracker.notify.subscriptions import (
+    create_subscription,
+    delete_subscription,
+    list_subscriptions,
+    parse_input,
+    subscription_json,
+)
+
+T = TypeVar("T")
+TAIL_POLL = 0.5
+
+
+def _run(work: Callable[[Settings, Database], Awaitable[T]]) -> T:
+    settings = settings_or_exit()
+
+    async def run() -> T:
+        database = Database(settings.database_url)
+        try:
+            return await work(settings, database)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(run())
+    except TrackerError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _echo(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group("subscriptions")
+def subscriptions() -> None:
+    """Webhook subscriptions: where job changes are pushed (Standard Webhooks)."""
+
+
+@subscriptions.command("add")
+@click.argument("url")
+@click.option(
+    "--events",
+    "event_types",
+    help=f"comma-separated event types (default: all of {', '.join(CHANGE_TYPES)})",
+)
+@click.option("--description", help="a note for people")
+def add(url: str, event_types: str | None, description: str | None) -> None:
+    """Subscribe URL; prints the subscription with its secret (shown this once)."""
+    body: dict[str, Any] = {"url": url}
+    if event_types:
+        body["event_types"] = [t.strip() for t in event_types.split(",") if t.strip()]
+    if description:
+        body["description"] = description
+
+    async def work(settings: Settings, database: Database) -> dict[str, Any]:
+        data = parse_input(body, partial=False)
+        await check_url(data.url, allow_private=settings.notify_allow_private == "on")
+        async with database.write() as session:
+            sub = await create_subscription(session, data, datetime.now(UTC))
+            return subscription_json(sub, with_secret=True)
+
+    _echo(_run(work))
+
+
+@subscriptions.command("list")
+def list_command() -> None:
+    """Every subscription, as JSON (secrets are not shown)."""
+
+    async def work(settings: Settings, database: Database) -> list[dict[str, Any]]:
+        async with database.session() as session:
+            return [subscription_json(sub) for sub in await list_subscriptions(session)]
+
+    _echo(_run(work))
+
+
+@subscriptions.command("remove")
+@click.argument("sub_id", type=int)
+def remove(sub_id: int) -> None:
+    """Delete a subscription and its deliveries."""
+
+    async def work(settings: Settings, database: Database) -> None:
+        async with database.write() as session:
+            await delete_subscription(session, sub_id)
+
+    _run(work)
+    click.echo(f"removed subscription {sub_id}")
+
+
+@subscriptions.command("deliveries")
+@click.argument("sub_id", type=int)
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+def deliveries(sub_id: int, limit: int) -> None:
+    """A subscription's latest deliveries with their attempts, as JSON."""
+
+    async def work(settings: Settings, database: Database) -> list[dict[str, Any]]:
+        async with database.session() as session:
+            items, _ = await list_deliveries(session, sub_id, limit=limit)
+            return items
+
+    _echo(_run(work))
+
+
+@subscriptions.command("replay")
+@click.argument("sub_id", type=int)
+@click.option(
+    "--since",
+    required=True,
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="failed deliveries created since then (UTC unless an offset is given)",
+)
+def replay(sub_id: int, since: datetime) -> None:
+    """Queue a subscription's failed deliveries since a time once more."""
+    moment = since if since.tzinfo else since.replace(tzinfo=UTC)
+
+    async def work(settings: Settings, database: Database) -> int:
+        async with database.write() as session:
+            return await replay_failed(session, sub_id, moment, datetime.now(UTC))
+
+    click.echo(f"queued {_run(work)} failed deliveries again")
+
+
+@click.group("changes")
+def changes() -> None:
+    """The job change log."""
+
+
+@changes.command("tail")
+@click.option("--after", type=int, help="start after this seq (default: from now on)")
+@click.option("--type", "types", help="comma-separated event types")
+@click.option("--once", is_flag=True, help="print what is there and stop")
+def tail(after: int | None, types: str | None, once: bool) -> None:
+    """Follow the change log, one JSON change a line (Ctrl-C stops)."""
+    where = ChangeFilter(types=tuple(t for t in (types or "").split(",") if t))
+
+    async def work(settings: Settings, database: Database) -> None:
+        async with database.session() as session:
+            cursor = after if after is not None else await latest_seq(session)
+        while True:
+            async with database.session() as session:
+                found = await list_changes(session, cursor, 1000, where)
+            for change in found:
+                click.echo(json.dumps(change_json(change), ensure_ascii=False))
+                cursor = int(change.seq or cursor)
+            if once and len(found) < 1000:
+                return
+            if len(found) < 1000:
+                await asyncio.sleep(TAIL_POLL)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(work)
+
+
+@click.command("notifier")
+def notifier() -> None:
+    """Run the notification relay on its own (without the HTTP service), like `scheduler`."""
+    setup_logging()
+    settings = settings_or_exit()
+    ensure_schema(settings)
+    asyncio.run(run_notifier(settings))

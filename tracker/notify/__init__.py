@@ -1,0 +1,1 @@
+"""Notifications: the job change log, subscriptions, signed webhook deliveries, the relay."""
