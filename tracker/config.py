@@ -203,7 +203,7 @@ class Settings(BaseSettings):
     notify_secret: SecretStr | None = None
     notify_timeout: Duration = timedelta(seconds=15)
     notify_retry_schedule: Annotated[
-        list[Duration], NoDecode, BeforeValidator(_split_csv), Field(min_length=1)
+        list[NonNegativeDuration], NoDecode, BeforeValidator(_split_csv), Field(min_length=1)
     ] = [timedelta(seconds=s) for s in (0, 5, 300, 1800, 7200, 18000, 36000, 36000)]
     notify_disable_after: Duration = timedelta(days=5)
     notify_allow_private: Switch = "off"
