@@ -22,6 +22,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.ingest import receiver as callbacks
 from tracker.ingest.inbox import Inbox
+from tracker.mns.consumer import consumer_for
 from tracker.scheduler.service import Scheduler
 from tracker.vod import VodClient
 
@@ -37,18 +38,23 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
         vod = VodClient(settings) if settings.has_vod_credentials else None
         inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
         await inbox.start()
+        mns = consumer_for(settings, inbox, clock)
+        if mns is not None:
+            await mns.start()
         scheduler = None
         if settings.scheduler == "on":  # off: `tracker serve --no-scheduler`
             scheduler = Scheduler(settings, database, vod=vod, clock=clock)
             await scheduler.start()
         app.state.context = AppContext(
-            settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler
+            settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler, mns=mns
         )
         try:
             yield
         finally:
             if scheduler is not None:
                 await scheduler.stop()
+            if mns is not None:  # before the inbox: its last batch may still be committing
+                await mns.stop()
             await inbox.stop()
             if vod is not None:
                 await vod.close()

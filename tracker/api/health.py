@@ -19,7 +19,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and its schema is at the head revision."""
+    """Ready when the database answers and its schema is at the head revision. The scheduler's
+    heartbeats and the MNS consumer's state are shown as detail."""
     try:
         revision = await context_of(request).database.revision()
     except (SQLAlchemyError, OSError) as exc:
@@ -30,6 +31,8 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
     body: dict[str, Any] = {"status": "ready", "revision": revision}
     body["scheduler"] = await _scheduler(request)
+    if (mns := context_of(request).mns) is not None:  # shown, not gating: HTTP still works
+        body["mns"] = mns.status()
     return JSONResponse(body)
 
 

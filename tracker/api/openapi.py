@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.mns.consumer import STATES as MNS_STATES
 from tracker.models import JobState
 
 STATES = [state.value for state in JobState]
@@ -143,6 +144,7 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "mns": {"$ref": "#/components/schemas/MnsConsumer"},
             "heartbeats": {
                 "type": "array",
                 "items": {
@@ -164,7 +166,29 @@ SCHEMAS: dict[str, Any] = {
     "Probe": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}},
+        "properties": {
+            "status": {"type": "string"},
+            "mns": {"$ref": "#/components/schemas/MnsConsumer"},
+        },
+    },
+    "MnsConsumer": {
+        "type": "object",
+        "description": "this process's MNS consumer, when TRACKER_MNS_ENDPOINT and _QUEUE are set",
+        "required": ["state", "since", "queue", "endpoint", "messages"],
+        "properties": {
+            "state": {"type": "string", "enum": list(MNS_STATES)},
+            "since": {"type": "string", "format": "date-time"},
+            "queue": {"type": "string"},
+            "endpoint": {"type": "string"},
+            "last_error": _nullable("string"),
+            "last_message_at": TIME,
+            "messages": {
+                "type": "object",
+                "description": "counts by outcome: stored, duplicate, malformed, not_stored, "
+                "deleted, expired_handles",
+                "additionalProperties": {"type": "integer"},
+            },
+        },
     },
 }
 

@@ -265,7 +265,10 @@ async def get_stats(request: Request) -> JSONResponse:
     context = context_of(request)
     now = context.clock()
     stats = await context.stats.get(lambda: read_session(request), now)
-    return JSONResponse(stats_json(stats, now))
+    body = stats_json(stats, now)
+    if context.mns is not None:
+        body["mns"] = context.mns.status()
+    return JSONResponse(body)
 
 
 class VodNotConfigured(Unavailable):
