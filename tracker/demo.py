@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TYPES = ("AIVideoTag", "AIMediaDNA")
 MEDIA = ("demo-video-1", "demo-video-2", "demo-video-3", "demo-video-4")
+MNS_QUEUE = "tracker-demo-events"  # `--channel mns`: VOD writes its events here
 DROPPED_MEDIA = "demo-video-2"  # its AIVideoTag callback is never sent
 STUCK_MEDIA = "demo-video-3"  # its AIVideoTag job runs long enough to be flagged stale
 FAILED_MEDIA = "demo-video-4"  # its AIMediaDNA job fails at VOD
@@ -90,9 +91,15 @@ def _auth_key() -> str:
     return "Demo" + secrets.token_hex(12) + "7K"
 
 
-def demo_settings(database_url: str, port: int, vod_url: str, keys: dict[str, str]) -> Settings:
+def demo_settings(
+    database_url: str,
+    port: int,
+    vod_url: str,
+    keys: dict[str, str],
+    mns_endpoint: str | None = None,
+) -> Settings:
     """The tracker's settings, all given here so the user's TRACKER_* variables cannot change
-    what the demo shows."""
+    what the demo shows. With `mns_endpoint`, it consumes the simulated queue MNS_QUEUE."""
     return Settings(
         database_url=database_url,
         host="127.0.0.1",
@@ -115,6 +122,9 @@ def demo_settings(database_url: str, port: int, vod_url: str, keys: dict[str, st
         reconcile_grace=GRACE,
         confirm_interval=EVERY,
         scheduler="on",
+        mns_endpoint=mns_endpoint,
+        mns_queue=MNS_QUEUE if mns_endpoint else None,
+        mns_wait=20,
     )
 
 
@@ -136,10 +146,12 @@ def phase_of(job: dict[str, Any]) -> str:
     return str(job["state"])
 
 
-def note_of(job: Watched) -> str:
+def note_of(job: Watched, event: str = "callback") -> str:
+    """What happened to a job, in words; `event` names how VOD's events come (callback, queue
+    event)."""
     body = job.body
     if job.phase == "confirming":
-        return f"callback says {body['pending_status']}; confirming (ListAIJob)"
+        return f"{event} says {body['pending_status']}; confirming (ListAIJob)"
     if job.phase == "stale":
         return f"no word for {STALE_AFTER.total_seconds():.0f}s: flagged stale"
     if job.phase not in FINAL:
@@ -147,11 +159,11 @@ def note_of(job: Watched) -> str:
     applied = [e for e in job.events if e.get("applied")]
     if applied:
         confirmed = any(e.get("reason") == "confirmed_by_vod" for e in applied)
-        how = "callback, confirmed by ListAIJob" if confirmed else "callback"
+        how = f"{event}, confirmed by ListAIJob" if confirmed else event
     elif job.events:
-        how = "reconciliation, before the callback"
+        how = f"reconciliation, before the {event}"
     else:
-        how = "callback lost: found by reconciliation"
+        how = f"{event} lost: found by reconciliation"
     if body["state"] == "failed":
         how += f" ({body.get('code')})"
     if body.get("stale_at"):
@@ -175,8 +187,12 @@ def one_field_a_line(body: dict[str, Any]) -> str:
 class Demo:
     """Starts everything, submits, watches, checks against the simulator's truth, stops."""
 
-    def __init__(self, console: Console, *, exit_when_done: bool, timeout: float) -> None:
+    def __init__(
+        self, console: Console, *, exit_when_done: bool, timeout: float, channel: str = "http"
+    ) -> None:
         self.console = console
+        self.channel = channel  # how VOD's events reach the tracker: http, or mns (a queue)
+        self.event = "queue event" if channel == "mns" else "callback"
         # A live table only on a real terminal (not when FORCE_COLOR makes rich think so).
         self.live = console.is_terminal and _isatty(console)
         self.exit_when_done = exit_when_done
@@ -267,9 +283,12 @@ class Demo:
             delay=JOB_SECONDS,
             stuck_seconds=STUCK_EXTRA,
             seed=2026,
+            # CallbackType MNS: completion events are written to the queue, not POSTed
+            mns_queue=MNS_QUEUE if self.channel == "mns" else None,
         )
         vod_url = await self.fake.start()
-        settings = demo_settings(database_url, port, vod_url, self.keys)
+        mns_url = self.fake.mns.url if self.channel == "mns" else None
+        settings = demo_settings(database_url, port, vod_url, self.keys, mns_url)
         self.url = f"http://127.0.0.1:{port}"
         server = _Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -281,10 +300,15 @@ class Demo:
                     f"VOD simulator at {vod_url}; tracker at {self.url} "
                     f"(SQLite at {database}, removed at exit)"
                 )
+                if mns_url is not None:
+                    self.say(
+                        f"events channel: MNS: VOD writes its events to the simulated queue "
+                        f"{MNS_QUEUE} at {mns_url}; the tracker consumes it (no callback URL)"
+                    )
                 self.say(
                     f"demo timing: jobs take {JOB_SECONDS:.0f}s, stale after "
                     f"{STALE_AFTER.total_seconds():.0f}s, sweep and reconciliation every "
-                    f"{EVERY.total_seconds():.0f}s; the simulator drops 1 callback and keeps "
+                    f"{EVERY.total_seconds():.0f}s; the simulator drops 1 {self.event} and keeps "
                     "1 job running long"
                 )
                 done = await self._submit_and_watch(http)
@@ -379,7 +403,7 @@ class Demo:
             if phase in FINAL:
                 async with http.get(f"/jobs/{job.job_id}/events") as response:
                     job.events = (await response.json())["items"]
-            job.note = note_of(job)
+            job.note = note_of(job, self.event)
             if live is None:
                 self.say(
                     f"[{self.elapsed()}] {job.media_id} {job.type:<10} {job.job_id[:8]}  "
@@ -417,11 +441,16 @@ class Demo:
             and not self.watched[dropped.job_id].events
         )
         if not recovered:
-            raise DemoFailed("the dropped callback's job was not recovered by reconciliation")
+            raise DemoFailed(f"the dropped {self.event}'s job was not recovered by reconciliation")
         self.say(
-            f"all {len(states)} jobs match VOD's truth ({counts}); the callback VOD dropped was "
-            f"recovered by reconciliation; the stuck job was flagged stale, then finished"
+            f"all {len(states)} jobs match VOD's truth ({counts}); the {self.event} VOD dropped "
+            f"was recovered by reconciliation; the stuck job was flagged stale, then finished"
         )
+        if self.channel == "mns":
+            self.say(
+                f"{self.fake.mns.deleted} events came through the MNS queue {MNS_QUEUE}, each "
+                f"deleted once stored; {self.fake.mns.depth(MNS_QUEUE)} left in it"
+            )
 
     def _fake_job(self, job_id: str | None) -> FakeJob | None:
         return self.fake.jobs.get(job_id) if job_id else None
@@ -445,7 +474,11 @@ class Demo:
             self.say("serving until Ctrl-C")
 
 
-def run_demo(*, exit_when_done: bool, timeout: float, console: Console | None = None) -> int:
+def run_demo(
+    *, exit_when_done: bool, timeout: float, console: Console | None = None, channel: str = "http"
+) -> int:
     """`tracker demo`: the exit code (0: every job reached its true final state)."""
-    demo = Demo(console or Console(), exit_when_done=exit_when_done, timeout=timeout)
+    demo = Demo(
+        console or Console(), exit_when_done=exit_when_done, timeout=timeout, channel=channel
+    )
     return asyncio.run(demo.run())

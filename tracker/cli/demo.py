@@ -18,8 +18,15 @@ import click
     type=click.FloatRange(min=1),
     help="Seconds to wait for the jobs after the last submission",
 )
-def demo(exit_when_done: bool, timeout: float) -> None:
+@click.option(
+    "--channel",
+    type=click.Choice(["http", "mns"]),
+    default="http",
+    show_default=True,
+    help="How VOD's events reach the tracker: HTTP callbacks, or a (simulated) MNS queue",
+)
+def demo(exit_when_done: bool, timeout: float, channel: str) -> None:
     """Run the VOD simulator and the tracker locally and watch a few jobs (no cloud account)."""
     from tracker.demo import run_demo
 
-    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout))
+    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout, channel=channel))
