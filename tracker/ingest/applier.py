@@ -42,6 +42,9 @@ POLL_SECONDS = 2.0
 BUSY_BATCH = 64
 BUSY_RATIO = 9.0
 MIN_BUSY_PAUSE = 0.02
+# A turn that waited out a stalled database (a lock, an outage) is not a measure of the work: 9x
+# its length paused the applier for half a minute after the database came back.
+MAX_BUSY_PAUSE = 0.5
 
 
 class Applier:
@@ -101,7 +104,8 @@ class Applier:
                     done = await apply_pending(
                         self.database, self.clock(), confirm=self.confirm, limit=limit
                     )
-                    pause = max(MIN_BUSY_PAUSE, (time.monotonic() - started) * BUSY_RATIO)
+                    took = time.monotonic() - started
+                    pause = min(MAX_BUSY_PAUSE, max(MIN_BUSY_PAUSE, took * BUSY_RATIO))
                     if done < limit:
                         break
             except Exception as exc:  # keep going: the database may come back
