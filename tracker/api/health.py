@@ -21,19 +21,20 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the database answers and its schema is at the head revision. The scheduler's
     heartbeats and the MNS consumer's state are shown as detail."""
+    mns = context_of(request).mns  # shown, never gating: HTTP callbacks work without it
+    detail = {"mns": mns.status()} if mns is not None else {}
     try:
         revision = await context_of(request).database.revision()
     except (SQLAlchemyError, OSError) as exc:
         reason = f"database unreachable: {type(exc).__name__}"
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        down = {"status": "unavailable", "reason": reason, **detail}
+        return JSONResponse(down, status_code=503)
     if revision != head_revision():
         reason = f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`"
-        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "unavailable", "reason": reason, **detail}, status_code=503)
     body: dict[str, Any] = {"status": "ready", "revision": revision}
     body["scheduler"] = await _scheduler(request)
-    if (mns := context_of(request).mns) is not None:  # shown, not gating: HTTP still works
-        body["mns"] = mns.status()
-    return JSONResponse(body)
+    return JSONResponse({**body, **detail})
 
 
 async def _scheduler(request: Request) -> dict[str, Any]:

@@ -95,8 +95,9 @@ class FakeQueue:
 
 
 class FakeMns:
-    """Queues in memory. `outage` makes every request fail as a dead host would (the connection
-    is dropped); `error_rate` answers that share of requests with InternalError (500)."""
+    """Queues in memory. `outage` makes every API request fail as an unreachable host would (the
+    connection is dropped) while VOD's own writes (`put`) still land, as when the tracker loses
+    its route to MNS; `error_rate` answers that share of requests with InternalError (500)."""
 
     def __init__(
         self,
@@ -153,7 +154,7 @@ class FakeMns:
     async def put(self, queue_name: str, bodies: Iterable[str]) -> bool:
         """Enqueue as VOD does; False if the queue does not exist (the write fails)."""
         queue = self.queues.get(queue_name)
-        if queue is None or self.outage:
+        if queue is None:
             return False
         for body in bodies:
             self._enqueue(queue, body, 0, 8)
@@ -171,15 +172,15 @@ class FakeMns:
         self.requests += 1
         request_id = self._request_id()
         if self.outage:
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=503)  # never reaches the client: the socket is gone
+            return self._drop(request)
         try:
             body = await request.read()
             self._authenticate(request)
             if self.error_rate > 0 and self._rng.random() < self.error_rate:
                 raise MnsRefused(500, "InternalError", "Internal error.")
             status, payload, headers = await self._route(request, body)
+            if self.outage:  # it began while a long poll was held: that answer is lost too
+                return self._drop(request)
         except MnsRefused as refusal:
             self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
             status = refusal.status
@@ -212,6 +213,12 @@ class FakeMns:
         return web.Response(
             status=status, body=payload, headers={**headers, "Content-Type": "text/xml"}
         )
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=503)  # never reaches the client: the socket is gone
 
     def _authenticate(self, request: web.Request) -> None:
         headers = request.headers
