@@ -249,7 +249,7 @@ async def test_expired_receipt_handle_is_logged_not_fatal(
     try:
         await consumer._consume([message])
     finally:
-        await client.close()
+        await consumer.stop()  # waits for the delete it started, closes the client
         await inbox.stop()
     assert consumer.counts["stored"] == 1
     assert consumer.counts["expired_handles"] == 1

@@ -79,7 +79,24 @@ class FakeQueue:
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     modified_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     messages: dict[str, StoredMessage] = field(default_factory=dict)  # in send order
+    mixed_priority: bool = False  # some message was sent with a priority other than 8
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def visible(self, now: float, count: int) -> list[StoredMessage]:
+        """Up to `count` visible messages, highest priority (lowest number) first, then in send
+        order. While every message has one priority the scan stops at `count`: a queue of
+        20,000 must not cost 20,000 steps per receive."""
+        if not self.mixed_priority:
+            found = []
+            for message in self.messages.values():
+                if message.visible_at <= now:
+                    found.append(message)
+                    if len(found) == count:
+                        break
+            return found
+        ready = [m for m in self.messages.values() if m.visible_at <= now]
+        ready.sort(key=lambda m: m.priority)  # stable: send order within a priority
+        return ready[:count]
 
     def counts(self, now: float) -> tuple[int, int, int]:
         """(active, inactive, delayed) messages."""
@@ -282,7 +299,7 @@ class FakeMns:
         if method == "POST":
             return 201, await self._send(queue, body), {}
         if method == "GET":
-            return await self._receive(queue, query)
+            return await self._receive(queue, query, request)
         if method == "DELETE":
             return self._delete(queue, query, body)
         if method == "PUT":
@@ -350,6 +367,7 @@ class FakeMns:
             visible_at=now + delay,
         )
         queue.messages[message.message_id] = message
+        queue.mixed_priority |= priority != 8
         return message
 
     async def _send(self, queue: FakeQueue, body: bytes) -> bytes:
@@ -382,7 +400,7 @@ class FakeMns:
             queue.changed.notify_all()
 
     async def _receive(
-        self, queue: FakeQueue, query: dict[str, str]
+        self, queue: FakeQueue, query: dict[str, str], request: web.Request
     ) -> tuple[int, bytes | None, dict[str, str]]:
         peek = query.get("peekonly", "").lower() == "true"
         batch = "numofmessages" in query
@@ -390,11 +408,13 @@ class FakeMns:
         wait = _number(query, "waitseconds", queue.attributes["PollingWaitSeconds"], 0, MAX_WAIT)
         deadline = time.monotonic() + (0 if peek else wait)
         while True:
+            if request.transport is None or request.transport.is_closing():
+                # The client went away during its long poll (aiohttp does not cancel handlers):
+                # nobody is left to hand messages to.
+                raise MnsRefused(404, "MessageNotExist", "Message not exist.")
             now = time.time()
-            ready = [m for m in queue.messages.values() if m.visible_at <= now]
-            if ready:
-                ready.sort(key=lambda m: m.priority)  # stable: send order within a priority
-                taken = ready[:count]
+            taken = queue.visible(now, count)
+            if taken:
                 if not peek:
                     for message in taken:
                         self._take(queue, message, now)

@@ -114,6 +114,10 @@ class MnsConsumer:
         self.counts: Counter[str] = Counter()
         self._failures = 0  # consecutive failed receives, all pollers together
         self._tasks: list[asyncio.Task[None]] = []
+        # Deletes run beside the next receive (they only acknowledge what is committed); at most
+        # two per poller in flight, so a slow MNS holds the pollers back instead of piling up.
+        self._deleting: set[asyncio.Task[None]] = set()
+        self._delete_slots = asyncio.Semaphore(2 * pollers)
         self._set_state("stopped")
 
     def __repr__(self) -> str:
@@ -130,6 +134,10 @@ class MnsConsumer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._deleting:  # acknowledge what is committed, briefly; the rest comes back
+            await asyncio.wait(self._deleting, timeout=5.0)
+        for task in self._deleting:
+            task.cancel()
         await self.client.close()
         self._set_state("stopped")
 
@@ -194,7 +202,14 @@ class MnsConsumer:
             log.warning("MNS: %d of %d events not stored; left in the queue", failed, len(messages))
             await asyncio.sleep(random.uniform(self.backoff, 2 * self.backoff))
         if stored:
-            await self._delete(stored)
+            await self._delete_slots.acquire()
+            task = asyncio.create_task(self._delete(stored))
+            self._deleting.add(task)
+            task.add_done_callback(self._deleted)
+
+    def _deleted(self, task: asyncio.Task[None]) -> None:
+        self._deleting.discard(task)
+        self._delete_slots.release()
 
     async def _delete(self, handles: list[str]) -> None:
         """Delete after the commit; a failure here only means the messages come back later."""
