@@ -32,7 +32,8 @@ ROOT = HERE.parent
 
 def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
     """The commands, each a script of this folder and its arguments."""
-    db = {name: f"{postgres.rsplit('/', 1)[0]}/bench_{name}" for name in ("ingest", "api", "sweep")}
+    names = ("ingest", "api", "sweep", "mns")
+    db = {name: f"{postgres.rsplit('/', 1)[0]}/bench_{name}" for name in names}
     if quick:
         return [
             ["ingest.py", "--postgres-url", db["ingest"], "--duration", "3", "--rounds", "1"],
@@ -52,6 +53,7 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
             ],
             ["sweep.py", "--postgres", db["sweep"], "--rows", "20000", "--repeat", "1"],
             ["memory.py", "--callbacks", "2000"],
+            ["mns.py", "--postgres-url", db["mns"], "--messages", "2000", "--rounds", "1"],
         ]
     return [
         ["ingest.py", "--postgres-url", db["ingest"]],
@@ -65,6 +67,7 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
         ],
         ["sweep.py", "--postgres", db["sweep"]],
         ["memory.py"],
+        ["mns.py", "--postgres-url", db["mns"]],
     ]
 
 

@@ -42,6 +42,7 @@ FATAL_CODES = frozenset(
 BACKOFF = 0.5  # seconds: first pause after a transient failure, doubled each time (with jitter)
 BACKOFF_CAP = 10.0  # so a queue back from an outage is polled again within seconds
 DELETE_ATTEMPTS = 3
+PIPELINE = 3  # batches per poller received and not yet stored
 
 
 def event_body(text: str) -> tuple[bytes, str]:
@@ -117,6 +118,7 @@ class MnsConsumer:
         # Deletes run beside the next receive (they only acknowledge what is committed); at most
         # two per poller in flight, so a slow MNS holds the pollers back instead of piling up.
         self._deleting: set[asyncio.Task[None]] = set()
+        self._consuming: set[asyncio.Task[None]] = set()  # batches being stored
         self._delete_slots = asyncio.Semaphore(2 * pollers)
         self._set_state("stopped")
 
@@ -134,6 +136,10 @@ class MnsConsumer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._consuming:  # batches received: let their commits finish (the inbox is open)
+            await asyncio.wait(self._consuming, timeout=5.0)
+        for task in self._consuming:
+            task.cancel()
         if self._deleting:  # acknowledge what is committed, briefly; the rest comes back
             await asyncio.wait(self._deleting, timeout=5.0)
         for task in self._deleting:
@@ -156,21 +162,35 @@ class MnsConsumer:
     # -- the loop --
 
     async def _poll(self) -> None:
+        """Receive, and hand each batch to its own task: the next receive overlaps the commit of
+        the previous batches (PIPELINE per poller), so the inbox always has rows waiting."""
+        slots = asyncio.Semaphore(PIPELINE)
         while True:
+            await slots.acquire()
             try:
                 messages = await self.client.receive(self.queue, MAX_BATCH, self.wait)
             except MnsUnavailable as exc:
+                slots.release()
                 await self._back_off(exc)
                 continue
             except MnsError as exc:
+                slots.release()
                 if exc.mns_code in FATAL_CODES or exc.http_status in (401, 403, 404):
                     await self._fail(exc)
                 else:  # an answer we did not expect: not fatal, not worth hammering either
                     await self._back_off(exc)
                 continue
+            except BaseException:
+                slots.release()
+                raise
             self._recovered()
-            if messages:
-                await self._consume(messages)
+            if not messages:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._consume(messages))
+            self._consuming.add(task)
+            task.add_done_callback(self._consuming.discard)
+            task.add_done_callback(lambda _: slots.release())
 
     async def _consume(self, messages: Sequence[Message]) -> None:
         now = self.clock()
