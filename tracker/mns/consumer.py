@@ -6,7 +6,8 @@ Each poller loops: BatchReceiveMessage (16, long poll) -> each body parsed like 
 BatchDeleteMessage of exactly the messages whose rows are committed. Nothing is deleted before it
 is durable: a message whose row did not commit stays in the queue and comes back after its
 visibility timeout. A body that cannot be parsed is stored for inspection and deleted, so it
-cannot loop. Flows only: the inbox owns its transactions.
+cannot loop. A poller receives its next batch while earlier ones commit (PIPELINE), and deletes
+run beside it. Flows only: the inbox owns its transactions.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 
 State = Literal["starting", "running", "backing_off", "failed", "stopped"]
 STATES: tuple[State, ...] = ("starting", "running", "backing_off", "failed", "stopped")
-# Errors that retrying soon cannot fix: the queue or the key is wrong (5.2). Anything else that
-# is not transient (MnsUnavailable) is treated the same way: a person must look.
+# Errors that retrying soon cannot fix: the queue or the key is wrong (5.2); so is any other
+# 401/403/404. Other answers that are not transient (MnsUnavailable) are backed off like it.
 FATAL_CODES = frozenset(
     {"QueueNotExist", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 )
