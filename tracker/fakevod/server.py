@@ -526,9 +526,9 @@ def run_fake_vod(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         targets = ", ".join(callback_urls) or "nowhere until SetMessageCallback or UserData"
-        if fake.mns_queue:
-            targets = f"MNS queue {fake.mns_queue} at {fake.mns.url}"
         signed = "signed with the AuthKey" if auth_key else "unsigned"
+        if fake.mns_queue:  # MNS messages carry no signature (vod-reference.md 6.7)
+            targets, signed = f"MNS queue {fake.mns_queue} at {fake.mns.url}", "unsigned, as VOD's"
         faults = ", ".join(
             f"{k}={v}" for k, v in options.items() if k.endswith("rate") and v or k == "qps" and v
         )
