@@ -32,7 +32,7 @@ ROOT = HERE.parent
 
 def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
     """The commands, each a script of this folder and its arguments."""
-    names = ("ingest", "api", "sweep", "notify")
+    names = ("ingest", "api", "sweep", "notify", "mns")
     db = {name: f"{postgres.rsplit('/', 1)[0]}/bench_{name}" for name in names}
     if quick:
         return [
@@ -54,6 +54,7 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
             ["sweep.py", "--postgres", db["sweep"], "--rows", "200000", "--repeat", "1"],
             ["memory.py", "--callbacks", "2000"],
             ["notify.py", "--postgres-url", db["notify"], "--quick"],
+            ["mns.py", "--postgres-url", db["mns"], "--messages", "2000", "--rounds", "1"],
         ]
     return [
         ["ingest.py", "--postgres-url", db["ingest"]],
@@ -68,6 +69,7 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
         ["sweep.py", "--postgres", db["sweep"]],
         ["memory.py"],
         ["notify.py", "--postgres-url", db["notify"]],
+        ["mns.py", "--postgres-url", db["mns"]],
     ]
 
 

@@ -23,6 +23,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.ingest import receiver
 from tracker.ingest.inbox import Inbox
+from tracker.mns.consumer import consumer_for
 from tracker.notify.relay import Relay
 from tracker.scheduler.service import Scheduler
 from tracker.vod import SOURCES_HINT, vod_clients
@@ -41,6 +42,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             log.warning("no VOD credentials: POST /jobs answers 503; set %s", SOURCES_HINT)
         inbox = Inbox(database, clock=clock, confirm=settings.confirms_callbacks)
         await inbox.start()
+        # MNS is called with VOD's credentials, rotating ones included.
+        mns = consumer_for(settings, inbox, clock, vod.credentials if vod is not None else None)
+        if mns is not None:
+            await mns.start()
         scheduler = None
         if settings.scheduler == "on":  # off: `tracker serve --no-scheduler`
             scheduler = Scheduler(settings, database, vod=vod, clock=clock)
@@ -50,7 +55,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             relay = Relay(settings, database, clock=clock)
             await relay.start()
         app.state.context = AppContext(
-            settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler
+            settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler, mns=mns
         )
         app.state.context.extras["relay"] = relay
         try:
@@ -60,6 +65,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
                 await relay.stop()
             if scheduler is not None:
                 await scheduler.stop()
+            if mns is not None:  # before the inbox: its last batch may still be committing
+                await mns.stop()
             await inbox.stop()
             if vod is not None:
                 await vod.close()

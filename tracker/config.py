@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     notify_allow_private: Switch = "off"
     notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
 
+    # VOD's events from an MNS queue (tracker/mns/): consumed when both are set.
+    mns_endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s?#]+/?$")
+    mns_queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
+    mns_wait: int = Field(default=30, ge=0, le=30)  # long poll seconds (mns-reference.md 4)
+    mns_pollers: int = Field(default=2, ge=1, le=16)
+    mns_failed_retry: Duration = timedelta(seconds=60)  # queue missing or access denied
+
     @property
     def vod_url(self) -> str:
         return self.vod_url_for(self.vod_region)
@@ -221,6 +228,10 @@ class Settings(BaseSettings):
             or self.vod_endpoint
             or f"https://vod.{region}.aliyuncs.com"
         )
+
+    @property
+    def consumes_mns(self) -> bool:
+        return bool(self.mns_endpoint and self.mns_queue)
 
     @property
     def has_vod_credentials(self) -> bool:
@@ -261,8 +272,18 @@ class Settings(BaseSettings):
         return override or self.stale_after
 
     def check_exposure(self) -> None:
-        """Refuse to serve callbacks that could never verify, or to listen beyond loopback
-        without callback keys or API tokens."""
+        """Refuse to serve callbacks that could never verify, to listen beyond loopback without
+        callback keys or API tokens, or to consume an MNS queue half configured."""
+        if bool(self.mns_endpoint) != bool(self.mns_queue):
+            raise ConfigError(
+                "TRACKER_MNS_ENDPOINT and TRACKER_MNS_QUEUE go together: set both to consume "
+                "VOD's events from the queue, or neither"
+            )
+        if self.consumes_mns and not self.has_vod_credentials:
+            raise ConfigError(
+                "TRACKER_MNS_QUEUE is set but no VOD credentials are (ALIBABA_CLOUD_ACCESS_KEY_ID/"
+                "_SECRET or another source in README's Credentials): MNS is called with VOD's"
+            )
         if not self.callback_open and self.callback_url is None:
             raise ConfigError(
                 "TRACKER_CALLBACK_AUTH_KEY is set but TRACKER_CALLBACK_URL is not: VOD signs the "

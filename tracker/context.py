@@ -16,6 +16,7 @@ from tracker.vod import VodClients
 if TYPE_CHECKING:  # the wings' types, named for the checker only: the core imports no wing
     from tracker.api.queries import StatsCache
     from tracker.ingest.inbox import Inbox
+    from tracker.mns.consumer import MnsConsumer
     from tracker.scheduler.service import Scheduler
 
 
@@ -28,6 +29,7 @@ class AppContext:
     stats: StatsCache
     vod: VodClients | None = None  # one client per region
     scheduler: Scheduler | None = None
+    mns: MnsConsumer | None = None  # with TRACKER_MNS_ENDPOINT and TRACKER_MNS_QUEUE
     extras: dict[str, object] = field(default_factory=dict)
 
 

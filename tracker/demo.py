@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TYPES = ("AIVideoTag", "AIMediaDNA")
 MEDIA = ("demo-video-1", "demo-video-2", "demo-video-3", "demo-video-4")
+MNS_QUEUE = "tracker-demo-events"  # `--channel mns`: VOD writes its events here
 DROPPED_MEDIA = "demo-video-2"  # its AIVideoTag callback is never sent
 STUCK_MEDIA = "demo-video-3"  # its AIVideoTag job runs long enough to be flagged stale
 FAILED_MEDIA = "demo-video-4"  # its AIMediaDNA job fails at VOD
@@ -117,10 +118,11 @@ def demo_settings(
     webhook_url: str | None = None,
     *,
     credentials_uri: str | None = None,
+    mns_endpoint: str | None = None,
 ) -> Settings:
     """The tracker's settings, all given here so the user's TRACKER_* variables cannot change
     what the demo shows. With `credentials_uri` it signs with the STS credentials found there
-    instead of the key pair."""
+    instead of the key pair; with `mns_endpoint`, it consumes the simulated queue MNS_QUEUE."""
     # Every credential source named, so that none of the user's ALIBABA_CLOUD_* variables can
     # send the demo's requests to the cloud (tracker/vod/credentials.py takes the first one set).
     sources: dict[str, Any] = dict.fromkeys(CREDENTIAL_FIELDS)
@@ -157,6 +159,9 @@ def demo_settings(
         notify_url=webhook_url,
         notify_secret=keys["webhook_secret"] if webhook_url else None,
         notify_allow_private="on",
+        mns_endpoint=mns_endpoint,
+        mns_queue=MNS_QUEUE if mns_endpoint else None,
+        mns_wait=20,
     )
 
 
@@ -178,10 +183,12 @@ def phase_of(job: dict[str, Any]) -> str:
     return str(job["state"])
 
 
-def note_of(job: Watched) -> str:
+def note_of(job: Watched, event: str = "callback") -> str:
+    """What happened to a job, in words; `event` names how VOD's events come (callback, queue
+    event)."""
     body = job.body
     if job.phase == "confirming":
-        return f"callback says {body['pending_status']}; confirming (ListAIJob)"
+        return f"{event} says {body['pending_status']}; confirming (ListAIJob)"
     if job.phase == "stale":
         return f"no word for {STALE_AFTER.total_seconds():.0f}s: flagged stale"
     if job.phase not in FINAL:
@@ -189,11 +196,11 @@ def note_of(job: Watched) -> str:
     applied = [e for e in job.events if e.get("applied")]
     if applied:
         confirmed = any(e.get("reason") == "confirmed_by_vod" for e in applied)
-        how = "callback, confirmed by ListAIJob" if confirmed else "callback"
+        how = f"{event}, confirmed by ListAIJob" if confirmed else event
     elif job.events:
-        how = "reconciliation, before the callback"
+        how = f"reconciliation, before the {event}"
     else:
-        how = "callback lost: found by reconciliation"
+        how = f"{event} lost: found by reconciliation"
     if body["state"] == "failed":
         how += f" ({body.get('code')})"
     if body.get("stale_at"):
@@ -223,9 +230,12 @@ class Demo:
         *,
         exit_when_done: bool,
         timeout: float,
+        channel: str = "http",
         sts_ttl: float | None = None,
     ) -> None:
         self.console = console
+        self.channel = channel  # how VOD's events reach the tracker: http, or mns (a queue)
+        self.event = "queue event" if channel == "mns" else "callback"
         self.sts_ttl = sts_ttl  # seconds each STS credential lives; None: a fixed key pair
         # A live table only on a real terminal (not when FORCE_COLOR makes rich think so).
         self.live = console.is_terminal and _isatty(console)
@@ -323,13 +333,22 @@ class Demo:
             stuck_seconds=STUCK_EXTRA,
             seed=2026,
             sts_ttl=self.sts_ttl,
+            # CallbackType MNS: completion events are written to the queue, not POSTed
+            mns_queue=MNS_QUEUE if self.channel == "mns" else None,
         )
         vod_url = await self.fake.start()
         uri = self.fake.credentials_uri if self.sts_ttl else None
+        mns_url = self.fake.mns.url if self.channel == "mns" else None
         receiver = await self._start_receiver()
         webhook_url = f"http://127.0.0.1:{receiver.addresses[0][1]}/webhooks"
         settings = demo_settings(
-            database_url, port, vod_url, self.keys, webhook_url, credentials_uri=uri
+            database_url,
+            port,
+            vod_url,
+            self.keys,
+            webhook_url,
+            credentials_uri=uri,
+            mns_endpoint=mns_url,
         )
         self.url = f"http://127.0.0.1:{port}"
         server = _Server(uvicorn.Config(create_app(settings), log_config=None, access_log=False))
@@ -342,10 +361,15 @@ class Demo:
                     f"VOD simulator at {vod_url}; tracker at {self.url} "
                     f"(SQLite at {database}, removed at exit)"
                 )
+                if mns_url is not None:
+                    self.say(
+                        f"events channel: MNS: VOD writes its events to the simulated queue "
+                        f"{MNS_QUEUE} at {mns_url}; the tracker consumes it (no callback URL)"
+                    )
                 self.say(
                     f"demo timing: jobs take {JOB_SECONDS:.0f}s, stale after "
                     f"{STALE_AFTER.total_seconds():.0f}s, sweep and reconciliation every "
-                    f"{EVERY.total_seconds():.0f}s; the simulator drops 1 callback and keeps "
+                    f"{EVERY.total_seconds():.0f}s; the simulator drops 1 {self.event} and keeps "
                     "1 job running long"
                 )
                 if self.sts_ttl:
@@ -469,7 +493,7 @@ class Demo:
             if phase in FINAL:
                 async with http.get(f"/jobs/{job.job_id}/events") as response:
                     job.events = (await response.json())["items"]
-            job.note = note_of(job)
+            job.note = note_of(job, self.event)
             if live is None:
                 self.say(
                     f"[{self.elapsed()}] {job.media_id} {job.type:<10} {job.job_id[:8]}  "
@@ -507,10 +531,10 @@ class Demo:
             and not self.watched[dropped.job_id].events
         )
         if not recovered:
-            raise DemoFailed("the dropped callback's job was not recovered by reconciliation")
+            raise DemoFailed(f"the dropped {self.event}'s job was not recovered by reconciliation")
         self.say(
-            f"all {len(states)} jobs match VOD's truth ({counts}); the callback VOD dropped was "
-            f"recovered by reconciliation; the stuck job was flagged stale, then finished"
+            f"all {len(states)} jobs match VOD's truth ({counts}); the {self.event} VOD dropped "
+            f"was recovered by reconciliation; the stuck job was flagged stale, then finished"
         )
         final = [j for j in self.watched if self.watched[j].body["state"] in FINAL]
         self.say(
@@ -523,6 +547,11 @@ class Demo:
             self.say(
                 f"credentials: {gateway.sts_issued} STS credentials handed out, "
                 f"{gateway.sts_accepted} requests signed with them, {expired} refused as expired"
+            )
+        if self.channel == "mns":
+            self.say(
+                f"{self.fake.mns.deleted} events came through the MNS queue {MNS_QUEUE}, each "
+                f"deleted once stored; {self.fake.mns.depth(MNS_QUEUE)} left in it"
             )
 
     def _fake_job(self, job_id: str | None) -> FakeJob | None:
@@ -552,10 +581,15 @@ def run_demo(
     exit_when_done: bool,
     timeout: float,
     console: Console | None = None,
+    channel: str = "http",
     sts_ttl: float | None = None,
 ) -> int:
     """`tracker demo`: the exit code (0: every job reached its true final state)."""
     demo = Demo(
-        console or Console(), exit_when_done=exit_when_done, timeout=timeout, sts_ttl=sts_ttl
+        console or Console(),
+        exit_when_done=exit_when_done,
+        timeout=timeout,
+        channel=channel,
+        sts_ttl=sts_ttl,
     )
     return asyncio.run(demo.run())

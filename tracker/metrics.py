@@ -62,3 +62,19 @@ SUBSCRIPTIONS_DISABLED = Gauge(
     "tracker_subscriptions_disabled",
     "Subscriptions disabled (410 Gone, failing too long, or by hand): nothing is sent to them",
 )
+MNS_MESSAGES = Counter(
+    "tracker_mns_messages_total",
+    "Messages received from the MNS queue, by outcome (stored, duplicate, malformed, not_stored)",
+    ["outcome"],
+)
+MNS_DELETED = Counter("tracker_mns_deleted_total", "MNS messages deleted after their commit")
+MNS_EXPIRED_HANDLES = Counter(
+    "tracker_mns_expired_handles_total",
+    "Stored MNS messages whose receipt handle expired before the delete (they come back)",
+)
+MNS_ERRORS = Counter(
+    "tracker_mns_errors_total",
+    "Failed MNS calls (unreachable, throttled, server_error, client_error, failed)",
+    ["kind"],
+)
+MNS_STATE = Gauge("tracker_mns_consumer_state", "1 for the MNS consumer's current state", ["state"])

@@ -28,31 +28,42 @@ async def healthz(request: Request) -> JSONResponse:
 async def readyz(request: Request) -> JSONResponse:
     """Ready when a callback could be stored now: the database answers, its schema is at the
     head revision and it takes a write (not read-only, not deleted under us, not locked for
-    longer than VOD waits). Who runs the scheduler, and how it fares, only with a token."""
+    longer than VOD waits). Who runs the scheduler, and how it fares, only with a token.
+    The MNS consumer's state is shown as detail, never gating: HTTP callbacks work without it."""
     database = context_of(request).database
+    detail = _mns(request)
     try:
         revision = await database.revision()
     except (SQLAlchemyError, OSError) as exc:
-        return _unavailable(f"database unreachable: {type(exc).__name__}")
+        return _unavailable(f"database unreachable: {type(exc).__name__}", detail)
     if revision != head_revision():
         return _unavailable(
-            f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`"
+            f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`", detail
         )
     try:
         async with asyncio.timeout(WRITE_SECONDS):
             await database.check_writable()
     except TimeoutError:
-        return _unavailable(f"database takes no write within {WRITE_SECONDS:g}s")
+        return _unavailable(f"database takes no write within {WRITE_SECONDS:g}s", detail)
     except (SQLAlchemyError, OSError) as exc:
-        return _unavailable(f"database takes no write: {type(exc).__name__}")
+        return _unavailable(f"database takes no write: {type(exc).__name__}", detail)
     body: dict[str, Any] = {"status": "ready", "revision": revision}
     scheduler = await _scheduler(request)
     body["scheduler"] = scheduler if _shows_details(request) else {"status": scheduler["status"]}
-    return JSONResponse(body)
+    return JSONResponse({**body, **detail})
 
 
-def _unavailable(reason: str) -> JSONResponse:
-    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+def _unavailable(reason: str, detail: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "reason": reason, **detail}, status_code=503)
+
+
+def _mns(request: Request) -> dict[str, Any]:
+    """The MNS consumer's state (its queue and last error only with a token); never gating."""
+    mns = context_of(request).mns
+    if mns is None:
+        return {}
+    status = mns.status()
+    return {"mns": status if _shows_details(request) else {"state": status["state"]}}
 
 
 def _shows_details(request: Request) -> bool:

@@ -6,7 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
@@ -285,7 +285,10 @@ async def get_stats(request: Request) -> JSONResponse:
     context = context_of(request)
     now = context.clock()
     stats = await context.stats.get(lambda: read_session(request), now)
-    return JSONResponse(stats_json(stats, now))
+    body = stats_json(stats, now)
+    if context.mns is not None:
+        body["mns"] = cast(schemas.MnsConsumer, context.mns.status())
+    return JSONResponse(body)
 
 
 class VodNotConfigured(Unavailable):

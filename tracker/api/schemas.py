@@ -15,6 +15,7 @@ from pydantic import Field, TypeAdapter, WithJsonSchema
 from typing_extensions import TypedDict
 
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
+from tracker.mns.consumer import STATES as MNS_STATES
 from tracker.models import JobState, Origin
 from tracker.submit.validate import EXTEND_LIMIT, REGION_LIMIT, REGION_PATTERN
 from tracker.vod import JOB_TYPES, MEDIA_ID
@@ -117,16 +118,38 @@ class CallbackCounts(TypedDict):
     rejected: Annotated[int, Field(description="refused before storage, by this process")]
 
 
+class MnsConsumer(TypedDict):
+    """This process's MNS consumer, when TRACKER_MNS_ENDPOINT and _QUEUE are set."""
+
+    state: Annotated[str, WithJsonSchema({"type": "string", "enum": list(MNS_STATES)})]
+    since: NotRequired[Time]
+    queue: NotRequired[str]
+    endpoint: NotRequired[str]
+    last_error: NotRequired[str | None]
+    last_message_at: NotRequired[Time | None]
+    messages: NotRequired[
+        Annotated[
+            dict[str, int],
+            Field(
+                description="counts by outcome: stored, duplicate, malformed, not_stored, "
+                "deleted, expired_handles"
+            ),
+        ]
+    ]
+
+
 class Stats(TypedDict):
     computed_at: Time
     jobs: JobCounts
     callbacks_last_hour: CallbackCounts
+    mns: NotRequired[MnsConsumer]
     heartbeats: list[Heartbeat]
 
 
 class Probe(TypedDict):
     status: str
     reason: NotRequired[str]
+    mns: NotRequired[MnsConsumer]
 
 
 class MessageCallback(TypedDict):

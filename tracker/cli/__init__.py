@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tracker.cli import db, demo, events, fakevod, jobs, notify, serve, submit, vod
+from tracker.cli import db, demo, events, fakevod, jobs, mns, notify, serve, submit, vod
 
 
 @click.group()
@@ -18,6 +18,7 @@ for command in (
     serve.scheduler_command,
     fakevod.fake_vod,
     vod.vod_group,
+    mns.mns_group,
     submit.submit,
     jobs.jobs,
     events.events,

@@ -21,12 +21,19 @@ import click
     help="Seconds to wait for the jobs after the last submission",
 )
 @click.option(
+    "--channel",
+    type=click.Choice(["http", "mns"]),
+    default="http",
+    show_default=True,
+    help="How VOD's events reach the tracker: HTTP callbacks, or a (simulated) MNS queue",
+)
+@click.option(
     "--sts-ttl",
     default=None,
     help="Sign with the simulator's rotating STS credentials (ALIBABA_CLOUD_CREDENTIALS_URI), "
     "each living this long, e.g. 5s",
 )
-def demo(exit_when_done: bool, timeout: float, sts_ttl: str | None) -> None:
+def demo(exit_when_done: bool, timeout: float, channel: str, sts_ttl: str | None) -> None:
     """Run the VOD simulator and the tracker locally and watch a few jobs (no cloud account)."""
     from tracker.config import parse_duration
     from tracker.demo import run_demo
@@ -37,4 +44,6 @@ def demo(exit_when_done: bool, timeout: float, sts_ttl: str | None) -> None:
         if not isinstance(parsed, timedelta) or parsed.total_seconds() < 2:
             raise click.BadParameter("a duration of at least 2s, e.g. 5s", param_hint="--sts-ttl")
         ttl = parsed.total_seconds()
-    raise SystemExit(run_demo(exit_when_done=exit_when_done, timeout=timeout, sts_ttl=ttl))
+    raise SystemExit(
+        run_demo(exit_when_done=exit_when_done, timeout=timeout, channel=channel, sts_ttl=ttl)
+    )

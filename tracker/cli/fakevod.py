@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import click
 from tracker.cli.startup import setup_logging
 
 RATE = click.FloatRange(0.0, 1.0)
+MNS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
 
 
 @click.command("fake-vod")
@@ -109,6 +111,19 @@ RATE = click.FloatRange(0.0, 1.0)
     help="Serve GET /credentials (ALIBABA_CLOUD_CREDENTIALS_URI) handing out STS credentials "
     "that live this long, e.g. 10s or 15m, and accept each only until it expires",
 )
+@click.option(
+    "--mns-port",
+    default=9001,
+    show_default=True,
+    type=int,
+    help="Port of the MNS queue API (/queues/...), same key pair",
+)
+@click.option(
+    "--mns-queue",
+    default=None,
+    help="Create this queue and write completion events to it (CallbackType MNS) instead of "
+    "POSTing them",
+)
 def fake_vod(
     host: str,
     port: int,
@@ -140,6 +155,12 @@ def fake_vod(
         auth_key = os.environ.get("TRACKER_CALLBACK_AUTH_KEY", "")
     # A rotation list signs with its first key, like `tracker vod callback set`.
     auth_key = next((k.strip() for k in auth_key.split(",") if k.strip()), None)
+    mns_queue = faults.get("mns_queue")
+    if mns_queue is not None and not MNS_QUEUE_NAME.match(mns_queue):
+        raise click.BadParameter(
+            "letters, digits and -, starting with a letter or digit, at most 120",
+            param_hint="--mns-queue",
+        )
     setup_logging()
     run_fake_vod(
         host,

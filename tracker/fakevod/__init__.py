@@ -6,6 +6,7 @@ answers with VOD's bodies and error shapes (sections 1-3) and delivers events li
 
 from tracker.fakevod.gateway import Gateway, Refused
 from tracker.fakevod.jobs import Delivery, FakeJob
+from tracker.fakevod.mns import FakeMns
 from tracker.fakevod.server import FakeVod, run_fake_vod
 
-__all__ = ["Delivery", "FakeJob", "FakeVod", "Gateway", "Refused", "run_fake_vod"]
+__all__ = ["Delivery", "FakeJob", "FakeMns", "FakeVod", "Gateway", "Refused", "run_fake_vod"]

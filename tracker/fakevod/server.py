@@ -20,6 +20,7 @@ from aiohttp import web
 from tracker.clock import Clock, utcnow
 from tracker.fakevod.gateway import Gateway, Refused, required
 from tracker.fakevod.jobs import Delivery, FakeJob, draw_result, json_param, user_data_fields
+from tracker.fakevod.mns import FakeMns
 from tracker.vod import JOB_TYPES, LIST_LIMIT, sign_callback
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,13 @@ class FakeVod:
         callback_interval: float = 1.0,
         callback_timeout: float = 5.0,
         sts_ttl: float | None = None,
+        mns_queue: str | None = None,
     ) -> None:
         # sts_ttl: GET /credentials hands out STS credentials living this many seconds.
         self.gateway = Gateway(access_key_id, access_key_secret, qps, sts_ttl=sts_ttl)
+        # MNS's queue API, on a port of its own, with the same key pair (mns-reference.md 9).
+        self.mns = FakeMns(access_key_id, access_key_secret, seed=seed)
+        self.mns_queue = mns_queue
         self.delay = delay
         self.fail_rate = fail_rate
         self.drop_rate = drop_rate
@@ -155,7 +160,13 @@ class FakeVod:
 
     # -- lifecycle --
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, mns_port: int = 0) -> str:
+        await self.mns.start(host, mns_port)
+        if self.mns_queue is not None:  # as if SetMessageCallback had aimed events at it (6.7)
+            self.mns.create_queue(self.mns_queue)
+            self.message_callback.update(
+                CallbackType="MNS", MnsEndpoint=self.mns.url, MnsQueueName=self.mns_queue
+            )
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_route("*", "/", self._handle)
         app.router.add_get("/credentials", self._credentials)
@@ -182,6 +193,7 @@ class FakeVod:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        await self.mns.stop()
 
     async def __aenter__(self) -> FakeVod:
         await self.start()
@@ -438,19 +450,23 @@ class FakeVod:
         await asyncio.sleep(self.callback_interval)
         await self._deliver(job)
 
+    def _subscribed(self, job: FakeJob) -> bool:
+        events = {e.strip() for e in self.message_callback["EventTypeList"].split(",")}
+        return bool(events & {"ALL", "AIComplete", job.event_type})
+
     def _targets(self, job: FakeJob) -> list[str]:
         config = self.message_callback
-        events = {e.strip() for e in config["EventTypeList"].split(",")}
-        if config["CallbackType"].upper() != "HTTP" or not (
-            events & {"ALL", "AIComplete", job.event_type}
-        ):
+        if config["CallbackType"].upper() != "HTTP" or not self._subscribed(job):
             return []
         if job.callback_url:
             return [job.callback_url]
         return [u for u in [config["CallbackURL"], *self.extra_callback_urls] if u]
 
     async def _deliver(self, job: FakeJob) -> bool:
-        """Up to `callback_attempts` POSTs, `callback_interval` apart; only 200 counts (6.5)."""
+        """Up to `callback_attempts` POSTs, `callback_interval` apart; only 200 counts (6.5).
+        With CallbackType MNS, the event is written to the queue instead (6.7)."""
+        if self.message_callback["CallbackType"].upper() == "MNS" and not job.callback_url:
+            return await self._write_to_queue(job)
         targets = self._targets(job)
         if not targets or self._http is None:
             self.dropped.append(job.job_id)
@@ -488,6 +504,29 @@ class FakeVod:
             if attempt < self.callback_attempts:
                 await asyncio.sleep(self.callback_interval)
         log.info("callback for %s dropped after %d attempts", job.job_id, self.callback_attempts)
+        self.dropped.append(job.job_id)
+        return False
+
+    async def _write_to_queue(self, job: FakeJob) -> bool:
+        """VOD writes the event's JSON, raw, to the queue; a failed write is retried twice, 1 s
+        apart, then the event is dropped (vod-reference.md 6.7, mns-reference.md 7.2). Only the
+        simulator's own queue service is ever written to, whatever MnsEndpoint names."""
+        queue = self.message_callback["MnsQueueName"]
+        if not queue or not self._subscribed(job):
+            self.dropped.append(job.job_id)
+            return False
+        body = json.dumps(job.event())
+        target = f"mns:{queue}"
+        for attempt in range(1, 4):
+            job.attempts += 1
+            if await self.mns.put(queue, [body]):
+                self.deliveries.append(Delivery(job.job_id, target, attempt, 201))
+                job.acknowledged += 1
+                return True
+            self.deliveries.append(Delivery(job.job_id, target, attempt, None, "QueueNotExist"))
+            if attempt < 3:
+                await asyncio.sleep(self.callback_interval)
+        log.info("MNS write for %s dropped: queue %r does not exist", job.job_id, queue)
         self.dropped.append(job.job_id)
         return False
 
@@ -563,7 +602,13 @@ def _valid_auth_key(key: str) -> bool:
 
 
 def run_fake_vod(
-    host: str, port: int, *, callback_urls: list[str], auth_key: str | None, **options: Any
+    host: str,
+    port: int,
+    *,
+    callback_urls: list[str],
+    auth_key: str | None,
+    mns_port: int = 0,
+    **options: Any,
 ) -> None:
     """`tracker fake-vod`: serve until Ctrl-C or SIGTERM."""
     import signal
@@ -575,19 +620,22 @@ def run_fake_vod(
             auth_key=auth_key,
             **options,
         )
-        url = await fake.start(host, port)
+        url = await fake.start(host, port, mns_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         targets = ", ".join(callback_urls) or "nowhere until SetMessageCallback or UserData"
         signed = "signed with the AuthKey" if auth_key else "unsigned"
+        if fake.mns_queue:  # MNS messages carry no signature (vod-reference.md 6.7)
+            targets, signed = f"MNS queue {fake.mns_queue} at {fake.mns.url}", "unsigned, as VOD's"
         faults = ", ".join(
             f"{k}={v}" for k, v in options.items() if k.endswith("rate") and v or k == "qps" and v
         )
         print(  # noqa: T201 - the startup line operators look for
             f"fake VOD listening on {url} (AccessKeyId {fake.access_key_id}); "
-            f"callbacks to {targets} ({signed}); delay {fake.delay}s"
+            f"callbacks to {targets} ({signed}); MNS queue API on {fake.mns.url}; "
+            f"delay {fake.delay}s"
             + (f"; faults: {faults}" if faults else "")
             + (f"; seed {options['seed']}" if options.get("seed") is not None else "")
             + (

@@ -43,9 +43,12 @@ POLL_SECONDS = 2.0
 BUSY_BATCH = 64
 BUSY_RATIO = 9.0
 MIN_BUSY_PAUSE = 0.02
-# A busy turn this soon after the last one means a stream, and the pause applies; later, a lone
-# callback (10/s is 100 ms apart) is applied without one.
-BUSY_STREAK = 0.05
+# A turn that waited out a stalled database (a lock, an outage) is not a measure of the work: 9x
+# its length paused the applier for half a minute after the database came back.
+MAX_BUSY_PAUSE = 0.5
+# A turn starting this soon after the previous one ended belongs to a stream and pauses; an event
+# after a quiet spell is applied at once (it waited the whole pause: ~100 ms at light load).
+STREAM_GAP = 0.1
 
 
 class Applier:
@@ -91,7 +94,7 @@ class Applier:
 
     async def _loop(self) -> None:
         pause = MIN_BUSY_PAUSE
-        last_busy_turn = -BUSY_STREAK  # when the last turn that found recording busy ended
+        ended = float("-inf")  # when the last turn ended
         while not self._stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
@@ -99,21 +102,16 @@ class Applier:
             try:
                 while not self._stopped.is_set():
                     limit = APPLY_BATCH
-                    busy = self.busy()
-                    if busy:
-                        # Pause only in a stream: the first callback after a quiet spell is
-                        # applied at once (its job is visible within milliseconds), though
-                        # recording it just now makes `busy()` true.
-                        if time.monotonic() - last_busy_turn < BUSY_STREAK:
-                            await self._sleep(pause)
+                    streaming = time.monotonic() - ended < STREAM_GAP
+                    if self.busy() and streaming:
+                        await self._sleep(pause)
                         limit = BUSY_BATCH
                     started = time.monotonic()
                     done = await apply_pending(
                         self.database, self.clock(), confirm=self.confirm, limit=limit
                     )
-                    pause = max(MIN_BUSY_PAUSE, (time.monotonic() - started) * BUSY_RATIO)
-                    if busy:
-                        last_busy_turn = time.monotonic()
+                    ended = time.monotonic()
+                    pause = min(MAX_BUSY_PAUSE, max(MIN_BUSY_PAUSE, (ended - started) * BUSY_RATIO))
                     if done < limit:
                         break
             except Exception as exc:  # keep going: the database may come back

@@ -1,4 +1,5 @@
-"""Is VOD's event notification aimed at this tracker? Check it and plan SetMessageCallback (6.1)."""
+"""Is VOD's event notification aimed at this tracker (HTTP) or its MNS queue? Check it and plan
+SetMessageCallback (6.1, 6.7)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tracker.errors import ConfigError
 
 AI_EVENTS = frozenset({"AIVideoTagComplete", "AIMediaDNAComplete"})
 FIELDS = ("CallbackType", "CallbackURL", "EventTypeList", "AuthSwitch", "AuthKey")
+MNS_FIELDS = ("CallbackType", "MnsEndpoint", "MnsQueueName", "EventTypeList")
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,51 @@ def plan_callback(current: Mapping[str, Any], settings: Settings) -> dict[str, s
         raise ConfigError("TRACKER_CALLBACK_AUTH_KEY is unset: VOD must sign its callbacks")
     if len(settings.callback_url.encode()) > 256:
         raise ConfigError("TRACKER_CALLBACK_URL is longer than VOD's 256 bytes")
-    events = str(current.get("EventTypeList") or "")
-    if not covers_ai_events(events):
-        events = ",".join([*event_types(events), "AIComplete"])
     return {
         "CallbackType": "HTTP",
         "CallbackURL": settings.callback_url,
-        "EventTypeList": events,
+        "EventTypeList": _with_ai_events(current),
         "AuthSwitch": "on",
         "AuthKey": settings.callback_auth_key[0].get_secret_value(),
+    }
+
+
+def _with_ai_events(current: Mapping[str, Any]) -> str:
+    events = str(current.get("EventTypeList") or "")
+    if not covers_ai_events(events):
+        events = ",".join([*event_types(events), "AIComplete"])
+    return events
+
+
+def check_mns_callback(current: Mapping[str, Any], endpoint: str, queue: str) -> list[Check]:
+    """Every field that decides whether AI events are written to our MNS queue (6.7)."""
+    value = {name: str(current.get(name) or "") for name in MNS_FIELDS}
+    return [
+        Check("CallbackType", value["CallbackType"], "MNS", value["CallbackType"].upper() == "MNS"),
+        Check(
+            "MnsEndpoint",
+            value["MnsEndpoint"],
+            endpoint,
+            value["MnsEndpoint"].rstrip("/") == endpoint.rstrip("/"),
+        ),
+        Check("MnsQueueName", value["MnsQueueName"], queue, value["MnsQueueName"] == queue),
+        Check(
+            "EventTypeList",
+            value["EventTypeList"],
+            "AIComplete (or ALL)",
+            covers_ai_events(value["EventTypeList"]),
+        ),
+    ]
+
+
+def plan_mns_callback(current: Mapping[str, Any], endpoint: str, queue: str) -> dict[str, str]:
+    """SetMessageCallback parameters that have VOD write AI events to the queue. VOD needs the
+    queue's public endpoint (mns-reference.md 1); other subscribed event types are kept."""
+    return {
+        "CallbackType": "MNS",
+        "MnsEndpoint": endpoint.rstrip("/"),
+        "MnsQueueName": queue,
+        "EventTypeList": _with_ai_events(current),
     }
 
 
