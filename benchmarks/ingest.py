@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import count_rows, fresh_database
+
 KEY = "BenchKey123"
 CALLBACK_URL = "https://tracker.example.com/callbacks/vod"
 TARGETS = ("bare", "single", "tracker")
@@ -166,46 +168,6 @@ class Run:
     rows: int | None
 
 
-def fresh_database(kind: str, postgres_url: str | None, workdir: Path) -> str:
-    from tracker.db import upgrade
-
-    if kind == "sqlite":
-        path = workdir / "bench.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        url = f"sqlite+aiosqlite:///{path}"
-        upgrade(url)
-        return url
-    assert postgres_url is not None
-    upgrade(postgres_url)
-    asyncio.run(_truncate(postgres_url))
-    return postgres_url
-
-
-async def _truncate(url: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE callback_events, jobs RESTART IDENTITY CASCADE"))
-    await engine.dispose()
-
-
-async def _count_rows(url: str) -> int:
-    from sqlalchemy import func, select
-
-    from tracker.db import Database
-    from tracker.ingest.applier import EVENTS
-
-    database = Database(url)
-    try:
-        async with database.session() as session:
-            return int(await session.scalar(select(func.count()).select_from(EVENTS)) or 0)
-    finally:
-        await database.dispose()
-
-
 def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -251,7 +213,7 @@ def one_run(kind: str, target: str, rnd: int, args: argparse.Namespace, workdir:
         server.terminate()
         server.wait(timeout=60)
     result, warmed = _result(out), _result(warm)
-    rows = None if target == "bare" else asyncio.run(_count_rows(url))
+    rows = None if target == "bare" else asyncio.run(count_rows(url))
     return Run(
         db=kind,
         target=target,

@@ -36,6 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import count_rows, free_port, fresh_database, percentile  # noqa: E402
+
 from tracker.mns.client import MnsClient  # noqa: E402
 from tracker.mns.signing import StaticCredentials, StaticKey  # noqa: E402
 
@@ -43,14 +45,6 @@ AK, SECRET = "LTAIbenchMns", "bench-mns-secret"
 TOKEN = "bench-token"
 QUEUE = "bench-events"
 POLLERS = 2  # TRACKER_MNS_POLLERS for the tracker, and the bare loop's concurrency (--pollers)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def event(job_id: str, media_id: str = "bench-media") -> str:
@@ -175,44 +169,6 @@ class Run:
         return self.messages / self.seconds
 
 
-def fresh_database(kind: str, postgres_url: str | None, workdir: Path) -> str:
-    from tracker.db import upgrade
-
-    if kind == "sqlite":
-        path = workdir / f"mns-{uuid.uuid4().hex[:6]}.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        upgrade(url)
-        return url
-    assert postgres_url is not None
-    upgrade(postgres_url)
-    asyncio.run(truncate(postgres_url))
-    return postgres_url
-
-
-async def truncate(url: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE callback_events, jobs RESTART IDENTITY CASCADE"))
-    await engine.dispose()
-
-
-async def count_rows(url: str) -> int:
-    from sqlalchemy import func, select
-
-    from tracker.db import Database
-    from tracker.ingest.applier import EVENTS
-
-    database = Database(url)
-    try:
-        async with database.session() as session:
-            return int(await session.scalar(select(func.count()).select_from(EVENTS)) or 0)
-    finally:
-        await database.dispose()
-
-
 def serve_env(database_url: str, port: int, mns_url: str, vod_url: str) -> dict[str, str]:
     return {
         "TRACKER_DATABASE_URL": database_url,
@@ -314,11 +270,6 @@ async def latency(
         await client.close()
         processes.stop(server)
     return measured
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def report(runs: list[Run], latencies: dict[str, list[float]], args: argparse.Namespace) -> str:

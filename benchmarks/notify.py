@@ -36,13 +36,9 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import free_port, fresh_database, percentile  # noqa: E402
+
 from tracker.notify.signing import new_secret, webhook_headers  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def callback(job_id: str) -> dict[str, Any]:
@@ -56,33 +52,6 @@ def callback(job_id: str) -> dict[str, Any]:
         "Message": "OK",
         "Data": json.dumps({"Keyword": [{"Tag": "cat"}]}),
     }
-
-
-def fresh_database(kind: str, postgres_url: str | None, workdir: Path) -> str:
-    from tracker.db import upgrade
-
-    if kind == "sqlite":
-        path = workdir / f"notify-{time.monotonic_ns()}.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        upgrade(url)
-        return url
-    assert postgres_url is not None
-    upgrade(postgres_url)
-    asyncio.run(_truncate(postgres_url))
-    return postgres_url
-
-
-async def _truncate(url: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from tracker.models import Base
-
-    engine = create_async_engine(url)
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    await engine.dispose()
 
 
 @contextmanager
@@ -153,11 +122,6 @@ class Receiver:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def subscribe(http: aiohttp.ClientSession, base: str, url: str, types: list[str]) -> None:
@@ -348,8 +312,8 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     for kind, r in results.items():
         vis, dlv = r["visible"], r["delivered"]
         lines.append(
-            f"| {kind} | {statistics.median(vis):.1f} / {pct(vis, 0.99):.1f} "
-            f"| {statistics.median(dlv):.1f} / {pct(dlv, 0.99):.1f} "
+            f"| {kind} | {statistics.median(vis):.1f} / {percentile(vis, 0.99):.1f} "
+            f"| {statistics.median(dlv):.1f} / {percentile(dlv, 0.99):.1f} "
             f"| {r['relay_rate']:,.0f} | {r['bare_rate']:,.0f} "
             f"| {r['relay_rate'] / r['bare_rate']:.2f} "
             f"| {r['beside_dead']:,.0f} | {r['beside_dead'] / r['relay_rate']:.2f} "

@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from types import TracebackType
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import aiohttp
 from yarl import URL
 
+from tracker.closing import Closing
 from tracker.errors import TrackerError
 from tracker.mns.signing import API_VERSION, CredentialSource, authorization, sign, string_to_sign
 
@@ -102,7 +102,7 @@ def check_queue_name(name: str) -> str:
     return name
 
 
-class MnsClient:
+class MnsClient(Closing):
     """One aiohttp session against one MNS endpoint; the key is asked of `credentials` per
     request, so a rotating source takes effect at once."""
 
@@ -125,17 +125,6 @@ class MnsClient:
 
     def __repr__(self) -> str:
         return f"MnsClient(endpoint={self.endpoint!r})"
-
-    async def __aenter__(self) -> MnsClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:

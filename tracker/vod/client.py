@@ -10,12 +10,13 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from types import SimpleNamespace, TracebackType
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from tracker.closing import Closing
 from tracker.config import Settings
 from tracker.errors import TrackerError
 from tracker.metrics import VOD_CALLS, VOD_SECONDS
@@ -183,7 +184,7 @@ def shared_limiter(endpoint: str, account: str, rate: float, action: str = "") -
     return _LIMITERS[key]
 
 
-class VodClient:
+class VodClient(Closing):
     """One per process and region: owns one aiohttp session, uses the process-wide rate limiter
     and signs every request with the current credentials (shared between regions)."""
 
@@ -218,17 +219,6 @@ class VodClient:
 
     def __repr__(self) -> str:
         return f"VodClient(region={self.region!r}, endpoint={self.endpoint!r}, {self.credentials})"
-
-    async def __aenter__(self) -> VodClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._session is not None:

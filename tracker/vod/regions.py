@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 
+from tracker.closing import Closing
 from tracker.config import Settings
 from tracker.vod.client import VodClient
 from tracker.vod.credentials import Credentials, credentials_from_settings
@@ -12,7 +12,7 @@ from tracker.vod.credentials import Credentials, credentials_from_settings
 log = logging.getLogger(__name__)
 
 
-class VodClients:
+class VodClients(Closing):
     """The process's VOD clients, made on first use of a region and closed together.
 
     Calls cannot reach another region's media (vod-reference.md 1.1), so each job is sent to
@@ -58,17 +58,6 @@ class VodClients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.close()
-
-    async def __aenter__(self) -> VodClients:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def vod_clients(settings: Settings) -> VodClients | None:
