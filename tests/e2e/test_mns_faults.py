@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.test_faults import (  # fixtures (make_fake, spawn, cluster) are used by name
+    TOKEN,
     Cluster,
     applied_once,
     cluster,
@@ -61,7 +62,9 @@ def mns_env(database_url: str, port: int, fake: FakeVod, **settings: str) -> dic
 
 
 async def mns_status(process: TrackerProcess) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=5) as http:
+    """The consumer's detail in /readyz, which shows it to the API's callers only."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(timeout=5, headers=auth) as http:
         body: dict[str, Any] = (await http.get(f"{process.url}/readyz")).json()
     return dict(body.get("mns") or {})
 

@@ -9,6 +9,7 @@ import click
 
 from tracker.cli.startup import settings_or_exit
 from tracker.config import Settings
+from tracker.vod import SOURCES_HINT
 
 
 @click.group("mns")
@@ -29,18 +30,23 @@ async def _look(
     import aiohttp
 
     from tracker.mns.client import MnsClient, MnsError
-    from tracker.mns.signing import StaticCredentials
+    from tracker.vod import credentials_from_settings
 
+    credentials = credentials_from_settings(settings)
+    assert credentials is not None  # checked by the command
     queue: Any
-    async with MnsClient(endpoint, StaticCredentials.from_settings(settings)) as mns:
+    async with MnsClient(endpoint, credentials) as mns:
         try:
             queue = await mns.attributes(queue_name)
         except MnsError as exc:
             queue = exc
     try:
         timeout = aiohttp.ClientTimeout(total=5)
+        # The consumer's detail is for the API's callers: present a token when there is one.
+        tokens = settings.api_tokens
+        auth = {"Authorization": f"Bearer {tokens[0].get_secret_value()}"} if tokens else {}
         async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
+            aiohttp.ClientSession(timeout=timeout, headers=auth) as http,
             http.get(f"{tracker_url}/readyz") as response,
         ):
             body = await response.json(content_type=None)
@@ -68,7 +74,7 @@ def mns_status(tracker_url: str | None) -> None:
         raise click.ClickException("TRACKER_MNS_ENDPOINT and TRACKER_MNS_QUEUE must be set")
     if not settings.has_vod_credentials:
         raise click.ClickException(
-            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET must be set"
+            f"no VOD credentials, which MNS is called with: set {SOURCES_HINT}"
         )
     url = (tracker_url or _tracker_url(settings)).rstrip("/")
     queue, consumer = asyncio.run(_look(settings, endpoint, queue_name, url))
