@@ -1,4 +1,4 @@
-"""The OpenAPI part of the notification routes (tracker/api/notify.py), merged into
+"""The OpenAPI 3.1 part of the notification routes (tracker/api/notify.py), merged into
 tracker/api/openapi.py's document. Limits are imported from where they are enforced."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tracker.notify.egress import MAX_URL
 from tracker.notify.stream import MAX_WAIT
 from tracker.notify.subscriptions import DESCRIPTION_LIMIT
 
-TIME = {"type": "string", "format": "date-time", "nullable": True}
+TIME = {"type": ["string", "null"], "format": "date-time"}
 EVENT_TYPE = {"type": "string", "enum": list(CHANGE_TYPES)}
 
 
@@ -40,13 +40,12 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 SUBSCRIPTION_FIELDS: dict[str, Any] = {
     "url": {"type": "string", "maxLength": MAX_URL, "description": "http(s); public addresses"},
     "event_types": {
-        "type": "array",
+        "type": ["array", "null"],
         "items": EVENT_TYPE,
         "minItems": 1,
-        "nullable": True,
         "description": "omitted or null: every event type",
     },
-    "description": {"type": "string", "maxLength": DESCRIPTION_LIMIT, "nullable": True},
+    "description": {"type": ["string", "null"], "maxLength": DESCRIPTION_LIMIT},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -56,10 +55,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"},
             "url": {"type": "string"},
-            "description": {"type": "string", "nullable": True},
+            "description": {"type": ["string", "null"]},
             "event_types": {"type": "array", "items": EVENT_TYPE},
             "enabled": {"type": "boolean"},
-            "disabled_reason": {"type": "string", "nullable": True},
+            "disabled_reason": {"type": ["string", "null"]},
             "source": {"type": "string", "enum": ["api", "env"]},
             "created_at": {"type": "string", "format": "date-time"},
             "last_success_at": TIME,
@@ -91,10 +90,10 @@ SCHEMAS: dict[str, Any] = {
         "required": ["attempted_at", "status_code", "duration_ms", "error", "trigger"],
         "properties": {
             "attempted_at": {"type": "string", "format": "date-time"},
-            "status_code": {"type": "integer", "nullable": True},
+            "status_code": {"type": ["integer", "null"]},
             "duration_ms": {"type": "number"},
-            "error": {"type": "string", "nullable": True},
-            "response_body": {"type": "string", "nullable": True, "description": "truncated"},
+            "error": {"type": ["string", "null"]},
+            "response_body": {"type": ["string", "null"], "description": "truncated"},
             "trigger": {"type": "string", "enum": ["scheduled", "manual"]},
         },
     },
@@ -106,14 +105,14 @@ SCHEMAS: dict[str, Any] = {
             "subscription_id": {"type": "integer"},
             "seq": {"type": "integer"},
             "webhook_id": {"type": "string"},
-            "type": {"type": "string", "nullable": True},
+            "type": {"type": ["string", "null"]},
             "status": {
                 "type": "string",
                 "enum": ["pending", "sending", "succeeded", "failed", "skipped"],
             },
             "attempts": {"type": "array", "items": _ref("Attempt")},
             "next_attempt_at": TIME,
-            "last_error": {"type": "string", "nullable": True},
+            "last_error": {"type": ["string", "null"]},
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
@@ -122,7 +121,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["items", "next_cursor"],
         "properties": {
             "items": {"type": "array", "items": _ref("Delivery")},
-            "next_cursor": {"type": "string", "nullable": True},
+            "next_cursor": {"type": ["string", "null"]},
         },
     },
     "Change": {
