@@ -15,7 +15,7 @@ from tracker.api.auth import require_api_token
 from tracker.api.routes import iso, read_session
 from tracker.context import context_of
 from tracker.errors import Unauthorized
-from tracker.models import CallbackEvent, Job, JobState
+from tracker.models import CallbackEvent, Job, JobState, Subscription
 
 REFRESH_SECONDS = 10
 STATES = [state.value for state in JobState]
@@ -125,6 +125,27 @@ def _counts(jobs: dict[str, dict[str, int]], by_state: dict[str, int]) -> str:
     return _table("counts", ["type", *states, "total"], rows, "no jobs")
 
 
+def _subscriptions(counts: queries.SubscriptionCounts, disabled: list[Subscription]) -> str:
+    summary = (
+        f'<p>enabled: <b id="subscriptions-enabled">{counts.enabled}</b>; disabled: '
+        f'<b id="subscriptions-disabled">{counts.disabled}</b>; deliveries pending: '
+        f'<span id="deliveries-pending">{counts.deliveries_pending}</span>, failed: '
+        f'<span id="deliveries-failed">{counts.deliveries_failed}</span></p>'
+    )
+    rows = [
+        [
+            _cell(sub.id, numeric=True),
+            _cell(sub.url),
+            _cell(sub.description),
+            _cell(iso(sub.disabled_at)),
+            _cell(sub.disabled_reason),
+        ]
+        for sub in disabled
+    ]
+    head = ["id", "url", "description", "disabled", "reason"]
+    return summary + _table("disabled-subscriptions", head, rows, "no disabled subscriptions")
+
+
 def render(
     *,
     now: datetime,
@@ -133,6 +154,7 @@ def render(
     events: list[CallbackEvent],
     search: str | None,
     found: list[Job],
+    disabled: list[Subscription],
 ) -> str:
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -170,6 +192,8 @@ def render(
             _event_rows(events),
             "no callbacks yet",
         ),
+        "<h2>Subscriptions</h2>",
+        _subscriptions(stats.subscriptions, disabled),
         "<h2>Scheduler</h2>",
         _table(
             "heartbeats",
@@ -212,9 +236,18 @@ async def dashboard(request: Request) -> HTMLResponse:
     async with read_session(request) as session:
         stale = await queries.stale_jobs(session)
         events = await queries.recent_events(session)
+        disabled = await queries.disabled_subscriptions(session)
         if search is not None:
             found = await _search(session, search)
-    page = render(now=now, stats=stats, stale=stale, events=events, search=search, found=found)
+    page = render(
+        now=now,
+        stats=stats,
+        stale=stale,
+        events=events,
+        search=search,
+        found=found,
+        disabled=disabled,
+    )
     return HTMLResponse(page, headers=SECURITY_HEADERS)
 
 

@@ -21,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.errors import BadRequest
 from tracker.metrics import CALLBACKS_REJECTED
-from tracker.models import UNFINISHED, CallbackEvent, Heartbeat, Job
+from tracker.models import (
+    UNFINISHED,
+    CallbackEvent,
+    Delivery,
+    Heartbeat,
+    Job,
+    Subscription,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +222,48 @@ async def stale_jobs(session: AsyncSession, limit: int = 50) -> list[Job]:
     return list((await session.scalars(query)).all())
 
 
+async def disabled_subscriptions(session: AsyncSession, limit: int = 50) -> list[Subscription]:
+    """The subscriptions nothing is sent to, most recently disabled first."""
+    query = (
+        select(Subscription)
+        .where(Subscription.enabled.is_(False))
+        .order_by(Subscription.disabled_at.desc(), Subscription.id.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
+
+
+@dataclass(frozen=True)
+class SubscriptionCounts:
+    enabled: int = 0
+    disabled: int = 0
+    deliveries_pending: int = 0  # waiting for an attempt or being sent
+    deliveries_failed: int = 0  # the dead letters
+
+
+async def subscription_counts(session: AsyncSession) -> SubscriptionCounts:
+    """One statement. Pending deliveries are read on the partial due index; failed ones scan
+    the deliveries, which the change log's retention bounds, once per stats refresh."""
+    count = func.count()
+
+    def deliveries(*statuses: str) -> Any:
+        where = Delivery.status.in_(statuses)
+        return select(count).select_from(Delivery).where(where).scalar_subquery()
+
+    subs = select(count).select_from(Subscription)
+    enabled, disabled, pending, failed = (
+        await session.execute(
+            select(
+                subs.where(Subscription.enabled.is_(True)).scalar_subquery(),
+                subs.where(Subscription.enabled.is_(False)).scalar_subquery(),
+                deliveries("pending", "sending"),
+                deliveries("failed"),
+            )
+        )
+    ).one()
+    return SubscriptionCounts(int(enabled), int(disabled), int(pending), int(failed))
+
+
 @dataclass
 class Stats:
     computed_at: datetime
@@ -225,6 +274,7 @@ class Stats:
     callbacks_duplicate: int
     callbacks_rejected: int = 0
     heartbeats: list[Heartbeat] = field(default_factory=list)
+    subscriptions: SubscriptionCounts = field(default_factory=SubscriptionCounts)
 
     def by_state(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -273,6 +323,7 @@ async def compute_stats(session: AsyncSession, now: datetime) -> Stats:
         callbacks_received=int(received),
         callbacks_duplicate=int(repeats),
         heartbeats=heartbeats,
+        subscriptions=await subscription_counts(session),
     )
 
 

@@ -110,6 +110,12 @@ def stats_json(stats: Stats, now: datetime) -> schemas.Stats:
             "duplicate": stats.callbacks_duplicate,
             "rejected": stats.callbacks_rejected,
         },
+        "subscriptions": {
+            "enabled": stats.subscriptions.enabled,
+            "disabled": stats.subscriptions.disabled,
+            "deliveries_pending": stats.subscriptions.deliveries_pending,
+            "deliveries_failed": stats.subscriptions.deliveries_failed,
+        },
         "heartbeats": [heartbeat_json(beat) for beat in stats.heartbeats],
     }
 

@@ -118,6 +118,15 @@ class CallbackCounts(TypedDict):
     rejected: Annotated[int, Field(description="refused before storage, by this process")]
 
 
+class SubscriptionCounts(TypedDict):
+    enabled: int
+    disabled: Annotated[
+        int, Field(description="410 Gone, failing too long, or by hand: nothing is sent to them")
+    ]
+    deliveries_pending: Annotated[int, Field(description="waiting for an attempt or being sent")]
+    deliveries_failed: Annotated[int, Field(description="the dead letters, replayable")]
+
+
 class MnsConsumer(TypedDict):
     """This process's MNS consumer, when TRACKER_MNS_ENDPOINT and _QUEUE are set."""
 
@@ -142,6 +151,7 @@ class Stats(TypedDict):
     computed_at: Time
     jobs: JobCounts
     callbacks_last_hour: CallbackCounts
+    subscriptions: SubscriptionCounts
     mns: NotRequired[MnsConsumer]
     heartbeats: list[Heartbeat]
 
