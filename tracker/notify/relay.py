@@ -65,6 +65,7 @@ STOP_TIMEOUT = 10.0
 # failure; doubled, up to MAX_AHEAD, after each turn that recorded only successes, so a quick
 # receiver is fed by few turns while a slow or dead one holds few leases.
 MAX_AHEAD = 512
+CLAIM_BATCH = 64  # deliveries claimed per subscription per turn at most: turns stay short
 USER_AGENT = "vod-ai-tracker-webhooks"
 OWN_TURN = "tracker_relay_turn"  # marks the connection of the relay's own write
 
@@ -271,14 +272,14 @@ class Relay:
         return min(self.poll_seconds, max(0.0, (upcoming - self.clock()).total_seconds()))
 
     async def _claim(self, session: AsyncSession, due: list[int], now: datetime) -> list[Claimed]:
-        # Claimed ahead up to twice the concurrency, so a request starts as soon as another of
-        # its subscription ends, without waiting for a turn of the database.
+        # Claimed ahead (see MAX_AHEAD), so a request starts as soon as another of its
+        # subscription ends, without waiting for a turn of the database.
         claimed: list[Claimed] = []
         for sub in due:
             ahead = self.ahead.get(sub, self.base_ahead)
-            slots = ahead - self.in_flight[sub]
-            # A queue less than half spent is left alone: the claim costs a few statements.
-            if 2 * slots >= ahead and not self._stopped.is_set():
+            slots = min(CLAIM_BATCH, ahead - self.in_flight[sub])
+            # A queue at least half full is left alone: a claim costs a few statements.
+            if 2 * self.in_flight[sub] <= ahead and slots > 0 and not self._stopped.is_set():
                 claimed += await claim_due(session, sub, slots, now, self.lease, self.claim_id)
         return claimed
 
