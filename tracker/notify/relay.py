@@ -89,6 +89,9 @@ class Relay:
         # A claimed delivery may wait for one request of its subscription to end, then take its
         # own: its lease covers both, and a margin.
         self.lease = 2 * settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
+        # A delivery is sent only while its lease outlasts the request by this much (the
+        # address check before the request is not under its timeout).
+        self.send_margin = min(LEASE_MARGIN, settings.notify_timeout) / 2
         self._slots: dict[int, asyncio.Semaphore] = {}
         # Sent but not recorded yet, per subscription, at most twice its concurrency: all a
         # crash can make come twice.
@@ -318,7 +321,8 @@ class Relay:
                     return
                 if (
                     self._stopped.is_set()
-                    or claimed.lease_until - self.clock() < self.settings.notify_timeout
+                    or claimed.lease_until - self.clock()
+                    < self.settings.notify_timeout + self.send_margin
                 ):
                     self.in_flight[sub] -= 1
                     unrecorded.release()
