@@ -240,6 +240,8 @@ class Relay:
                         disable_after=self.settings.notify_disable_after,
                     )
                     await release(session, unsent, now)
+                    if unsent:
+                        log.info("relay: %d deliveries given back unsent", len(unsent))
                     for status in statuses:
                         metrics.WEBHOOK_ATTEMPTS.labels(status).inc()
                     if any(status != "succeeded" for status in statuses):
