@@ -276,6 +276,47 @@ async def test_gone_disables_the_subscription_and_skips_what_is_pending(
     assert [d.status for d in await deliveries(database)] == ["failed", "skipped"]
 
 
+async def test_a_delivery_whose_lease_runs_short_in_the_queue_is_given_back_unsent(
+    database_url: str, receiver: Receiver, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A quick receiver gets deliveries claimed ahead; when it turns slow, those that waited
+    for a slot until their lease could not cover a request go back to pending, unsent (no
+    attempt), and are sent later: every attempt recorded is one request received."""
+
+    async def slowing(request: web.Request, n: int) -> web.StreamResponse:
+        if 6 <= n < 8:
+            await asyncio.sleep(1.3)  # beyond the 1 s timeout
+        return web.Response(status=204)
+
+    receiver.behaviour = slowing
+    caplog.set_level("INFO", logger="tracker.notify.relay")
+    async with running(database_url, notify_concurrency=1) as live:
+        await subscribe(live, receiver.url, event_types=["job.succeeded"])
+        for n in range(6):  # successes, turn after turn: the claims ahead grow
+            await add_job(database, f"q{n}", JobState.PROCESSING)
+            await finish(database, f"q{n}")
+            await receiver.wait_for(n + 1)
+        for n in range(6, 18):
+            await add_job(database, f"q{n}", JobState.PROCESSING)
+        async with database.write() as session:  # twelve changes in one commit
+            for n in range(6, 18):
+                outcome = Outcome(
+                    job_id=f"q{n}", type="AIVideoTag", status="success", media_id="m1"
+                )
+                await apply_outcome(session, outcome, datetime.now(UTC))
+        await settled(database, "succeeded", 18)
+    assert "given back unsent" in caplog.text
+    sent: dict[int, int] = {}
+    for attempt in await attempts(database):
+        sent[attempt.delivery_id] = sent.get(attempt.delivery_id, 0) + 1
+    by_seq = {d.id: d.change_seq for d in await deliveries(database)}
+    requests: dict[int, int] = {}
+    for r in receiver.received:
+        seq = int(r.headers["webhook-id"].removeprefix("chg_"))
+        requests[seq] = requests.get(seq, 0) + 1
+    assert {by_seq[i]: n for i, n in sent.items()} == requests
+
+
 async def test_retry_after_is_honoured(
     live: httpx.AsyncClient, receiver: Receiver, database: Database
 ) -> None:

@@ -116,6 +116,7 @@ class Claimed:
     secrets: tuple[str, ...]
     seq: int
     body: bytes
+    lease_until: datetime
 
 
 async def due_subscriptions(session: AsyncSession, now: datetime) -> list[int]:
@@ -196,6 +197,7 @@ async def claim_due(
                 secrets=secrets_,
                 seq=row.change_seq,
                 body=webhook_body(change_json(change)),
+                lease_until=now + lease,
             )
         )
     return claimed
@@ -315,6 +317,22 @@ async def record_attempts(
     )
     await _judge_subscriptions(session, finished, now, disable_after)
     return statuses
+
+
+async def release(session: AsyncSession, unsent: Sequence[Claimed], now: datetime) -> None:
+    """Give back claimed deliveries that were never sent (their lease ran short before a slot
+    of their subscription freed): pending again at once, no attempt counted."""
+    if not unsent:
+        return
+    table = cast(Table, Delivery.__table__)
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.claim_id == bindparam("b_claim"))
+        .values(
+            status="pending", lease_until=None, claim_id=None, next_attempt_at=now, updated_at=now
+        ),
+        [{"b_id": item.id, "b_claim": item.claim_id} for item in unsent],
+    )
 
 
 async def _judge_subscriptions(

@@ -45,6 +45,7 @@ from tracker.notify.deliveries import (
     fan_out_pending,
     next_due,
     record_attempts,
+    release,
     webhook_id,
 )
 from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
@@ -60,6 +61,11 @@ READ_LIMIT = 64 * 1024  # bytes of a response read at most; the rest is never do
 # running is never leased twice, and a dead process's deliveries are taken again soon after.
 LEASE_MARGIN = timedelta(seconds=30)
 STOP_TIMEOUT = 10.0
+# Deliveries claimed ahead per subscription: twice its concurrency at first and after any
+# failure; doubled, up to MAX_AHEAD, after each turn that recorded only successes, so a quick
+# receiver is fed by few turns while a slow or dead one holds few leases.
+MAX_AHEAD = 512
+CLAIM_BATCH = 64  # deliveries claimed per subscription per turn at most: turns stay short
 USER_AGENT = "vod-ai-tracker-webhooks"
 OWN_TURN = "tracker_relay_turn"  # marks the connection of the relay's own write
 
@@ -83,12 +89,21 @@ class Relay:
         # A claimed delivery may wait for one request of its subscription to end, then take its
         # own: its lease covers both, and a margin.
         self.lease = 2 * settings.notify_timeout + min(LEASE_MARGIN, settings.notify_timeout)
+        # A delivery is sent only while its lease outlasts the request by this much (the
+        # address check before the request is not under its timeout).
+        self.send_margin = min(LEASE_MARGIN, settings.notify_timeout) / 2
         self._slots: dict[int, asyncio.Semaphore] = {}
+        # Sent but not recorded yet, per subscription, at most twice its concurrency: all a
+        # crash can make come twice.
+        self._unrecorded: dict[int, asyncio.Semaphore] = {}
         self._gone: set[int] = set()  # subscriptions that answered 410 in this process
         self._undeclared = False  # TRACKER_NOTIFY_URL's subscription not written yet
-        self.in_flight: dict[int, int] = defaultdict(int)
+        self.in_flight: dict[int, int] = defaultdict(int)  # claimed, not sent or given back yet
+        self.queued: dict[int, int] = defaultdict(int)  # claimed, waiting for a slot
+        self.ahead: dict[int, int] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[Claimed, AttemptResult]] = []
+        self._unsent: list[Claimed] = []  # its lease ran short, or the relay stopped, first
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -139,7 +154,7 @@ class Relay:
             for task in late:
                 task.cancel()  # its lease expires and another turn sends it again
             await asyncio.gather(*late, return_exceptions=True)
-        if self._finished:
+        if self._finished or self._unsent:
             with contextlib.suppress(Exception):
                 await self.run_once()  # records what finished (claims nothing: stopped)
         if self._listener is not None:
@@ -203,13 +218,15 @@ class Relay:
             await self.declare_env_subscription()
         now = self.clock()
         finished, self._finished = self._finished, []
-        async with self.database.session() as session:  # reads first: most turns stop here
-            fanning = await fan_out_pending(session)
-            due = await due_subscriptions(session, now)
+        unsent, self._unsent = self._unsent, []
+        fanning, due = False, []
+        if not (finished or unsent):
+            async with self.database.session() as session:  # reads first: most turns stop here
+                fanning = await fan_out_pending(session)
+                due = await due_subscriptions(session, now)
         claimed: list[Claimed] = []
-        if finished or fanning or due:
-            for item, _ in finished:  # their slots are free once this turn records them
-                self.in_flight[item.subscription_id] -= 1
+        if finished or unsent or fanning or due:
+            self._adjust_ahead(finished)
             marked: dict[str, object] | None = None
             try:
                 async with self.database.write() as session:
@@ -222,10 +239,15 @@ class Relay:
                         schedule=self.settings.notify_retry_schedule,
                         disable_after=self.settings.notify_disable_after,
                     )
+                    await release(session, unsent, now)
+                    if unsent:
+                        log.info("relay: %d deliveries given back unsent", len(unsent))
                     for status in statuses:
                         metrics.WEBHOOK_ATTEMPTS.labels(status).inc()
                     if any(status != "succeeded" for status in statuses):
                         metrics.SUBSCRIPTIONS_DISABLED.set(await count_disabled(session))
+                    if finished or unsent:  # the reads skipped above
+                        fanning = await fan_out_pending(session)
                     if fanning:
                         await fan_out(session, now)
                     if fanning or finished:
@@ -238,15 +260,16 @@ class Relay:
             finally:
                 if marked is not None:
                     marked.pop(OWN_TURN, None)
+                for item, _ in finished:  # recorded (or lost): their successors may be sent
+                    self._unrecorded[item.subscription_id].release()
         for item in claimed:
             self.in_flight[item.subscription_id] += 1
+            self.queued[item.subscription_id] += 1
             task = asyncio.create_task(self._deliver(item))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
-        if self._finished:
-            return 0.0
         if self._sends:
-            return self.poll_seconds  # each send wakes the next turn when it is done
+            return self.poll_seconds  # the sends wake the next turn when they need one
         async with self.database.session() as session:
             upcoming = await next_due(session)
         if upcoming is None:
@@ -254,27 +277,59 @@ class Relay:
         return min(self.poll_seconds, max(0.0, (upcoming - self.clock()).total_seconds()))
 
     async def _claim(self, session: AsyncSession, due: list[int], now: datetime) -> list[Claimed]:
-        # Claimed ahead up to twice the concurrency, so a request starts as soon as another of
-        # its subscription ends, without waiting for a turn of the database.
-        limit = 2 * self.settings.notify_concurrency
+        # Claimed ahead (see MAX_AHEAD), so a request starts as soon as another of its
+        # subscription ends, without waiting for a turn of the database.
         claimed: list[Claimed] = []
         for sub in due:
-            slots = limit - self.in_flight[sub]
-            if slots > 0 and not self._stopped.is_set():
+            ahead = self.ahead.get(sub, self.base_ahead)
+            slots = min(CLAIM_BATCH, ahead - self.in_flight[sub])
+            # A queue at least half full is left alone: a claim costs a few statements.
+            if 2 * self.in_flight[sub] <= ahead and slots > 0 and not self._stopped.is_set():
                 claimed += await claim_due(session, sub, slots, now, self.lease, self.claim_id)
         return claimed
 
+    @property
+    def base_ahead(self) -> int:
+        return 2 * self.settings.notify_concurrency
+
+    def _adjust_ahead(self, finished: Sequence[tuple[Claimed, AttemptResult]]) -> None:
+        healthy: dict[int, bool] = {}
+        for item, result in finished:
+            sub = item.subscription_id
+            healthy[sub] = healthy.get(sub, True) and result.ok
+        for sub, ok in healthy.items():
+            grown = min(MAX_AHEAD, 2 * self.ahead.get(sub, self.base_ahead))
+            self.ahead[sub] = max(self.base_ahead, grown) if ok else self.base_ahead
+
     async def _deliver(self, claimed: Claimed) -> None:
-        """Send one delivery; its result is recorded by the next turn, with the others'."""
-        slots = self._slots.setdefault(
-            claimed.subscription_id, asyncio.Semaphore(self.settings.notify_concurrency)
-        )
+        """Send one delivery; its result is recorded by a later turn, with the others'.
+
+        It is sent only while its lease outlasts the request's timeout: a delivery that
+        waited too long for a slot goes back to pending unsent, so no other process can take
+        it while this one is sending it."""
+        sub = claimed.subscription_id
+        concurrency = self.settings.notify_concurrency
+        slots = self._slots.setdefault(sub, asyncio.Semaphore(concurrency))
+        unrecorded = self._unrecorded.setdefault(sub, asyncio.Semaphore(2 * concurrency))
+        await unrecorded.acquire()  # released by the turn that records this attempt
         try:
             assert self._http is not None
             async with slots:
-                if claimed.subscription_id in self._gone:
+                self.queued[sub] -= 1
+                if sub in self._gone:
                     # It answered 410 meanwhile: recording that disables it and skips this.
-                    self.in_flight[claimed.subscription_id] -= 1
+                    self.in_flight[sub] -= 1
+                    unrecorded.release()
+                    return
+                if (
+                    self._stopped.is_set()
+                    or claimed.lease_until - self.clock()
+                    < self.settings.notify_timeout + self.send_margin
+                ):
+                    self.in_flight[sub] -= 1
+                    unrecorded.release()
+                    self._unsent.append(claimed)
+                    self._wake.set()
                     return
                 result = await send(
                     self._http,
@@ -290,6 +345,7 @@ class Relay:
         except Exception as exc:  # send() catches what the network does; this is a bug
             log.exception("relay: delivery %s", claimed.id)
             result = AttemptResult(None, 0.0, error=f"internal error: {describe(exc)}")
+        self.in_flight[sub] -= 1  # its slot is free; the result waits for a turn, leased
         self._finished.append((claimed, result))
         self._wake.set()
 
