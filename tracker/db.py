@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -233,8 +234,18 @@ def head_revision() -> str:
 
 
 def upgrade(url: str) -> None:
-    """Create or migrate the database to the head revision (runs its own event loop)."""
+    """Create or migrate the database to the head revision (runs its own event loop).
+
+    A SQLite file is left in WAL mode, which the file keeps: otherwise the first connections of
+    a starting service switch it while others already use it, and one of them can meet
+    `database is locked` at once, without waiting out the busy timeout.
+    """
     command.upgrade(alembic_config(url), "head")
+    path = sqlite_file(url) if is_sqlite(url) else None
+    if path is not None:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 async def upgrade_async(url: str) -> None:
