@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from tracker.api import queries
 from tracker.api.auth import require_api_token
-from tracker.api.routes import iso, read_session
+from tracker.api.routes import read_session
+from tracker.clock import iso
 from tracker.context import context_of
 from tracker.errors import Unauthorized
 from tracker.models import CallbackEvent, Job, JobState, Subscription

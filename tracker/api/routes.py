@@ -19,6 +19,7 @@ from tracker.api import queries, schemas
 from tracker.api.auth import require_api_token
 from tracker.api.bodies import read_json_object
 from tracker.api.queries import JobFilter, Stats
+from tracker.clock import iso
 from tracker.context import context_of
 from tracker.db import Database
 from tracker.errors import BadRequest, JobNotFound, Unavailable
@@ -28,15 +29,6 @@ from tracker.submit.claims import error_fields
 from tracker.submit.service import submit_media
 from tracker.submit.validate import InvalidSubmission, validate_request
 from tracker.vod import SOURCES_HINT
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a `Z`, or None."""
-    return None if value is None else _iso(value)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def job_json(job: Job) -> schemas.Job:
@@ -55,8 +47,8 @@ def job_json(job: Job) -> schemas.Job:
         "code": job.code,
         "message": job.message,
         "result": job.result,
-        "submitted_at": _iso(job.submitted_at),
-        "updated_at": _iso(job.updated_at),
+        "submitted_at": iso(job.submitted_at),
+        "updated_at": iso(job.updated_at),
         "completed_at": iso(job.completed_at),
     }
     if job.pending_status is not None:
@@ -73,7 +65,7 @@ def event_json(event: CallbackEvent) -> schemas.Event:
         "media_id": event.media_id,
         "status": event.status,
         "event_time": iso(event.event_time),
-        "received_at": _iso(event.received_at),
+        "received_at": iso(event.received_at),
         "deliveries": event.deliveries,
         "applied": event.applied,
         "applied_at": iso(event.applied_at),
@@ -86,7 +78,7 @@ def heartbeat_json(beat: Heartbeat) -> schemas.Heartbeat:
     return {
         "name": beat.name,
         "owner": beat.owner,
-        "started_at": _iso(beat.started_at),
+        "started_at": iso(beat.started_at),
         "finished_at": iso(beat.finished_at),
         "duration_s": beat.duration_s,
         "ok": beat.ok,
@@ -96,7 +88,7 @@ def heartbeat_json(beat: Heartbeat) -> schemas.Heartbeat:
 
 def stats_json(stats: Stats, now: datetime) -> schemas.Stats:
     return {
-        "computed_at": _iso(stats.computed_at),
+        "computed_at": iso(stats.computed_at),
         "jobs": {
             "by_type": stats.jobs,
             "by_state": stats.by_state(),

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tracker import metrics
-from tracker.clock import Clock
+from tracker.clock import Clock, iso
 from tracker.config import Settings
 from tracker.ingest.events import parse_callback
 from tracker.ingest.inbox import Inbox
@@ -343,6 +343,4 @@ def _kind(exc: MnsError) -> str:
 
 
 def _iso(stamp: float | None) -> str | None:
-    if stamp is None:
-        return None
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+    return None if stamp is None else iso(datetime.fromtimestamp(stamp, UTC))

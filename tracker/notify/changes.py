@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.clock import iso
 from tracker.db import Database
 from tracker.models import Delivery, JobChange
 
@@ -50,10 +51,7 @@ def _time(value: object) -> str | None:
     """A snapshot's time (SQLite text, PostgreSQL ISO with offset) as the API shows times."""
     if value is None:
         return None
-    moment = datetime.fromisoformat(str(value))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso(datetime.fromisoformat(str(value)))
 
 
 def job_of(snapshot: dict[str, Any]) -> dict[str, Any]:

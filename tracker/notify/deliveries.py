@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.clock import iso
 from tracker.db import insert
 from tracker.errors import NotFound
 from tracker.models import Delivery, DeliveryAttempt, JobChange, Subscription
@@ -428,13 +429,9 @@ async def list_deliveries(
     return items, (ids[-1] if more and ids else None)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
 def attempt_json(attempt: DeliveryAttempt) -> dict[str, Any]:
     return {
-        "attempted_at": _iso(attempt.attempted_at),
+        "attempted_at": iso(attempt.attempted_at),
         "status_code": attempt.status_code,
         "duration_ms": round(attempt.duration_ms, 1),
         "error": attempt.error,
@@ -454,9 +451,9 @@ def delivery_json(
         "type": type_,
         "status": delivery.status,
         "attempts": attempts,
-        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
         "last_error": delivery.last_error,
-        "created_at": _iso(delivery.created_at),
+        "created_at": iso(delivery.created_at),
     }
 
 

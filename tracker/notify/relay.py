@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
-from tracker.clock import Clock, utcnow
+from tracker.clock import Clock, iso, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import ConfigError, describe
@@ -440,17 +440,13 @@ def retry_after(response: aiohttp.ClientResponse, now: datetime) -> timedelta | 
 
 async def send_ping(settings: Settings, sub: Subscription, now: datetime) -> AttemptResult:
     """`POST /subscriptions/{id}/test`: one signed `ping`, not recorded as a delivery."""
-    payload = {"type": "ping", "timestamp": _iso(now), "data": {"subscription_id": sub.id}}
+    payload = {"type": "ping", "timestamp": iso(now), "data": {"subscription_id": sub.id}}
     body = json.dumps(payload, separators=(",", ":")).encode()
     msg_id = f"ping_{uuid.uuid4().hex}"
     async with http_session(settings) as http:
         result = await send(http, settings, sub.url, signing_secrets(sub, now), msg_id, body, now)
     log.info("ping to subscription %s: %s", sub.id, result.status_code or result.error)
     return result
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def run_notifier(settings: Settings, *, stop: asyncio.Event | None = None) -> None:

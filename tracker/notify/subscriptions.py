@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.clock import iso
 from tracker.errors import BadRequest, NotFound
 from tracker.models import Delivery, Subscription
 from tracker.notify.changes import CHANGE_TYPES, latest_seq
@@ -104,17 +105,13 @@ def subscription_json(sub: Subscription, *, with_secret: bool = False) -> dict[s
         "enabled": sub.enabled,
         "disabled_reason": sub.disabled_reason,
         "source": sub.source,
-        "created_at": _iso(sub.created_at),
-        "last_success_at": _iso(sub.last_success_at),
-        "failing_since": _iso(sub.first_failure_at),
+        "created_at": iso(sub.created_at),
+        "last_success_at": iso(sub.last_success_at),
+        "failing_since": iso(sub.first_failure_at),
     }
     if with_secret:
         body["secret"] = sub.secret
     return body
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 async def create_subscription(
