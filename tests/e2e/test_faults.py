@@ -213,7 +213,10 @@ def applied_once(events: list[CallbackEvent]) -> int:
     per_job = Counter(e.job_id for e in events)
     assert [job_id for job_id, n in per_job.items() if n > 1] == []
     verdicts = {(e.applied, e.reason) for e in events}
-    assert verdicts <= {(True, "applied"), (False, "already_final")}, verdicts
+    # A callback may beat the submitter's own record of VOD's answer (a loaded machine, a quick
+    # simulator): it then gives the waiting row its JobId, which is applying it once too.
+    once = {(True, "applied"), (True, "resolved_submit_unknown"), (False, "already_final")}
+    assert verdicts <= once, verdicts
     return sum(1 for e in events if e.applied)
 
 
