@@ -55,8 +55,6 @@ from tracker.cli.demo.webhooks import WebhookReceiver, new_secret
 from tracker.db import upgrade_async
 from tracker.fakevod import FakeJob, FakeVod
 
-log = logging.getLogger(__name__)
-
 
 class DemoFailed(Exception):
     """The demo could not show what it promises; the message says what is missing."""
