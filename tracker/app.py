@@ -55,9 +55,16 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             relay = Relay(settings, database, clock=clock)
             await relay.start()
         app.state.context = AppContext(
-            settings, clock, database, inbox, StatsCache(), vod=vod, scheduler=scheduler, mns=mns
+            settings,
+            clock,
+            database,
+            inbox,
+            StatsCache(),
+            vod=vod,
+            scheduler=scheduler,
+            mns=mns,
+            relay=relay,
         )
-        app.state.context.extras["relay"] = relay
         try:
             yield
         finally:

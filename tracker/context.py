@@ -1,8 +1,13 @@
-"""What the app owns, built once in its lifespan: the one typed object its routes read."""
+"""What the app owns, built once in its lifespan: the one typed object its routes read.
+
+A composition root's object, built by tracker/app.py. A wing reads it too (the callback receiver
+takes the inbox from it), so at run time it imports only the core; the wings' classes it holds
+are named for the type checker alone (the `context` layer in pyproject's [tool.importlinter]).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -13,10 +18,13 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.vod import VodClients
 
-if TYPE_CHECKING:  # the wings' types, named for the checker only: the core imports no wing
+# For mypy only: imported at run time they would make the ingest wing, which reads this context,
+# import every other wing.
+if TYPE_CHECKING:
     from tracker.api.queries import StatsCache
     from tracker.ingest.inbox import Inbox
     from tracker.mns.consumer import MnsConsumer
+    from tracker.notify.relay import Relay
     from tracker.scheduler.service import Scheduler
 
 
@@ -30,7 +38,7 @@ class AppContext:
     vod: VodClients | None = None  # one client per region
     scheduler: Scheduler | None = None
     mns: MnsConsumer | None = None  # with TRACKER_MNS_ENDPOINT and TRACKER_MNS_QUEUE
-    extras: dict[str, object] = field(default_factory=dict)
+    relay: Relay | None = None  # unless TRACKER_NOTIFY=off (then `tracker notifier` runs it)
 
 
 def context_of(owner: Request | Starlette) -> AppContext:

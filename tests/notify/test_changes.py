@@ -15,8 +15,9 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import Job, JobChange, JobState
-from tracker.notify.changes import change_json, is_pruned, latest_seq, list_changes, prune_changes
+from tracker.notify.changes import change_json, is_pruned, latest_seq, list_changes
 from tracker.scheduler.reconcile import Report, apply_list_result
+from tracker.scheduler.retention import prune_changes
 from tracker.scheduler.service import Scheduler
 from tracker.scheduler.sweep import flag_stale_jobs
 from tracker.submit.claims import Refusal, SubmitRequest, claim_many, record_many

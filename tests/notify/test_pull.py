@@ -17,7 +17,7 @@ from tests.factories import add_job
 from tracker.api import notify as notify_api
 from tracker.db import Database
 from tracker.models import JobState
-from tracker.notify.changes import prune_changes
+from tracker.scheduler.retention import prune_changes
 from tracker.transitions import Outcome, apply_outcome
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -1,4 +1,8 @@
-"""The `tracker` command line: one module per command group, gathered here."""
+"""The `tracker` command line: one module per command group, gathered here.
+
+A root, like every module of `tracker.cli`: commands parse, run the wings' flows (through
+`runner.py` when they need the database) and print; none holds a statement of its own.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`tracker db`: the database schema."""
+"""`tracker db`: the database schema.
+
+A root: runs the Alembic migrations (tracker/db.py) and reports the revision.
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
-"""`tracker events`: the stored VOD callbacks (the inbox)."""
+"""`tracker events`: the stored VOD callbacks (the inbox).
+
+A root: runs the ingest wing's replay flow (which owns its transactions) through the runner.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import click
 
+from tracker.cli.runner import run_on_database
 from tracker.cli.startup import ensure_schema, settings_or_exit, setup_logging
 from tracker.db import Database
 
@@ -33,18 +36,13 @@ def events_replay(since: str | None) -> None:
     ensure_schema(settings)
     start = parse_since(since, utcnow()) if since else None
 
-    async def replay() -> dict[str, int]:
-        database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-        try:
-            return dict(
-                await replay_events(
-                    database, utcnow, since=start, confirm=settings.confirms_callbacks
-                )
-            )
-        finally:
-            await database.dispose()
+    async def replay(database: Database) -> dict[str, int]:
+        tally = await replay_events(
+            database, utcnow, since=start, confirm=settings.confirms_callbacks
+        )
+        return dict(tally)
 
-    tally = asyncio.run(replay())
+    tally = run_on_database(settings, replay)
     total = sum(tally.values())
     parts = ", ".join(f"{count} {what}" for what, count in sorted(tally.items()))
     click.echo(f"replayed {total} callbacks" + (f": {parts}" if parts else ""))

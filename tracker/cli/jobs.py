@@ -1,29 +1,28 @@
-"""`tracker jobs`: the status API's queries and JSON, printed as rich tables or JSON."""
+"""`tracker jobs`: the status API's queries and JSON, printed as rich tables or JSON.
+
+A root over statements: each command reads through `tracker.api.queries` in one session (the
+runner's `read`) and commits nothing.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.api import queries
 from tracker.api.queries import JobFilter, split_csv
 from tracker.api.routes import event_json, job_json
+from tracker.cli.runner import print_json, read
 from tracker.cli.startup import settings_or_exit
 from tracker.config import Settings
-from tracker.db import Database
-from tracker.errors import TrackerError, describe
 from tracker.models import JobState
 
-T = TypeVar("T")
 STATE_STYLE = {
     "succeeded": "green",
     "failed": "red",
@@ -33,34 +32,13 @@ STATE_STYLE = {
 }
 
 
-def _read(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async def run() -> T:
-        database = Database(settings.database_url)
-        try:
-            async with database.session() as session:
-                return await work(session)
-        finally:
-            await database.dispose()
-
-    try:
-        return asyncio.run(run())
-    except TrackerError as exc:
-        raise click.ClickException(exc.message) from None
-    except (SQLAlchemyError, OSError) as exc:  # no file, no server, no schema: one line
-        raise click.ClickException(f"TRACKER_DATABASE_URL: cannot read: {describe(exc)}") from None
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
 def print_jobs(
     settings: Settings, job_filter: JobFilter, limit: int, cursor: str | None, *, as_json: bool
 ) -> None:
-    page = _read(settings, lambda s: queries.list_jobs(s, job_filter, limit=limit, cursor=cursor))
+    page = read(settings, lambda s: queries.list_jobs(s, job_filter, limit=limit, cursor=cursor))
     items = [job_json(job) for job in page.items]
     if as_json:
-        _print_json({"items": items, "next_cursor": page.next_cursor})
+        print_json({"items": items, "next_cursor": page.next_cursor})
         return
     table = Table("job", "media", "type", "region", "state", "stale", "submitted", "updated")
     for item in items:
@@ -85,12 +63,12 @@ def print_job(settings: Settings, job_id: str, *, as_json: bool) -> None:
     async def load(session: AsyncSession) -> tuple[Any, list[Any]]:
         return await queries.get_job(session, job_id), await queries.job_events(session, job_id)
 
-    job, events = _read(settings, load)
+    job, events = read(settings, load)
     if job is None:
         raise click.ClickException(f"no job with id {job_id!r}")
     body = job_json(job)
     if as_json:
-        _print_json(body)
+        print_json(body)
         return
     details = Table(show_header=False)
     for key, value in body.items():

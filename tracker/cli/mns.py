@@ -1,4 +1,7 @@
-"""`tracker mns`: the MNS queue VOD writes its events to, and the consumer reading it."""
+"""`tracker mns`: the MNS queue VOD writes its events to, and the consumer reading it.
+
+A root: asks the MNS client and a running tracker's /readyz over HTTP; no database.
+"""
 
 from __future__ import annotations
 

@@ -1,21 +1,22 @@
 """`tracker subscriptions`, `tracker changes tail` and `tracker notifier`: notifications from the
-command line, on the database directly (like `tracker jobs`)."""
+command line, on the database directly (like `tracker jobs`).
+
+A root: each command is a small flow over `tracker.notify`'s statements, run by the runner: it
+owns its transaction (one per change) and prints the result; `notifier` runs the relay's flow.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from tracker.cli.runner import print_json, run_on_database
 from tracker.cli.startup import ensure_schema, settings_or_exit, setup_logging
-from tracker.config import Settings
 from tracker.db import Database
-from tracker.errors import TrackerError
 from tracker.notify.changes import (
     CHANGE_TYPES,
     ChangeFilter,
@@ -34,28 +35,7 @@ from tracker.notify.subscriptions import (
     subscription_json,
 )
 
-T = TypeVar("T")
 TAIL_POLL = 0.5
-
-
-def _run(work: Callable[[Settings, Database], Awaitable[T]]) -> T:
-    settings = settings_or_exit()
-
-    async def run() -> T:
-        database = Database(settings.database_url)
-        try:
-            return await work(settings, database)
-        finally:
-            await database.dispose()
-
-    try:
-        return asyncio.run(run())
-    except TrackerError as exc:
-        raise click.ClickException(exc.message) from None
-
-
-def _echo(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 @click.group("subscriptions")
@@ -73,31 +53,32 @@ def subscriptions() -> None:
 @click.option("--description", help="a note for people")
 def add(url: str, event_types: str | None, description: str | None) -> None:
     """Subscribe URL; prints the subscription with its secret (shown this once)."""
+    settings = settings_or_exit()
     body: dict[str, Any] = {"url": url}
     if event_types:
         body["event_types"] = [t.strip() for t in event_types.split(",") if t.strip()]
     if description:
         body["description"] = description
 
-    async def work(settings: Settings, database: Database) -> dict[str, Any]:
+    async def work(database: Database) -> dict[str, Any]:
         data = parse_input(body, partial=False)
         await check_url(data.url, allow_private=settings.notify_allow_private == "on")
         async with database.write() as session:
             sub = await create_subscription(session, data, datetime.now(UTC))
             return subscription_json(sub, with_secret=True)
 
-    _echo(_run(work))
+    print_json(run_on_database(settings, work))
 
 
 @subscriptions.command("list")
 def list_command() -> None:
     """Every subscription, as JSON (secrets are not shown)."""
 
-    async def work(settings: Settings, database: Database) -> list[dict[str, Any]]:
+    async def work(database: Database) -> list[dict[str, Any]]:
         async with database.session() as session:
             return [subscription_json(sub) for sub in await list_subscriptions(session)]
 
-    _echo(_run(work))
+    print_json(run_on_database(settings_or_exit(), work))
 
 
 @subscriptions.command("remove")
@@ -105,11 +86,11 @@ def list_command() -> None:
 def remove(sub_id: int) -> None:
     """Delete a subscription and its deliveries."""
 
-    async def work(settings: Settings, database: Database) -> None:
+    async def work(database: Database) -> None:
         async with database.write() as session:
             await delete_subscription(session, sub_id)
 
-    _run(work)
+    run_on_database(settings_or_exit(), work)
     click.echo(f"removed subscription {sub_id}")
 
 
@@ -119,12 +100,12 @@ def remove(sub_id: int) -> None:
 def deliveries(sub_id: int, limit: int) -> None:
     """A subscription's latest deliveries with their attempts, as JSON."""
 
-    async def work(settings: Settings, database: Database) -> list[dict[str, Any]]:
+    async def work(database: Database) -> list[dict[str, Any]]:
         async with database.session() as session:
             items, _ = await list_deliveries(session, sub_id, limit=limit)
             return items
 
-    _echo(_run(work))
+    print_json(run_on_database(settings_or_exit(), work))
 
 
 @subscriptions.command("replay")
@@ -139,11 +120,11 @@ def replay(sub_id: int, since: datetime) -> None:
     """Queue a subscription's failed deliveries since a time once more."""
     moment = since if since.tzinfo else since.replace(tzinfo=UTC)
 
-    async def work(settings: Settings, database: Database) -> int:
+    async def work(database: Database) -> int:
         async with database.write() as session:
             return await replay_failed(session, sub_id, moment, datetime.now(UTC))
 
-    click.echo(f"queued {_run(work)} failed deliveries again")
+    click.echo(f"queued {run_on_database(settings_or_exit(), work)} failed deliveries again")
 
 
 @click.group("changes")
@@ -159,14 +140,14 @@ def tail(after: int | None, types: str | None, once: bool) -> None:
     """Follow the change log, one JSON change a line (Ctrl-C stops)."""
     where = ChangeFilter(types=tuple(t for t in (types or "").split(",") if t))
 
-    async def work(settings: Settings, database: Database) -> None:
+    async def work(database: Database) -> None:
         async with database.session() as session:
             cursor = after if after is not None else await latest_seq(session)
         while True:
             async with database.session() as session:
                 found = await list_changes(session, cursor, 1000, where)
             for change in found:
-                click.echo(json.dumps(change_json(change), ensure_ascii=False))
+                print_json(change_json(change), indent=None)
                 cursor = int(change.seq or cursor)
             if once and len(found) < 1000:
                 return
@@ -174,7 +155,7 @@ def tail(after: int | None, types: str | None, once: bool) -> None:
                 await asyncio.sleep(TAIL_POLL)
 
     with contextlib.suppress(KeyboardInterrupt):
-        _run(work)
+        run_on_database(settings_or_exit(), work)
 
 
 @click.command("notifier")

@@ -1,5 +1,8 @@
 """How `tracker submit` shows its progress: plain lines for logs and pipes, a rich progress bar
-on a terminal."""
+on a terminal.
+
+A root's view: the submit wing's `Reporter`, drawn; no I/O but the terminal.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`tracker serve` and `tracker scheduler`: the long-running processes."""
+"""`tracker serve` and `tracker scheduler`: the long-running processes.
+
+A root: checks the settings and the schema, then runs the app (uvicorn) or the scheduler.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""What every command does first: read the settings, set up logging, make sure of the schema."""
+"""What every command does first: read the settings, set up logging, make sure of the schema.
+
+A root's machinery: each check ends the command with one line instead of a traceback.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`tracker submit`: submit media in bulk, resumably, with a live tally."""
+"""`tracker submit`: submit media in bulk, resumably, with a live tally.
+
+A root: validates everything first, then runs the submit wing's batch flow (which owns its
+transactions and calls VOD outside them) under its own signal handling.
+"""
 
 from __future__ import annotations
 

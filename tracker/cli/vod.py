@@ -1,4 +1,7 @@
-"""`tracker vod`: VOD's own configuration, read and written with the configured key pair."""
+"""`tracker vod`: VOD's own configuration, read and written with the configured key pair.
+
+A root: calls VOD through the client (tracker/vod/); no database.
+"""
 
 from __future__ import annotations
 

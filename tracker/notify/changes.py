@@ -14,7 +14,7 @@ the state.
 that has seen `seq` N never later sees a change below N appear (the cursor of `GET /changes`,
 the SSE stream and the relay's fan-out rely on it). Until its commit a change has no `seq`.
 
-Statements here take a session and never commit; `prune_changes` is a flow.
+Statements here take a session and never commit; tracker/scheduler/retention.py prunes the log.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, literal_column, select
+from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import iso
-from tracker.db import Database
-from tracker.models import Delivery, JobChange
+from tracker.models import JobChange
 
 CHANGE_TYPES = (
     "job.submitted",
@@ -41,8 +40,6 @@ CHANGE_TYPES = (
     "job.stale",
 )
 NOTIFY_CHANNEL = "tracker_job_changes"  # PostgreSQL: the sequencing trigger notifies it
-DELETE_CHUNK = 5_000
-MAX_DELETE_CHUNKS = 2_000
 MAX_PAGE = 1_000
 DEFAULT_PAGE = 100
 
@@ -151,45 +148,3 @@ async def _pruned_upto(session: AsyncSession) -> int:
     found = await raw.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'job_changes'")
     row = found.first()
     return int(row[0]) if row else 0
-
-
-async def prune_changes(database: Database, before: datetime) -> int:
-    """Delete the changes up to the last one that happened before `before`, and their
-    deliveries; idempotent.
-
-    A prefix of the log by `seq`, so a reader's cursor meets no hole: a change numbered before
-    an older one goes with it. Deliveries go with their change: by then
-    (TRACKER_EVENT_RETENTION, 30 days by default) the retry schedule (about 27 h) is long over.
-    """
-    async with database.session() as session:
-        upto = await session.scalar(
-            select(func.max(JobChange.seq)).where(JobChange.occurred_at < before)
-        )
-    if upto is None:
-        return 0
-    deleted = 0
-    for _ in range(MAX_DELETE_CHUNKS):
-        async with database.write() as session:
-            seqs = list(
-                await session.scalars(
-                    select(JobChange.seq)
-                    .where(JobChange.seq <= upto)
-                    .order_by(JobChange.seq)
-                    .limit(DELETE_CHUNK)
-                )
-            )
-            if seqs:
-                await session.execute(
-                    delete(Delivery)
-                    .where(Delivery.change_seq.in_(seqs))
-                    .execution_options(synchronize_session=False)
-                )
-                await session.execute(
-                    delete(JobChange)
-                    .where(JobChange.seq.in_(seqs))
-                    .execution_options(synchronize_session=False)
-                )
-        deleted += len(seqs)
-        if len(seqs) < DELETE_CHUNK:
-            break
-    return deleted

@@ -1,10 +1,13 @@
-"""The scheduler: stale sweep, reconciliation with VOD, inbox retention; heartbeats and a lease.
+"""The scheduler: stale sweep, reconciliation with VOD, retention; heartbeats and a lease.
 
 Runs on APScheduler 3 (AsyncIOScheduler) inside `tracker serve`, or alone as `tracker scheduler`.
 Every job is idempotent and safe with several replicas on one database: the sweep is one atomic
 statement, reconciliation runs only on the replica holding the `reconcile` lease, retention is a
 plain idempotent write. The work itself lives in `sweep`, `reconcile`, `retention` and
 `heartbeats`; this module only runs it on time.
+
+Flows: each job owns its transactions (the sweep's, the lease's, the heartbeats' around every
+run) or runs a flow that does (reconcile, recover, retention).
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ from tracker.clock import Clock, utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import describe
-from tracker.notify.changes import prune_changes
 from tracker.scheduler.heartbeats import record_finish, record_start
 from tracker.scheduler.leases import RECONCILE_LEASE, acquire_lease, new_owner, release_lease
 from tracker.scheduler.reconcile import reconcile_open_jobs
 from tracker.scheduler.recover import recover_lost_job_ids
-from tracker.scheduler.retention import RETENTION_INTERVAL, delete_old_events
+from tracker.scheduler.retention import RETENTION_INTERVAL, delete_old_events, prune_changes
 from tracker.scheduler.sweep import count_stale, flag_stale_jobs
 from tracker.vod import SOURCES_HINT, VodClients, vod_clients
 

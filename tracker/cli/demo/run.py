@@ -2,167 +2,62 @@
 
 Everything runs in one process and one event loop: the simulator (`FakeVod`), the real app under
 uvicorn (webhook, status API, dashboard, scheduler) on an embedded SQLite file in a fresh temp
-directory, and a watcher that reads the status API over HTTP like any client would. Jobs go in
-through `POST /jobs`, the real submit path; the simulator drops one callback (reconciliation must
-find that job) and keeps one job running past the demo's stale threshold (the sweep must flag it).
-With `--sts-ttl` the tracker signs with short-lived STS credentials from the simulator's
-credentials URI, which it must renew before each expires, as with a RAM role in production.
+directory, a webhook receiver (`webhooks.py`), and a watcher that reads the status API over HTTP
+like any client would. Jobs go in through `POST /jobs`, the real submit path; the simulator drops
+one callback (reconciliation must find that job) and keeps one job running past the demo's stale
+threshold (the sweep must flag it). With `--sts-ttl` the tracker signs with short-lived STS
+credentials from the simulator's credentials URI, which it must renew before each expires, as
+with a RAM role in production. A root: it composes the app (`create_app`) and the simulator and
+talks to the tracker only over HTTP; it runs no statement of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import uvicorn
-from aiohttp import web
-from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from rich.text import Text
-from standardwebhooks import Webhook
 
 from tracker.app import create_app
-from tracker.config import Settings
+from tracker.cli.demo.scenario import (
+    DROPPED_MEDIA,
+    EVERY,
+    FAILED_MEDIA,
+    FINAL,
+    JOB_SECONDS,
+    MEDIA,
+    MNS_QUEUE,
+    POLL,
+    STALE_AFTER,
+    STUCK_EXTRA,
+    STUCK_MEDIA,
+    SUBMIT_GAP,
+    TRUTH,
+    TYPES,
+    auth_key,
+    demo_settings,
+    free_socket,
+)
+from tracker.cli.demo.view import Watched, isatty, jobs_table, note_of, one_field_a_line, phase_of
+from tracker.cli.demo.webhooks import WebhookReceiver, new_secret
 from tracker.db import upgrade_async
 from tracker.fakevod import FakeJob, FakeVod
-from tracker.notify.signing import new_secret
-
-log = logging.getLogger(__name__)
-
-TYPES = ("AIVideoTag", "AIMediaDNA")
-MEDIA = ("demo-video-1", "demo-video-2", "demo-video-3", "demo-video-4")
-MNS_QUEUE = "tracker-demo-events"  # `--channel mns`: VOD writes its events here
-DROPPED_MEDIA = "demo-video-2"  # its AIVideoTag callback is never sent
-STUCK_MEDIA = "demo-video-3"  # its AIVideoTag job runs long enough to be flagged stale
-FAILED_MEDIA = "demo-video-4"  # its AIMediaDNA job fails at VOD
-
-# Demo-sized timing: jobs take 3 s; a job is stale after 6 s; the stuck one finishes after 12 s.
-JOB_SECONDS = 3.0
-STUCK_EXTRA = 9.0
-STALE_AFTER = timedelta(seconds=6)
-EVERY = timedelta(seconds=1)  # sweep, reconciliation and callback confirmation
-GRACE = timedelta(seconds=4)  # reconciliation also asks about jobs this old that never heard back
-SUBMIT_GAP = 0.5  # seconds between media, so the jobs finish one after another
-POLL = 0.4  # seconds between status API reads
-TRUTH = {"success": "succeeded", "fail": "failed"}
-FINAL = ("succeeded", "failed", "lost", "submit_failed")
-SHORT_TYPES = {"AIVideoTag": "tag", "AIMediaDNA": "dna"}
-STYLES = {"succeeded": "green", "failed": "red", "stale": "yellow", "confirming": "cyan"}
-
-
-CREDENTIAL_FIELDS = (
-    "access_key_id",
-    "access_key_secret",
-    "security_token",
-    "role_arn",
-    "oidc_provider_arn",
-    "oidc_token_file",
-    "credentials_file",
-    "profile",
-    "ecs_metadata",
-    "credentials_uri",
-)
 
 
 class DemoFailed(Exception):
     """The demo could not show what it promises; the message says what is missing."""
-
-
-@dataclass
-class Watched:
-    """One job as the status API shows it, with the demo's reading of it."""
-
-    job_id: str
-    media_id: str
-    type: str
-    phase: str = "processing"
-    note: str = "submitted; VOD is working on it"
-    body: dict[str, Any] = field(default_factory=dict)  # its GET /jobs JSON
-    events: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _free_socket() -> socket.socket:
-    """A loopback socket on a port the OS picks, handed to uvicorn (no race for the port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def _auth_key() -> str:
-    # VOD's AuthKey: at most 32 characters mixing upper case, lower case and digits (6.1).
-    return "Demo" + secrets.token_hex(12) + "7K"
-
-
-def demo_settings(
-    database_url: str,
-    port: int,
-    vod_url: str,
-    keys: dict[str, str],
-    webhook_url: str | None = None,
-    *,
-    credentials_uri: str | None = None,
-    mns_endpoint: str | None = None,
-) -> Settings:
-    """The tracker's settings, all given here so the user's TRACKER_* variables cannot change
-    what the demo shows. With `credentials_uri` it signs with the STS credentials found there
-    instead of the key pair; with `mns_endpoint`, it consumes the simulated queue MNS_QUEUE."""
-    # Every credential source named, so that none of the user's ALIBABA_CLOUD_* variables can
-    # send the demo's requests to the cloud (tracker/vod/credentials.py takes the first one set).
-    sources: dict[str, Any] = dict.fromkeys(CREDENTIAL_FIELDS)
-    if credentials_uri is None:
-        sources |= {
-            "access_key_id": keys["access_key_id"],
-            "access_key_secret": keys["access_key_secret"],
-        }
-    else:
-        sources["credentials_uri"] = credentials_uri
-    return Settings(
-        **sources,
-        database_url=database_url,
-        host="127.0.0.1",
-        port=port,
-        vod_endpoint=vod_url,
-        vod_region="cn-shanghai",
-        callback_url=f"http://127.0.0.1:{port}/callbacks/vod",
-        callback_auth_key=[keys["auth_key"]],
-        callback_auth="on",
-        callback_confirm="on",  # the default with VOD credentials: ListAIJob confirms callbacks
-        api_tokens=[keys["api_token"]],
-        api_auth="on",
-        stale_after=STALE_AFTER,
-        stale_after_aivideotag=None,
-        stale_after_aimediadna=None,
-        sweep_interval=EVERY,
-        reconcile_interval=EVERY,
-        reconcile_grace=GRACE,
-        confirm_interval=EVERY,
-        scheduler="on",
-        # Job changes are pushed to the demo's own receiver, on loopback.
-        notify="on",
-        notify_url=webhook_url,
-        notify_secret=keys["webhook_secret"] if webhook_url else None,
-        notify_allow_private="on",
-        mns_endpoint=mns_endpoint,
-        mns_queue=MNS_QUEUE if mns_endpoint else None,
-        mns_wait=20,
-    )
 
 
 class _Server(uvicorn.Server):
@@ -171,54 +66,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def phase_of(job: dict[str, Any]) -> str:
-    if job["state"] in FINAL:
-        return str(job["state"])
-    if job["stale"]:
-        return "stale"
-    if job.get("pending_status"):
-        return "confirming"
-    return str(job["state"])
-
-
-def note_of(job: Watched, event: str = "callback") -> str:
-    """What happened to a job, in words; `event` names how VOD's events come (callback, queue
-    event)."""
-    body = job.body
-    if job.phase == "confirming":
-        return f"{event} says {body['pending_status']}; confirming (ListAIJob)"
-    if job.phase == "stale":
-        return f"no word for {STALE_AFTER.total_seconds():.0f}s: flagged stale"
-    if job.phase not in FINAL:
-        return "VOD is working on it"
-    applied = [e for e in job.events if e.get("applied")]
-    if applied:
-        confirmed = any(e.get("reason") == "confirmed_by_vod" for e in applied)
-        how = f"{event}, confirmed by ListAIJob" if confirmed else event
-    elif job.events:
-        how = f"reconciliation, before the {event}"
-    else:
-        how = f"{event} lost: found by reconciliation"
-    if body["state"] == "failed":
-        how += f" ({body.get('code')})"
-    if body.get("stale_at"):
-        how += "; was stale"
-    return how
-
-
-def _isatty(console: Console) -> bool:
-    try:
-        return bool(console.file.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def one_field_a_line(body: dict[str, Any]) -> str:
-    """JSON with one top-level field per line: readable, and still the API's exact answer."""
-    fields = (f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in body.items())
-    return "{\n" + ",\n".join(fields) + "\n}"
 
 
 class Demo:
@@ -238,7 +85,7 @@ class Demo:
         self.event = "queue event" if channel == "mns" else "callback"
         self.sts_ttl = sts_ttl  # seconds each STS credential lives; None: a fixed key pair
         # A live table only on a real terminal (not when FORCE_COLOR makes rich think so).
-        self.live = console.is_terminal and _isatty(console)
+        self.live = console.is_terminal and isatty(console)
         self.exit_when_done = exit_when_done
         self.timeout = timeout
         self.started = time.monotonic()
@@ -250,12 +97,12 @@ class Demo:
         self.keys = {
             "access_key_id": "LTAIdemo" + secrets.token_hex(8),
             "access_key_secret": secrets.token_urlsafe(24),
-            "auth_key": _auth_key(),
+            "auth_key": auth_key(),
             "api_token": secrets.token_urlsafe(24),
             "webhook_secret": new_secret(),
         }
-        self.delivered: dict[str, str] = {}  # JobId -> when its outcome's webhook arrived
-        self.forged = 0
+        # A user's system receiving the job changes, verifying each with standardwebhooks.
+        self.receiver = WebhookReceiver(self.keys["webhook_secret"], self.elapsed)
 
     # -- output --
 
@@ -267,27 +114,8 @@ class Demo:
         self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
     def table(self) -> Table:
-        """Fits 80 columns: no vertical borders, only the notes wrap."""
-        table = Table(
-            title=f"tracker demo  {self.elapsed()}", title_justify="left", box=box.SIMPLE_HEAD
-        )
-        table.add_column("media", no_wrap=True)
-        table.add_column("job", no_wrap=True)
-        table.add_column("tracker", no_wrap=True)
-        table.add_column("VOD", no_wrap=True)
-        table.add_column("what happened")
-        table.add_column("webhook", no_wrap=True)
-        for job in self.watched.values():
-            truth = self.fake.jobs[job.job_id].status if job.job_id in self.fake.jobs else "?"
-            table.add_row(
-                job.media_id,
-                f"{SHORT_TYPES.get(job.type, job.type)} {job.job_id[:8]}",
-                Text(job.phase, style=STYLES.get(job.phase, "")),
-                truth,
-                job.note,
-                self.delivered.get(job.job_id, ""),
-            )
-        return table
+        truth = {i: self.fake.jobs[i].status for i in self.watched if i in self.fake.jobs}
+        return jobs_table(self.watched.values(), truth, self.receiver.delivered, self.elapsed())
 
     # -- run --
 
@@ -322,7 +150,7 @@ class Demo:
         database = self.directory / "demo.db"
         database_url = f"sqlite+aiosqlite:///{database}"
         await upgrade_async(database_url)
-        sock = _free_socket()
+        sock = free_socket()
         port = int(sock.getsockname()[1])
         self.fake = FakeVod(
             access_key_id=self.keys["access_key_id"],
@@ -339,8 +167,7 @@ class Demo:
         vod_url = await self.fake.start()
         uri = self.fake.credentials_uri if self.sts_ttl else None
         mns_url = self.fake.mns.url if self.channel == "mns" else None
-        receiver = await self._start_receiver()
-        webhook_url = f"http://127.0.0.1:{receiver.addresses[0][1]}/webhooks"
+        webhook_url = await self.receiver.start()
         settings = demo_settings(
             database_url,
             port,
@@ -389,31 +216,8 @@ class Demo:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, 15)
             await self.fake.stop()
-            await receiver.cleanup()
+            await self.receiver.stop()
             sock.close()
-
-    async def _start_receiver(self) -> web.AppRunner:
-        """A webhook receiver as a user's system would run one: every delivery verified with
-        the official `standardwebhooks` library; the table shows when each outcome arrived."""
-        hook = Webhook(self.keys["webhook_secret"])
-
-        async def receive(request: web.Request) -> web.Response:
-            try:
-                event = hook.verify(await request.read(), dict(request.headers))
-            except Exception:  # the library raises several kinds for a forged request
-                self.forged += 1
-                return web.Response(status=400)
-            data = event.get("data", {})
-            if data.get("state") in FINAL and data.get("job_id"):
-                self.delivered.setdefault(data["job_id"], self.elapsed().strip())
-            return web.Response(status=204)
-
-        app = web.Application()
-        app.router.add_post("/webhooks", receive)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
 
     async def _wait_ready(self, http: aiohttp.ClientSession, serving: asyncio.Task[None]) -> None:
         deadline = time.monotonic() + 20
@@ -538,8 +342,9 @@ class Demo:
         )
         final = [j for j in self.watched if self.watched[j].body["state"] in FINAL]
         self.say(
-            f"webhooks: {sum(j in self.delivered for j in final)} of {len(final)} outcomes "
-            f"delivered and verified with standardwebhooks ({self.forged} refused)"
+            f"webhooks: {sum(j in self.receiver.delivered for j in final)} of {len(final)} "
+            f"outcomes delivered and verified with standardwebhooks ({self.receiver.forged} "
+            "refused)"
         )
         if self.sts_ttl:
             gateway = self.fake.gateway

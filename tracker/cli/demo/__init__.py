@@ -1,4 +1,7 @@
-"""`tracker demo`: the simulator and the tracker together, on this machine."""
+"""`tracker demo`: the simulator and the tracker together, on this machine.
+
+A root: the command parses its options and hands over to `run.py`, imported only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ import click
 )
 def demo(exit_when_done: bool, timeout: float, channel: str, sts_ttl: str | None) -> None:
     """Run the VOD simulator and the tracker locally and watch a few jobs (no cloud account)."""
+    from tracker.cli.demo.run import run_demo
     from tracker.config import parse_duration
-    from tracker.demo import run_demo
 
     ttl = None
     if sts_ttl is not None:
