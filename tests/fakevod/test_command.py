@@ -7,6 +7,7 @@ import re
 import selectors
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +18,7 @@ from tracker.cli import main
 
 AK, SECRET, KEY = "LTAIsimulator", "SimulatorSecret", "CallbackKey123"
 LISTENING = re.compile(r"^fake VOD listening on (http://\S+) ")
+MNS_AT = re.compile(r"MNS queue API on (http://\S+);")
 
 
 class Simulator:
@@ -53,6 +55,11 @@ class Simulator:
         assert found, f"not a startup line: {self.line!r} (stderr: {self.stop()})"
         return found.group(1)
 
+    @property
+    def mns_url(self) -> str | None:
+        found = MNS_AT.search(self.line)
+        return found.group(1) if found else None
+
     def stop(self) -> str:
         """SIGTERM, then what the process wrote to stderr."""
         if self.process.poll() is None:
@@ -75,6 +82,12 @@ def answers_like_vod(url: str) -> bool:
     return bool(body.get("RequestId")) and body.get("Code") == "MissingParameter"
 
 
+def answers_like_mns(url: str) -> bool:
+    """An unsigned queue call gets MNS's XML error: the queue API listens there."""
+    answer = httpx.get(url + "/queues/q", timeout=5)
+    return answer.status_code == 400 and "MissingAuthorizationHeader" in answer.text
+
+
 def test_startup_line(simulators: list[Simulator]) -> None:
     simulator = Simulator(
         *["--port", "0", "--seed", "1", "--drop-rate", "0.2"],
@@ -94,9 +107,53 @@ def test_startup_line(simulators: list[Simulator]) -> None:
     assert simulator.process.returncode == 0
 
 
+def test_two_simulators_side_by_side_take_no_mns_port(simulators: list[Simulator]) -> None:
+    """MNS is served only when asked: a second simulator on the machine starts too (issue 23, F1:
+    both once took port 9001 for a queue API nobody asked for, and the second one died)."""
+    simulators += [Simulator("--port", "0"), Simulator("--port", "0")]
+    assert all(answers_like_vod(simulator.url) for simulator in simulators)
+    for simulator in simulators:
+        assert "MNS" not in simulator.line
+        assert simulator.mns_url is None
+    assert simulators[0].url != simulators[1].url
+
+
+@pytest.mark.parametrize("asked", [["--mns-queue", "vod-events"], ["--mns-port", "0"]])
+def test_mns_on_a_free_port_when_asked(simulators: list[Simulator], asked: list[str]) -> None:
+    simulators += [Simulator("--port", "0", *asked), Simulator("--port", "0", *asked)]
+    urls = []
+    for simulator in simulators:
+        assert answers_like_vod(simulator.url), simulator.line
+        mns_url = simulator.mns_url
+        assert mns_url is not None, simulator.line
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", mns_url)
+        assert answers_like_mns(mns_url)
+        urls.append(mns_url)
+    assert urls[0] != urls[1]
+    if "--mns-queue" in asked:
+        assert f"callbacks to MNS queue vod-events at {urls[0]}" in simulators[0].line
+
+
+def test_a_taken_port_is_one_line_not_a_traceback(simulators: list[Simulator]) -> None:
+    first = Simulator("--port", "0")
+    simulators.append(first)
+    port = first.url.rsplit(":", 1)[1]
+    second = Simulator("--port", port)
+    simulators.append(second)
+    deadline = time.monotonic() + 15
+    while second.process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.line == ""
+    err = second.stop()
+    assert second.process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+    assert answers_like_vod(first.url)  # the first one is untouched
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--drop-rate", "2"), ("--fail-rate", "-0.1"), ("--qps", "0")],
+    [("--drop-rate", "2"), ("--fail-rate", "-0.1"), ("--qps", "0"), ("--mns-port", "70000")],
 )
 def test_options_are_validated(option: str, value: str) -> None:
     result = CliRunner().invoke(

@@ -15,11 +15,12 @@ from typing import Any
 import click
 
 from tracker.cli.startup import setup_logging
-from tracker.fakevod import FakeVod, Faults
+from tracker.fakevod import CannotListen, FakeVod, Faults
 from tracker.fakevod.faults import Bounds, options
 
 log = logging.getLogger(__name__)
 
+PORT = click.IntRange(0, 65535)
 MNS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
 
 
@@ -44,7 +45,7 @@ def fault_options(command: Callable[..., None]) -> Callable[..., None]:
 
 @click.command("fake-vod")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--port", default=9000, show_default=True, type=PORT, help="0 for a free port")
 @click.option(
     "--access-key-id",
     envvar="ALIBABA_CLOUD_ACCESS_KEY_ID",
@@ -76,10 +77,10 @@ def fault_options(command: Callable[..., None]) -> Callable[..., None]:
 )
 @click.option(
     "--mns-port",
-    default=9001,
-    show_default=True,
-    type=int,
-    help="Port of the MNS queue API (/queues/...), same key pair",
+    default=None,
+    type=PORT,
+    help="Serve the MNS queue API (/queues/..., same key pair) on this port, 0 for a free one "
+    "[default: not served; a free port with --mns-queue]",
 )
 @click.option(
     "--mns-queue",
@@ -96,7 +97,7 @@ def fake_vod(
     auth_key: str | None,
     seed: int | None,
     sts_ttl: str | None,
-    mns_port: int,
+    mns_port: int | None,
     mns_queue: str | None,
     **faults: Any,
 ) -> None:
@@ -137,10 +138,16 @@ def fake_vod(
         faults=Faults(**faults),
     )
     setup_logging()
-    asyncio.run(_serve(fake, host, port, mns_port, seed))
+    try:
+        asyncio.run(_serve(fake, host, port, mns_port, seed))
+    except CannotListen as exc:
+        raise click.ClickException(str(exc)) from None
 
 
-async def _serve(fake: FakeVod, host: str, port: int, mns_port: int, seed: int | None) -> None:
+async def _serve(
+    fake: FakeVod, host: str, port: int, mns_port: int | None, seed: int | None
+) -> None:
+    # MNS only when asked: a queue API nobody uses must not take a port another simulator needs.
     url = await fake.start(host, port, mns_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -171,7 +178,8 @@ def startup_line(fake: FakeVod, url: str, seed: int | None) -> str:
         f"fake VOD listening on {url} (AccessKeyId {fake.access_key_id})",
         f"callbacks to {targets} ({signed})",
     ]
-    parts.append(f"MNS queue API on {fake.mns.url}")
+    if fake.mns.url:
+        parts.append(f"MNS queue API on {fake.mns.url}")
     parts.append(f"delay {fake.faults.delay}s")
     if shown := fake.faults.shown():
         parts.append(f"faults: {shown}")

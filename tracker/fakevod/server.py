@@ -124,8 +124,11 @@ class FakeVod:
 
     # -- lifecycle --
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, mns_port: int = 0) -> str:
-        await self.mns.start(host, mns_port)
+    async def start(self, host: str = "127.0.0.1", port: int = 0, mns_port: int | None = 0) -> str:
+        """Serve the API on `port` (0: a free one), and MNS's queue API on `mns_port` unless it
+        is None and no queue was asked for (then a free port)."""
+        if mns_port is not None or self.mns_queue is not None:
+            await self.mns.start(host, mns_port or 0)
         if self.mns_queue is not None:
             self.mns.create_queue(self.mns_queue)
             self.callbacks.to_queue(self.mns_queue)
