@@ -1,16 +1,14 @@
 """Simulator, faults: what goes wrong, declared once for `FakeVod` and `tracker fake-vod`'s flags.
 
-One dataclass that `FakeVod` reads live and the command turns into its options (name, default,
-bounds, help).
-
-Fields with `help` are command-line options (`fail_rate` is `--fail-rate`); the exact counts at the
-end are for demos and tests only. `FakeVod.faults` may be changed while the simulator runs.
+`FakeVod` reads them live (`fake.faults` may be changed while it runs). Each field with `help` is
+a command-line option (`fail_rate` is `--fail-rate`, with its default, bounds and help); the exact
+counts at the end are for demos and tests only.
 """
 
 from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class Faults:
             if (f.name.endswith("_rate") or f.name == "qps") and getattr(self, f.name)
         )
 
-    def take(self, counter: str) -> bool:
+    def take(self, counter: Literal["drop_next", "stuck_next", "lose_submit_next"]) -> bool:
         """Spend one of an exact count (`drop_next`...): True if one was left."""
         left = int(getattr(self, counter))
         if left > 0:

@@ -125,8 +125,8 @@ class FakeVod:
     # -- lifecycle --
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, mns_port: int | None = 0) -> str:
-        """Serve the API on `port` (0: a free one), and MNS's queue API on `mns_port` unless it
-        is None and no queue was asked for (then a free port)."""
+        """Serve the API on `port`, and MNS's queue API on `mns_port` (0: a free port). With
+        `mns_port=None` MNS is served only for a queue asked for (`mns_queue`), on a free port."""
         if mns_port is not None or self.mns_queue is not None:
             await self.mns.start(host, mns_port or 0)
         if self.mns_queue is not None:
