@@ -33,7 +33,7 @@ TYPES = "AIVideoTag,AIMediaDNA"
 
 
 def _simulator(qps: float | None) -> Any:
-    from tracker.fakevod import FakeVod
+    from tracker.fakevod import FakeVod, Faults
 
     class TimedVod(FakeVod):
         """Records when each SubmitAIJob was accepted, to measure the achieved rate."""
@@ -45,7 +45,9 @@ def _simulator(qps: float | None) -> Any:
             self.accepted.append(time.monotonic())
             return answer
 
-    fake = TimedVod(access_key_id=KEY, access_key_secret=SECRET, delay=0.5, qps=qps, seed=8)
+    fake = TimedVod(
+        access_key_id=KEY, access_key_secret=SECRET, seed=8, faults=Faults(delay=0.5, qps=qps)
+    )
     fake.accepted = []
     return fake
 

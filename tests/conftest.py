@@ -27,7 +27,7 @@ from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database, upgrade
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import Base
 from tracker.vod import VodClient
 
@@ -187,7 +187,10 @@ KEY_SECRET = "test-key-secret"
 async def fake_vod() -> AsyncIterator[FakeVod]:
     # Every callback dropped: only reconciliation can learn the outcomes.
     fake = FakeVod(
-        access_key_id=KEY_ID, access_key_secret=KEY_SECRET, delay=0.2, drop_rate=1.0, seed=7
+        access_key_id=KEY_ID,
+        access_key_secret=KEY_SECRET,
+        seed=7,
+        faults=Faults(delay=0.2, drop_rate=1.0),
     )
     await fake.start()
     yield fake

@@ -21,7 +21,7 @@ from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import Job, Submission
 
 KEY, SECRET = "test-key-id", "test-key-secret"
@@ -31,7 +31,9 @@ SUBMIT = {"media_id": "m1", "types": ["AIVideoTag"]}
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    async with FakeVod(access_key_id=KEY, access_key_secret=SECRET, delay=0.2) as simulator:
+    async with FakeVod(
+        access_key_id=KEY, access_key_secret=SECRET, faults=Faults(delay=0.2)
+    ) as simulator:
         yield simulator
 
 

@@ -17,7 +17,7 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import JobState, Origin
 from tracker.scheduler.service import Scheduler
 
@@ -30,9 +30,8 @@ async def fakes() -> AsyncIterator[dict[str, FakeVod]]:
         region: FakeVod(
             access_key_id=KEY_ID,
             access_key_secret=KEY_SECRET,
-            delay=0.05,
-            drop_rate=1.0,  # only reconciliation learns the outcomes
             seed=seed,
+            faults=Faults(delay=0.05, drop_rate=1.0),  # only reconciliation learns the outcomes
         )
         for seed, region in enumerate(("cn-shanghai", "cn-beijing"))
     }

@@ -16,7 +16,7 @@ from tests.conftest import LiveServer
 from tracker.app import create_app
 from tracker.cli import main
 from tracker.config import Settings
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 
 AK, SECRET = "LTAImnsCli", "MnsCliSecret"
 QUEUE = "cli-events"
@@ -24,7 +24,7 @@ QUEUE = "cli-events"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.05)
+    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, faults=Faults(delay=0.05))
     await vod.start()
     yield vod
     await vod.stop()

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from tracker.db import Database
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import Job, JobState
 
 KEY_ID, KEY_SECRET = "cli-key", "cli-secret"
@@ -22,7 +22,12 @@ KEY_ID, KEY_SECRET = "cli-key", "cli-secret"
 @pytest.fixture
 async def two_regions() -> AsyncIterator[dict[str, FakeVod]]:
     made = {
-        region: FakeVod(access_key_id=KEY_ID, access_key_secret=KEY_SECRET, delay=0.05, sts_ttl=60)
+        region: FakeVod(
+            access_key_id=KEY_ID,
+            access_key_secret=KEY_SECRET,
+            sts_ttl=60,
+            faults=Faults(delay=0.05),
+        )
         for region in ("cn-shanghai", "cn-beijing")
     }
     for fake in made.values():

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from tracker.cli import main
 from tracker.config import Settings
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.vod.callback import check_callback, covers_ai_events, plan_callback
 
 AK, SECRET = "LTAIcallbackcheck", "CallbackCheckSecret"
@@ -21,7 +21,7 @@ URL = "https://tracker.example.com/callbacks/vod"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.05)
+    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, faults=Faults(delay=0.05))
     await vod.start()
     yield vod
     await vod.stop()

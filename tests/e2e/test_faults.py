@@ -36,7 +36,7 @@ from tests import programs
 from tests.conftest import POSTGRES_URL
 from tests.processes import TrackerProcess, free_port
 from tracker.db import Database, upgrade
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import CallbackEvent, Job
 from tracker.vod import sign_callback
 
@@ -250,7 +250,8 @@ async def write_lock(database_url: str) -> AsyncIterator[None]:
 async def test_kill_9_mid_burst_loses_and_doubles_no_acknowledged_callback(
     media: int, database_url: str, make_fake: Callable[..., Awaitable[FakeVod]], spawn: Any
 ) -> None:
-    fake = await make_fake(delay=0.2, fail_rate=0.3, seed=81)  # no callback URL: we deliver
+    # No callback URL: the test delivers the events itself.
+    fake = await make_fake(seed=81, faults=Faults(delay=0.2, fail_rate=0.3))
     port = free_port()
     env = serve_env(database_url, port, fake.url)
     server = spawn("serve", "--no-scheduler", env=env, port=port)
@@ -333,7 +334,10 @@ async def test_reconciliation_recovers_the_twenty_percent_of_callbacks_dropped(
     port = free_port()
     url = f"http://127.0.0.1:{port}/callbacks/vod"
     fake = await make_fake(
-        callback_url=url, auth_key=AUTH_KEY, delay=0.5, drop_rate=0.2, fail_rate=0.25, seed=20
+        callback_url=url,
+        auth_key=AUTH_KEY,
+        seed=20,
+        faults=Faults(delay=0.5, drop_rate=0.2, fail_rate=0.25),
     )
     env = serve_env(database_url, port, fake.url, reconcile_interval="1s", reconcile_grace="1s")
     server = spawn("serve", env=env, port=port)
@@ -392,15 +396,17 @@ async def test_two_replicas_with_duplicates_and_late_callbacks_apply_each_outcom
         callback_url=urls[0],
         extra_callback_urls=urls[1:],
         auth_key=AUTH_KEY,
-        delay=0.5,
-        fail_rate=0.3,
-        duplicate_rate=0.4,
-        late_rate=0.3,
-        late_seconds=3.0,
-        stuck_seconds=2.5,
         seed=2,
+        faults=Faults(
+            delay=0.5,
+            fail_rate=0.3,
+            duplicate_rate=0.4,
+            late_rate=0.3,
+            late_seconds=3.0,
+            stuck_seconds=2.5,
+        ),
     )
-    fake.stuck_next = 3
+    fake.faults.stuck_next = 3
     replicas = [
         spawn(
             "serve",
@@ -530,7 +536,10 @@ async def test_postgres_stopping_mid_burst_answers_503_and_recovers_without_rest
     # VOD retries 2-3 times 1 s apart (vod-reference.md 6.5); the simulator here keeps trying
     # for 10 s so the outage may last a few seconds on a slow, shared machine.
     fake = await make_fake(
-        callback_url=url, auth_key=AUTH_KEY, delay=1.5, fail_rate=0.3, seed=5, callback_attempts=10
+        callback_url=url,
+        auth_key=AUTH_KEY,
+        seed=5,
+        faults=Faults(delay=1.5, fail_rate=0.3, callback_attempts=10),
     )
     # No scheduler: only callbacks can finish a job, so the simulator's retries have to land.
     server = spawn("serve", "--no-scheduler", env=serve_env(cluster.url, port, fake.url), port=port)

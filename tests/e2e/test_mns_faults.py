@@ -33,7 +33,7 @@ from tests.e2e.test_faults import (  # fixtures (make_fake, spawn, cluster) are 
 )
 from tests.processes import TrackerProcess, free_port
 from tracker.db import upgrade
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 
 __all__ = ["cluster", "make_fake", "spawn"]  # imported fixtures, not unused names
 
@@ -79,7 +79,9 @@ async def until(what: str, check: Callable[[], Any], seconds: float = 30) -> Non
 async def test_kill_9_mid_consume_loses_nothing_and_absorbs_redeliveries(
     database_url: str, make_fake: Callable[..., Awaitable[FakeVod]], spawn: Any
 ) -> None:
-    fake = await queue_fake(make_fake, delay=0.3, fail_rate=0.3, duplicate_rate=0.3, seed=15)
+    fake = await queue_fake(
+        make_fake, seed=15, faults=Faults(delay=0.3, fail_rate=0.3, duplicate_rate=0.3)
+    )
     port = free_port()
     env = mns_env(database_url, port, fake)
     server = spawn("serve", "--no-scheduler", env=env, port=port)
@@ -114,7 +116,9 @@ async def test_kill_9_mid_consume_loses_nothing_and_absorbs_redeliveries(
 async def test_two_replicas_on_one_queue_apply_each_event_once(
     database_url: str, make_fake: Callable[..., Awaitable[FakeVod]], spawn: Any
 ) -> None:
-    fake = await queue_fake(make_fake, delay=0.3, fail_rate=0.3, duplicate_rate=0.5, seed=16)
+    fake = await queue_fake(
+        make_fake, seed=16, faults=Faults(delay=0.3, fail_rate=0.3, duplicate_rate=0.5)
+    )
     ports = [free_port(), free_port()]
     replicas = [
         spawn("serve", "--no-scheduler", env=mns_env(database_url, port, fake), port=port)
@@ -136,7 +140,7 @@ async def test_two_replicas_on_one_queue_apply_each_event_once(
 async def test_database_down_deletes_nothing_and_consumption_resumes(
     database_url: str, make_fake: Callable[..., Awaitable[FakeVod]], spawn: Any
 ) -> None:
-    fake = await queue_fake(make_fake, delay=1.5, seed=17)
+    fake = await queue_fake(make_fake, seed=17, faults=Faults(delay=1.5))
     port = free_port()
     server = spawn("serve", "--no-scheduler", env=mns_env(database_url, port, fake), port=port)
     await ready(server)
@@ -161,7 +165,7 @@ async def test_database_down_deletes_nothing_and_consumption_resumes(
 async def test_mns_down_30s_leaves_http_callbacks_working_and_resumes(
     database_url: str, make_fake: Callable[..., Awaitable[FakeVod]], spawn: Any
 ) -> None:
-    fake = await queue_fake(make_fake, delay=0.3, seed=18)
+    fake = await queue_fake(make_fake, seed=18, faults=Faults(delay=0.3))
     port = free_port()
     server = spawn("serve", "--no-scheduler", env=mns_env(database_url, port, fake), port=port)
     await ready(server)
@@ -194,7 +198,7 @@ async def test_postgres_stopped_deletes_nothing_and_consumption_resumes(
     cluster: Cluster, make_fake: Callable[..., Awaitable[FakeVod]], spawn: Any
 ) -> None:
     await asyncio.to_thread(upgrade, cluster.url)
-    fake = await queue_fake(make_fake, delay=1.5, fail_rate=0.3, seed=19)
+    fake = await queue_fake(make_fake, seed=19, faults=Faults(delay=1.5, fail_rate=0.3))
     port = free_port()
     server = spawn("serve", "--no-scheduler", env=mns_env(cluster.url, port, fake), port=port)
     await ready(server)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.processes import TrackerProcess, free_port
+from tests.processes import TrackerProcess
 
 KEY_ID = "LTAIrecover"
 KEY_SECRET = "RecoverSecret1"
@@ -22,27 +23,37 @@ def jobs_of(url: str, media_id: str) -> list[dict[str, Any]]:
     return items
 
 
+def listening_on(fake: TrackerProcess, seconds: float = 30) -> str:
+    """The URL of a simulator started on a free port (`--port 0`), from its startup line."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := re.search(r"^fake VOD listening on (http://\S+) ", fake.log, re.MULTILINE):
+            return found.group(1)
+        if fake.process.poll() is not None:
+            raise AssertionError(f"the simulator exited early:\n{fake.log}")
+        time.sleep(0.1)
+    raise AssertionError(f"no startup line in {seconds}s:\n{fake.log}")
+
+
 def test_serve_recovers_a_submission_whose_answer_the_simulator_lost(database_url: str) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "ALIBABA_"))}
     keys = {"ALIBABA_CLOUD_ACCESS_KEY_ID": KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": KEY_SECRET}
-    vod_port = free_port()
     # Every answer lost, every callback dropped: only recovery can learn the JobId.
     fake = TrackerProcess(
-        *["fake-vod", "--port", str(vod_port), "--lose-submit-rate", "1", "--drop-rate", "1"],
+        *["fake-vod", "--port", "0", "--lose-submit-rate", "1", "--drop-rate", "1"],
         *["--delay", "0.2"],
         env=base | keys,
-        port=vod_port,
     )
     serve = None
     try:
-        fake.wait_ready("/")
+        vod_url = listening_on(fake)
         serve = TrackerProcess(
             "serve",
             env=base
             | keys
             | {
                 "TRACKER_DATABASE_URL": database_url,
-                "TRACKER_VOD_ENDPOINT": fake.url,
+                "TRACKER_VOD_ENDPOINT": vod_url,
                 "TRACKER_RECOVER_AFTER": "1s",
                 "TRACKER_RECOVER_INTERVAL": "0.5s",
             },

@@ -73,7 +73,7 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
         "TRACKER_RECONCILE_GRACE": "1h",  # only stale jobs are looked up
         "TRACKER_LEASE_TTL": "5s",
     }
-    fake_vod.delay, fake_vod.fail_rate = 3.0, 0.3
+    fake_vod.faults.delay, fake_vod.faults.fail_rate = 3.0, 0.3
     first: dict[str, int] = {}
     for media in ("m1", "m2", "m3"):
         first |= await submit_recorded(vod, database, datetime.now(UTC), media)
@@ -114,7 +114,7 @@ async def test_two_scheduler_processes_share_the_work_and_survive_a_kill(
 
         leader.send_signal(signal.SIGKILL)
         leader.wait(10)
-        fake_vod.delay = 1.0
+        fake_vod.faults.delay = 1.0
         second = await submit_recorded(vod, database, datetime.now(UTC), "m4")
 
         async def taken_over() -> bool:
@@ -196,8 +196,12 @@ async def test_served_tracker_reaches_every_true_state_despite_dropped_callbacks
     try:
         await asyncio.to_thread(server.wait_ready)
         fake_vod.callback_url, fake_vod.auth_key = callback_url, key
-        fake_vod.delay, fake_vod.drop_rate, fake_vod.fail_rate = 1.0, 0.2, 0.3
-        fake_vod.duplicate_rate, fake_vod.late_rate, fake_vod.late_seconds = 0.2, 0.2, 0.5
+        fake_vod.faults.delay, fake_vod.faults.drop_rate, fake_vod.faults.fail_rate = 1.0, 0.2, 0.3
+        fake_vod.faults.duplicate_rate, fake_vod.faults.late_rate, fake_vod.faults.late_seconds = (
+            0.2,
+            0.2,
+            0.5,
+        )
         rows: dict[str, int] = {}
         for n in range(12):
             rows |= await submit_recorded(vod, database, datetime.now(UTC), f"m{n}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 
 AK, SECRET = "LTAI5tFakeMnsKey0001", "FakeMnsSecretForTheSimulator01"
 EVENT = {"EventType": "AIVideoTagComplete", "JobId": "j1", "Data": "<&>\"' 测试"}
@@ -20,7 +20,7 @@ EVENT = {"EventType": "AIVideoTagComplete", "JobId": "j1", "Data": "<&>\"' 测�
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.05, seed=7)
+    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, seed=7, faults=Faults(delay=0.05))
     await vod.start()
     yield vod
     await vod.stop()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 
 AK, SECRET = "LTAI5tFakeKeyId0001", "FakeSecretForTheSimulator0001"
 CONFIG = json.dumps({"AIVideoTag": {"AnalyseTypes": "ASR,OCR"}})
@@ -18,7 +18,7 @@ USER_DATA = json.dumps({"Extend": {"ref": "a b*c~", "title": "测试 video"}})
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.05, seed=3)
+    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, seed=3, faults=Faults(delay=0.05))
     await vod.start()
     yield vod
     await vod.stop()

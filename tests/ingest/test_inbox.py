@@ -28,7 +28,7 @@ from tracker.clock import FrozenClock, utcnow
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database, upgrade
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.ingest import inbox as inbox_module
 from tracker.ingest.applier import EVENTS, apply_pending
 from tracker.ingest.events import parse_callback, parse_event_time
@@ -390,11 +390,13 @@ async def test_simulator_callbacks_drive_submitted_jobs_to_their_final_states(
             access_key_secret="secret",
             callback_url=target,
             auth_key=KEY,
-            delay=1.0,  # processing time: the jobs are recorded (below) before they finish
-            fail_rate=0.3,
-            duplicate_rate=0.5,
             seed=5,
-            callback_interval=0.05,
+            faults=Faults(
+                delay=1.0,  # processing time: the jobs are recorded (below) before they finish
+                fail_rate=0.3,
+                duplicate_rate=0.5,
+                callback_interval=0.05,
+            ),
         )
         await fake.start()
         try:

@@ -47,7 +47,7 @@ async def test_dropped_callbacks_are_found_and_reach_their_true_state(
     fake_vod: FakeVod,
     clock: FrozenClock,
 ) -> None:
-    fake_vod.fail_rate = 0.5
+    fake_vod.faults.fail_rate = 0.5
     rows: dict[str, int] = {}
     for media in ("m1", "m2", "m3"):
         rows |= await submit_recorded(vod, database, clock(), media)
@@ -107,7 +107,7 @@ async def test_running_jobs_are_refreshed_and_unlistable_ones_stay_stale(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    fake_vod.delay = 60.0
+    fake_vod.faults.delay = 60.0
     rows = await submit_recorded(vod, database, clock(), "m1", "AIVideoTag")
     blind = await add_job(database, at=clock(), state=JobState.SUBMIT_UNKNOWN)  # no JobId
     young = await add_job(database, at=clock() + timedelta(hours=1), job_id="f" * 32)
@@ -137,7 +137,7 @@ async def test_pending_callbacks_are_confirmed_or_contradicted(
 ) -> None:
     truths: dict[str, int] = {}
     for media, fail in (("m1", 0.0), ("m2", 1.0)):
-        fake_vod.fail_rate = fail
+        fake_vod.faults.fail_rate = fail
         truths |= await submit_recorded(vod, database, clock(), media, "AIVideoTag")
     await fake_vod.idle(10)
     (good, bad) = truths
@@ -210,7 +210,7 @@ async def test_reconcile_never_holds_a_write_transaction_while_calling_vod(
     """While ListAIJob is in flight, another writer gets the (SQLite: only) write lock at once."""
     await add_job(database, at=clock(), job_id="0" * 32)
     clock.advance(timedelta(minutes=11))
-    fake_vod.slow_rate, fake_vod.slow_seconds = 1.0, 1.0
+    fake_vod.faults.slow_rate, fake_vod.faults.slow_seconds = 1.0, 1.0
     task = asyncio.create_task(
         Scheduler(
             vod_settings, database, vod=VodClients.of(vod_settings, vod), clock=clock
@@ -235,7 +235,7 @@ async def test_a_malformed_job_id_never_spoils_a_batch(
 ) -> None:
     """A JobId with commas (stored before the receiver checked ids) made every ListAIJob batch
     it joined hold over ten ids, so VOD refused the batch and its real jobs stayed pending."""
-    fake_vod.fail_rate = 0.0
+    fake_vod.faults.fail_rate = 0.0
     good: dict[str, int] = {}
     for n in range(9):
         good |= await submit_recorded(vod, database, clock(), f"m{n}", "AIVideoTag")
@@ -276,7 +276,7 @@ async def test_a_held_callback_resolves_its_waiting_job_only_once_vod_confirms(
 ) -> None:
     """With confirmation on, a callback whose JobId would resolve a `submit_unknown` job changes
     nothing until ListAIJob confirms that JobId; a forged one never does."""
-    fake_vod.fail_rate = 0.0
+    fake_vod.faults.fail_rate = 0.0
     (real,) = (await vod.submit_ai_job("m1", ("AIVideoTag",))).jobs  # the answer never came
     waiting = await add_job(database, None, JobState.SUBMIT_UNKNOWN, at=clock(), media_id="m1")
     await fake_vod.idle(10)

@@ -24,7 +24,7 @@ from tracker.clock import FrozenClock, utcnow
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import Heartbeat, Job, JobState, Origin
 from tracker.scheduler.recover import NO_SUCH_JOB, recover_lost_job_ids
 from tracker.scheduler.service import Scheduler
@@ -85,7 +85,7 @@ async def test_a_lost_submit_answer_is_recovered_end_to_end(
     now_clock: FrozenClock,
 ) -> None:
     # VOD creates the job but the connection closes before its answer; its callback is lost too.
-    fake_vod.lose_submit_next = 1
+    fake_vod.faults.lose_submit_next = 1
     answer = await client.post("/jobs", json={"media_id": "m-lost", "types": ["AIVideoTag"]})
     assert answer.status_code == 504
     (row,) = await jobs_of(database, "m-lost")
@@ -163,10 +163,10 @@ async def test_a_job_vod_never_created_is_given_up_and_submit_sends_it_again(
     now_clock: FrozenClock,
 ) -> None:
     # A 500 before anything was done: the outcome is unknown to the tracker, VOD has no job.
-    fake_vod.error_rate = 1.0
+    fake_vod.faults.error_rate = 1.0
     answer = await client.post("/jobs", json={"media_id": "m-none", "types": "AIMediaDNA"})
     assert answer.status_code == 504
-    fake_vod.error_rate = 0.0
+    fake_vod.faults.error_rate = 0.0
     (row,) = await jobs_of(database, "m-none")
     assert row.state == S.SUBMIT_UNKNOWN
 
@@ -285,7 +285,9 @@ async def test_get_job_detail_types_what_list_ai_job_does_not_know(
     database: Database, database_url: str, now_clock: FrozenClock
 ) -> None:
     blind = ListAIJobBlind(
-        access_key_id="k-blind", access_key_secret="BlindSecret1", delay=60.0, drop_rate=1.0
+        access_key_id="k-blind",
+        access_key_secret="BlindSecret1",
+        faults=Faults(delay=60.0, drop_rate=1.0),
     )
     blind.clock = now_clock
     await blind.start()
@@ -323,7 +325,7 @@ async def test_lookups_keep_to_vod_s_fifteen_calls_a_second(
 ) -> None:
     for n in range(31):
         await add_job(database, None, S.SUBMIT_UNKNOWN, at=now_clock(), media_id=f"m-qps-{n}")
-    fake_vod.qps = 15.0
+    fake_vod.faults.qps = 15.0
     now_clock.advance(timedelta(minutes=3))
     began = time.monotonic()
     summary = await recover(database, vod, vod_settings, now_clock)

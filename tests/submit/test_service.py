@@ -26,7 +26,7 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import BadRequest
-from tracker.fakevod import FakeVod, Refused
+from tracker.fakevod import FakeVod, Faults, Refused
 from tracker.models import Job, JobState, Origin, Submission
 from tracker.submit.batch import Item, dry_run, read_items, run_batch
 from tracker.submit.claims import SubmitRequest, claim_many, record_many
@@ -59,7 +59,9 @@ class RefusingVod(FakeVod):
 
 @pytest.fixture
 async def fake() -> AsyncIterator[RefusingVod]:
-    simulator = RefusingVod(access_key_id=KEY, access_key_secret=SECRET, delay=0.2, seed=4)
+    simulator = RefusingVod(
+        access_key_id=KEY, access_key_secret=SECRET, seed=4, faults=Faults(delay=0.2)
+    )
     simulator.refuse = set()
     await simulator.start()
     yield simulator
@@ -237,7 +239,7 @@ async def test_refusal_is_submit_failed_with_vods_code_and_a_rerun_submits(
 async def test_too_slow_an_answer_is_submit_unknown_never_a_duplicate(
     database_url: str, database: Database, fake: FakeVod, clock: FrozenClock
 ) -> None:
-    fake.slow_rate, fake.slow_seconds = 1.0, 3.0
+    fake.faults.slow_rate, fake.faults.slow_seconds = 1.0, 3.0
     settings = vod_settings(database_url, fake.url, vod_timeout=timedelta(seconds=0.5))
     async with VodClient(settings) as client:
         done = await submit_media(database, client, SubmitRequest("m1", ("AIVideoTag",)), clock)
@@ -695,8 +697,8 @@ async def test_big_batch_against_the_simulators_own_throttling_and_slow_answers(
 ) -> None:
     media = [f"media-{i:05d}" for i in range(2000)]
     fake.refuse = set(media[::20])
-    fake.qps = 50  # VOD's token bucket, well under what the client would send
-    fake.slow_rate, fake.slow_seconds = 0.005, 2.0
+    fake.faults.qps = 50  # VOD's token bucket, well under what the client would send
+    fake.faults.slow_rate, fake.faults.slow_seconds = 0.005, 2.0
     settings = vod_settings(database_url, fake.url, vod_timeout=timedelta(seconds=1))
     async with VodClient(settings) as client:
         tally = await run_batch(
@@ -757,7 +759,10 @@ async def test_two_submit_commands_on_one_file(
 async def test_a_second_ctrl_c_abandons_the_calls_in_flight_as_submit_unknown(
     database_url: str, database: Database, fake: FakeVod, tmp_path: Path
 ) -> None:
-    fake.slow_rate, fake.slow_seconds = 1.0, 4.0  # VOD does the work, then answers late
+    fake.faults.slow_rate, fake.faults.slow_seconds = (
+        1.0,
+        4.0,
+    )  # VOD does the work, then answers late
     path = tmp_path / "media.txt"
     path.write_text("".join(f"media-{i}\n" for i in range(20)))
     env = {

@@ -20,7 +20,7 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import BadRequest
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import Job, JobState
 from tracker.submit.claims import SubmitRequest
 from tracker.submit.service import ClaimFailed, TypeOutcome, submit_media
@@ -46,7 +46,9 @@ class OddVod(FakeVod):
 
 @pytest.fixture
 async def fake() -> AsyncIterator[OddVod]:
-    async with OddVod(access_key_id=KEY, access_key_secret=SECRET, delay=0.2) as simulator:
+    async with OddVod(
+        access_key_id=KEY, access_key_secret=SECRET, faults=Faults(delay=0.2)
+    ) as simulator:
         yield simulator
 
 

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from tracker.config import Settings
 from tracker.context import context_of
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.scheduler.reconcile import status_outcome
 from tracker.vod import (
     AIJobStatus,
@@ -189,7 +189,7 @@ def settings_for(url: str, **overrides: object) -> Settings:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.05, seed=7)
+    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, seed=7, faults=Faults(delay=0.05))
     await vod.start()
     yield vod
     await vod.stop()
@@ -265,7 +265,7 @@ async def test_vod_error_codes_are_kept(vod: VodClient) -> None:
 
 
 async def test_throttling_is_retried(fake: FakeVod) -> None:
-    fake.qps = 10.0  # a bucket of 10, refilled one token per 0.1 s
+    fake.faults.qps = 10.0  # a bucket of 10, refilled one token per 0.1 s
     retried_before = counted("ListAIJob", "retried")
     async with VodClient(settings_for(fake.url, vod_retries=6), backoff=0.1) as vod:
         results = await asyncio.gather(*(vod.list_ai_jobs(["x"]) for _ in range(12)))
@@ -275,7 +275,7 @@ async def test_throttling_is_retried(fake: FakeVod) -> None:
 
 
 async def test_throttling_gives_up_after_bounded_retries(fake: FakeVod) -> None:
-    fake.qps = 0.001  # one token, refilled in about 17 minutes
+    fake.faults.qps = 0.001  # one token, refilled in about 17 minutes
     async with VodClient(settings_for(fake.url, vod_retries=2), backoff=0.001) as client:
         await client.list_ai_jobs(["x"])
         with pytest.raises(VodThrottled) as caught:
@@ -286,7 +286,7 @@ async def test_throttling_gives_up_after_bounded_retries(fake: FakeVod) -> None:
 
 
 async def test_client_rate_limit_avoids_throttling(fake: FakeVod) -> None:
-    fake.qps = 20.0
+    fake.faults.qps = 20.0
     async with VodClient(settings_for(fake.url, vod_rate_limit=20.0, vod_retries=0)) as client:
         await asyncio.gather(*(client.list_ai_jobs(["x"]) for _ in range(30)))
     assert fake.refused.get("Throttling.User", 0) == 0
@@ -308,7 +308,7 @@ async def test_unreachable_is_retried_then_reported() -> None:
 
 
 async def test_submit_timeout_after_send_is_outcome_unknown(fake: FakeVod) -> None:
-    fake.slow_rate, fake.slow_seconds = 1.0, 2.0
+    fake.faults.slow_rate, fake.faults.slow_seconds = 1.0, 2.0
     settings = settings_for(fake.url, vod_timeout="0.3s")
     async with VodClient(settings, backoff=0.001) as client:
         with pytest.raises(VodOutcomeUnknown, match="may have been applied"):
@@ -319,7 +319,7 @@ async def test_submit_timeout_after_send_is_outcome_unknown(fake: FakeVod) -> No
 
 
 async def test_idempotent_call_timeout_is_retried(fake: FakeVod) -> None:
-    fake.slow_rate, fake.slow_seconds = 1.0, 2.0
+    fake.faults.slow_rate, fake.faults.slow_seconds = 1.0, 2.0
     settings = settings_for(fake.url, vod_timeout="0.2s", vod_retries=1)
     async with VodClient(settings, backoff=0.001) as client:
         with pytest.raises(VodUnreachable, match="no answer"):
@@ -328,14 +328,14 @@ async def test_idempotent_call_timeout_is_retried(fake: FakeVod) -> None:
 
 
 async def test_dropped_mid_response_is_outcome_unknown(fake: FakeVod, vod: VodClient) -> None:
-    fake.reset_rate = 1.0
+    fake.faults.reset_rate = 1.0
     with pytest.raises(VodOutcomeUnknown):
         await vod.submit_ai_job("m", ["AIMediaDNA"])
     assert fake.submit_calls == 1
 
 
 async def test_server_error_on_submit_is_outcome_unknown(fake: FakeVod, vod: VodClient) -> None:
-    fake.error_rate = 1.0
+    fake.faults.error_rate = 1.0
     with pytest.raises(VodOutcomeUnknown) as caught:
         await vod.submit_ai_job("m", ["AIMediaDNA"])
     assert caught.value.details["vod_code"] == "InternalError"
@@ -370,7 +370,7 @@ async def test_secrets_never_leak(fake: FakeVod, caplog: pytest.LogCaptureFixtur
     assert "SecurityToken%3D***" in refused.value.message
     texts += [str(refused.value), repr(refused.value), str(refused.value.to_json())]
 
-    fake.qps = 0.001
+    fake.faults.qps = 0.001
     right = settings_for(fake.url, security_token=TOKEN, vod_retries=1)
     async with VodClient(right, backoff=0.001) as client:
         await client.list_ai_jobs(["x"])

@@ -23,7 +23,7 @@ from tracker.clock import FrozenClock
 from tracker.config import Settings, load_settings
 from tracker.db import Database
 from tracker.errors import ConfigError
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.models import Job, JobState
 from tracker.submit.claims import SubmitRequest
 from tracker.submit.service import submit_media
@@ -43,7 +43,9 @@ KEY_ID, KEY_SECRET = "base-key-id", "base-key-secret"
 
 @pytest.fixture
 async def sts_fake() -> AsyncIterator[FakeVod]:
-    fake = FakeVod(access_key_id=KEY_ID, access_key_secret=KEY_SECRET, delay=0.05, sts_ttl=3)
+    fake = FakeVod(
+        access_key_id=KEY_ID, access_key_secret=KEY_SECRET, sts_ttl=3, faults=Faults(delay=0.05)
+    )
     await fake.start()
     yield fake
     await fake.stop()

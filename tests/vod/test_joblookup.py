@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from tracker.config import Settings
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.vod import VodClient, VodError, VodOutcomeUnknown
 from tracker.vod.results import ai_job_detail, job_infos
 
@@ -20,7 +20,7 @@ AK, SECRET = "LTAIlookup", "LookupSecret1"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeVod]:
-    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, delay=0.05, seed=5)
+    vod = FakeVod(access_key_id=AK, access_key_secret=SECRET, seed=5, faults=Faults(delay=0.05))
     await vod.start()
     yield vod
     await vod.stop()
@@ -74,7 +74,7 @@ async def test_an_unknown_job_detail_is_vod_s_error(vod: VodClient) -> None:
 
 
 async def test_a_lost_submit_answer_leaves_the_job_at_vod(fake: FakeVod, vod: VodClient) -> None:
-    fake.lose_submit_next = 1
+    fake.faults.lose_submit_next = 1
     with pytest.raises(VodOutcomeUnknown):
         await vod.submit_ai_job("media-lost", ["AIVideoTag"])
     # The job exists, only the answer was lost; the next call is answered as usual.
@@ -85,7 +85,7 @@ async def test_a_lost_submit_answer_leaves_the_job_at_vod(fake: FakeVod, vod: Vo
 
 
 async def test_lookups_keep_to_fifteen_calls_a_second(fake: FakeVod, vod: VodClient) -> None:
-    fake.qps = 15.0  # VOD's limit for each of these actions (joblookup 1, 2)
+    fake.faults.qps = 15.0  # VOD's limit for each of these actions (joblookup 1, 2)
     began = time.monotonic()
     await asyncio.gather(*(vod.list_job_info(f"media-{n}") for n in range(16)))
     elapsed = time.monotonic() - began

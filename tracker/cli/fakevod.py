@@ -1,23 +1,51 @@
-"""`tracker fake-vod`: the local VOD simulator."""
+"""`tracker fake-vod` (composition root): the local VOD simulator, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
+import signal
+from collections.abc import Callable
+from dataclasses import MISSING
 from datetime import timedelta
 from typing import Any
 
 import click
 
 from tracker.cli.startup import setup_logging
+from tracker.fakevod import CannotListen, FakeVod, Faults
+from tracker.fakevod.faults import Bounds, options
 
-RATE = click.FloatRange(0.0, 1.0)
+log = logging.getLogger(__name__)
+
+PORT = click.IntRange(0, 65535)
 MNS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
+
+
+def fault_options(command: Callable[..., None]) -> Callable[..., None]:
+    """One option per field of `Faults`: `fail_rate` is `--fail-rate`, with its default,
+    bounds and help."""
+    for field in reversed(options()):
+        assert field.default is not MISSING
+        bounds: Bounds | None = field.metadata["bounds"]
+        command = click.option(
+            "--" + field.name.replace("_", "-"),
+            field.name,
+            default=field.default,
+            type=type(field.default)
+            if bounds is None
+            else click.FloatRange(bounds.low, bounds.high, min_open=bounds.low_open),
+            show_default=field.default is not None,
+            help=field.metadata["help"],
+        )(command)
+    return command
 
 
 @click.command("fake-vod")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--port", default=9000, show_default=True, type=PORT, help="0 for a free port")
 @click.option(
     "--access-key-id",
     envvar="ALIBABA_CLOUD_ACCESS_KEY_ID",
@@ -39,71 +67,7 @@ MNS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
     default=None,
     help="Sign callbacks with this AuthKey [default: first TRACKER_CALLBACK_AUTH_KEY]",
 )
-@click.option("--delay", default=2.0, show_default=True, help="Seconds from submit to result")
-@click.option(
-    "--fail-rate", default=0.0, type=RATE, show_default=True, help="Share of jobs that fail"
-)
-@click.option(
-    "--drop-rate", default=0.0, type=RATE, show_default=True, help="Share of events never sent"
-)
-@click.option(
-    "--duplicate-rate", default=0.0, type=RATE, show_default=True, help="Share sent twice"
-)
-@click.option("--late-rate", default=0.0, type=RATE, show_default=True, help="Share delivered late")
-@click.option("--late-seconds", default=3.0, show_default=True, help="How late")
-@click.option(
-    "--qps",
-    default=None,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Answer Throttling.User above this rate",
-)
-@click.option(
-    "--slow-rate",
-    default=0.0,
-    type=RATE,
-    show_default=True,
-    help="Share of API answers held back after the work is done",
-)
-@click.option("--slow-seconds", default=15.0, show_default=True, help="How long they are held")
-@click.option(
-    "--error-rate",
-    default=0.0,
-    type=RATE,
-    show_default=True,
-    help="Share of API calls answered InternalError (500) without doing anything",
-)
-@click.option(
-    "--reset-rate",
-    default=0.0,
-    type=RATE,
-    show_default=True,
-    help="Share of API answers cut off midway after the work is done",
-)
-@click.option(
-    "--lose-submit-rate",
-    default=0.0,
-    type=RATE,
-    show_default=True,
-    help="Share of SubmitAIJob calls whose jobs are created but whose answer never comes "
-    "(the connection is closed)",
-)
-@click.option(
-    "--unsolicited-rate",
-    default=0.0,
-    type=RATE,
-    show_default=True,
-    help="Chance per SubmitAIJob of an extra AIMediaDNAComplete nobody submitted",
-)
-@click.option(
-    "--stuck-rate",
-    default=0.0,
-    type=RATE,
-    show_default=True,
-    help="Share of jobs that stay processing",
-)
-@click.option("--stuck-seconds", default=600.0, show_default=True, help="For how much longer")
-@click.option("--callback-attempts", default=3, show_default=True, help="Deliveries per event")
-@click.option("--callback-interval", default=1.0, show_default=True, help="Seconds between them")
+@fault_options
 @click.option("--seed", default=None, type=int, help="Same seed, same ids and outcomes")
 @click.option(
     "--sts-ttl",
@@ -113,10 +77,10 @@ MNS_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
 )
 @click.option(
     "--mns-port",
-    default=9001,
-    show_default=True,
-    type=int,
-    help="Port of the MNS queue API (/queues/...), same key pair",
+    default=None,
+    type=PORT,
+    help="Serve the MNS queue API (/queues/..., same key pair) on this port, 0 for a free one "
+    "[default: not served; a free port with --mns-queue]",
 )
 @click.option(
     "--mns-queue",
@@ -131,12 +95,14 @@ def fake_vod(
     access_key_secret: str | None,
     callback_url: tuple[str, ...],
     auth_key: str | None,
+    seed: int | None,
     sts_ttl: str | None,
+    mns_port: int | None,
+    mns_queue: str | None,
     **faults: Any,
 ) -> None:
     """Run the local VOD simulator (signed API, AI jobs, callbacks, fault injection)."""
     from tracker.config import parse_duration
-    from tracker.fakevod import run_fake_vod
 
     ttl = None
     if sts_ttl is not None:
@@ -155,20 +121,70 @@ def fake_vod(
         auth_key = os.environ.get("TRACKER_CALLBACK_AUTH_KEY", "")
     # A rotation list signs with its first key, like `tracker vod callback set`.
     auth_key = next((k.strip() for k in auth_key.split(",") if k.strip()), None)
-    mns_queue = faults.get("mns_queue")
     if mns_queue is not None and not MNS_QUEUE_NAME.match(mns_queue):
         raise click.BadParameter(
             "letters, digits and -, starting with a letter or digit, at most 120",
             param_hint="--mns-queue",
         )
-    setup_logging()
-    run_fake_vod(
-        host,
-        port,
+    fake = FakeVod(
         access_key_id=access_key_id,
         access_key_secret=access_key_secret,
-        callback_urls=list(callback_url),
+        callback_url=callback_url[0] if callback_url else None,
+        extra_callback_urls=list(callback_url[1:]),
         auth_key=auth_key,
+        seed=seed,
         sts_ttl=ttl,
-        **faults,
+        mns_queue=mns_queue,
+        faults=Faults(**faults),
     )
+    setup_logging()
+    try:
+        asyncio.run(_serve(fake, host, port, mns_port, seed))
+    except CannotListen as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _serve(
+    fake: FakeVod, host: str, port: int, mns_port: int | None, seed: int | None
+) -> None:
+    # MNS only when asked: a queue API nobody uses must not take a port another simulator needs.
+    url = await fake.start(host, port, mns_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(startup_line(fake, url, seed), flush=True)  # noqa: T201 - the line operators look for
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+        log.info(
+            "fake VOD stopped: %d submits, %d jobs, %d deliveries, %d events dropped",
+            fake.submit_calls,
+            len(fake.jobs),
+            len(fake.deliveries),
+            len(fake.dropped),
+        )
+
+
+def startup_line(fake: FakeVod, url: str, seed: int | None) -> str:
+    """Where it listens, where events go and how, what goes wrong; no secret."""
+    targets = ", ".join(u for u in [fake.callback_url, *fake.extra_callback_urls] if u)
+    targets = targets or "nowhere until SetMessageCallback or UserData"
+    signed = "signed with the AuthKey" if fake.auth_key else "unsigned"
+    if fake.mns_queue:  # MNS messages carry no signature (vod-reference.md 6.7)
+        targets, signed = f"MNS queue {fake.mns_queue} at {fake.mns.url}", "unsigned, as VOD's"
+    parts = [
+        f"fake VOD listening on {url} (AccessKeyId {fake.access_key_id})",
+        f"callbacks to {targets} ({signed})",
+    ]
+    if fake.mns.url:
+        parts.append(f"MNS queue API on {fake.mns.url}")
+    parts.append(f"delay {fake.faults.delay}s")
+    if shown := fake.faults.shown():
+        parts.append(f"faults: {shown}")
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    if (ttl := fake.gateway.sts_ttl) is not None:
+        parts.append(f"STS credentials at {fake.credentials_uri} for {ttl:g}s each")
+    return "; ".join(parts)

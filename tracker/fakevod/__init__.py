@@ -1,12 +1,25 @@
-"""A local stand-in for ApsaraVideo VOD: signed RPC API, simulated AI jobs, callbacks, faults.
+"""The VOD simulator (core): a local ApsaraVideo VOD with its MNS queues, for tests and demos.
 
 Held to ../shared/vod-reference.md: it verifies requests the way the gateway does (section 4),
 answers with VOD's bodies and error shapes (sections 1-3) and delivers events like VOD (section 6).
+`server` holds the HTTP actions, `engine` runs the jobs, `callbacks` delivers their events,
+`faults` declares what goes wrong; `mns` is MNS's queue API over the model in `queues`.
 """
 
+from tracker.fakevod.faults import Faults
 from tracker.fakevod.gateway import Gateway, Refused
 from tracker.fakevod.jobs import Delivery, FakeJob
+from tracker.fakevod.listen import CannotListen
 from tracker.fakevod.mns import FakeMns
-from tracker.fakevod.server import FakeVod, run_fake_vod
+from tracker.fakevod.server import FakeVod
 
-__all__ = ["Delivery", "FakeJob", "FakeMns", "FakeVod", "Gateway", "Refused", "run_fake_vod"]
+__all__ = [
+    "CannotListen",
+    "Delivery",
+    "FakeJob",
+    "FakeMns",
+    "FakeVod",
+    "Faults",
+    "Gateway",
+    "Refused",
+]

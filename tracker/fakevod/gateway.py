@@ -1,4 +1,4 @@
-"""The simulator's gateway: who may call, and how often (vod-reference sections 1.3, 1.5, 4)."""
+"""Simulator, gateway: who may call, and how often (vod-reference sections 1.3, 1.5, 4)."""
 
 from __future__ import annotations
 
@@ -72,12 +72,7 @@ class Gateway:
     """Verifies v1 and V3 signatures over what arrived, the time window, nonces, and the QPS."""
 
     def __init__(
-        self,
-        access_key_id: str,
-        access_key_secret: str,
-        qps: float | None,
-        *,
-        sts_ttl: float | None = None,
+        self, access_key_id: str, access_key_secret: str, *, sts_ttl: float | None = None
     ) -> None:
         self.access_key_id = access_key_id
         self._secret = access_key_secret
@@ -87,16 +82,8 @@ class Gateway:
         self.sts_accepted = 0
         self._nonces: dict[str, float] = {}
         self._nonce_order: deque[tuple[float, str]] = deque()
-        self.qps = qps
-
-    @property
-    def qps(self) -> float | None:
-        return self._qps
-
-    @qps.setter
-    def qps(self, value: float | None) -> None:
-        self._qps = value if value and value > 0 else None
-        self._tokens = max(1.0, self._qps or 1.0)
+        self._qps: float | None = None
+        self._tokens = 1.0
         self._refilled = time.monotonic()
 
     async def authenticate(self, request: web.Request) -> tuple[str, dict[str, str]]:
@@ -246,8 +233,12 @@ class Gateway:
         self._nonces[nonce] = now
         self._nonce_order.append((now, nonce))
 
-    def throttle(self) -> None:
-        """A token bucket of `qps` tokens refilled at `qps` per second."""
+    def throttle(self, qps: float | None) -> None:
+        """A token bucket of `qps` tokens refilled at `qps` per second, full again whenever the
+        rate changes (a test that lowers it starts from a known bucket)."""
+        qps = qps if qps and qps > 0 else None
+        if qps != self._qps:
+            self._qps, self._tokens, self._refilled = qps, max(1.0, qps or 1.0), time.monotonic()
         if self._qps is None:
             return
         now = time.monotonic()

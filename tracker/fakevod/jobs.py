@@ -1,4 +1,4 @@
-"""Simulated AI jobs: their truth, their results and their callback bodies (sections 2, 3, 6.2)."""
+"""Simulator, job model: each AI job's truth, result and callback body (sections 2, 3, 6.2)."""
 
 from __future__ import annotations
 

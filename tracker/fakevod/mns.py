@@ -1,28 +1,22 @@
-"""The simulator's MNS queue service: the queue API under `/queues/`, on its own port.
+"""Simulator, MNS HTTP API: MNS's queue API under `/queues/`, on a port of its own, over `queues`.
 
 Held to ../shared/mns-reference.md section 9, so the official `aliyun-mns-sdk` works against it
 unchanged: V2 signatures checked over the raw request target, unprefixed XML with every field the
-SDK requires, MNS's error bodies and the lower-case `x-mns-request-id` header, long polling,
-visibility timeouts, receipt handles valid once and until the message is visible again.
+SDK requires, MNS's error bodies and the lower-case `x-mns-request-id` header.
 
-It imports nothing of the tracker's MNS wing (the core imports no wing): its signature check is
-its own reading of the reference, so a mistake shared with the client would not cancel out.
+It imports nothing of the tracker's MNS adapter: its signature check is its own reading of the
+reference, so a mistake shared with the client would not cancel out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
-import itertools
 import logging
 import random
-import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 from xml.etree import ElementTree
@@ -30,85 +24,24 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from tracker.fakevod.listen import listen
+from tracker.fakevod.queues import (
+    ATTRIBUTES,
+    MAX_BATCH,
+    MAX_VISIBILITY,
+    MAX_WAIT,
+    QUEUE_NAME,
+    FakeQueue,
+    MnsRefused,
+    QueueStore,
+    StoredMessage,
+    body_md5,
+)
+
 log = logging.getLogger(__name__)
 
 XMLNS = "http://mns.aliyuncs.com/doc/v1/"
-MAX_BATCH = 16  # messages per batch (8)
-MAX_WAIT = 30  # seconds of long polling (4)
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,119}$")
-
 SKEW = 900.0  # seconds of clock skew accepted (2.1)
-HANDLE = re.compile(r"^[A-Za-z0-9-]{1,128}$")
-# CreateQueue's attributes: (default, low, high) (8).
-ATTRIBUTES = {
-    "DelaySeconds": (0, 0, 604800),
-    "MaximumMessageSize": (65536, 1024, 65536),
-    "MessageRetentionPeriod": (345600, 60, 604800),
-    "VisibilityTimeout": (30, 1, 43200),
-    "PollingWaitSeconds": (0, 0, 30),
-}
-
-
-class MnsRefused(Exception):
-    """An error answer in MNS's shape (5.1)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-@dataclass
-class StoredMessage:
-    message_id: str
-    body: str
-    priority: int
-    enqueue_ms: int
-    visible_at: float  # epoch seconds
-    first_dequeue_ms: int = 0
-    dequeue_count: int = 0
-    handle: str | None = None  # the one receipt handle that is valid now
-
-
-@dataclass
-class FakeQueue:
-    name: str
-    attributes: dict[str, int]
-    logging_enabled: bool = False
-    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    modified_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    messages: dict[str, StoredMessage] = field(default_factory=dict)  # in send order
-    mixed_priority: bool = False  # some message was sent with a priority other than 8
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    def visible(self, now: float, count: int) -> list[StoredMessage]:
-        """Up to `count` visible messages, highest priority (lowest number) first, then in send
-        order. While every message has one priority the scan stops at `count`: a queue of
-        20,000 must not cost 20,000 steps per receive."""
-        if not self.mixed_priority:
-            found = []
-            for message in self.messages.values():
-                if message.visible_at <= now:
-                    found.append(message)
-                    if len(found) == count:
-                        break
-            return found
-        ready = [m for m in self.messages.values() if m.visible_at <= now]
-        ready.sort(key=lambda m: m.priority)  # stable: send order within a priority
-        return ready[:count]
-
-    def counts(self, now: float) -> tuple[int, int, int]:
-        """(active, inactive, delayed) messages."""
-        active = inactive = delayed = 0
-        for message in self.messages.values():
-            if message.visible_at <= now:
-                active += 1
-            elif message.dequeue_count:
-                inactive += 1
-            else:
-                delayed += 1
-        return active, inactive, delayed
 
 
 class FakeMns:
@@ -126,15 +59,13 @@ class FakeMns:
     ) -> None:
         self.access_key_id = access_key_id
         self._secret = access_key_secret
-        self.queues: dict[str, FakeQueue] = {}
         self.error_rate = error_rate
         self.outage = False
         self.requests = 0
         self.refused: dict[str, int] = {}
-        self.deleted = 0
-        self.deleted_bodies: list[str] = []  # for tests: what was acknowledged, in order
         self._rng = random.Random(None if seed is None else f"mns-{seed}")
-        self._ids = itertools.count(1)
+        self.store = QueueStore(self._rng)
+        self.queues: dict[str, FakeQueue] = self.store.queues  # the same dict, for tests
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -144,14 +75,7 @@ class FakeMns:
         app = web.Application(client_max_size=2 * 1024 * 1024)
         app.router.add_route("*", "/queues/{queue}", self._handle)
         app.router.add_route("*", "/queues/{queue}/messages", self._handle)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound = self._runner.addresses[0]
-        shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
-        self.url = f"http://{shown}:{bound[1]}"
+        self._runner, self.url = await listen(app, host, port)
         return self.url
 
     async def stop(self) -> None:
@@ -162,26 +86,24 @@ class FakeMns:
     # -- in-process use (the simulated VOD writes its events here) --
 
     def create_queue(self, name: str, **attributes: int) -> FakeQueue:
-        if name not in self.queues:
-            values = {key: default for key, (default, _, _) in ATTRIBUTES.items()}
-            values.update(attributes)
-            self.queues[name] = FakeQueue(name, values)
-        return self.queues[name]
+        return self.store.create_queue(name, **attributes)
 
     async def put(self, queue_name: str, bodies: Iterable[str]) -> bool:
         """Enqueue as VOD does; False if the queue does not exist (the write fails)."""
-        queue = self.queues.get(queue_name)
-        if queue is None:
-            return False
-        for body in bodies:
-            self._enqueue(queue, body, 0, 8)
-        await self._wake(queue)
-        return True
+        return await self.store.put(queue_name, bodies)
 
     def depth(self, queue_name: str) -> int:
         """Messages not deleted yet, visible or not."""
-        queue = self.queues.get(queue_name)
-        return len(queue.messages) if queue else 0
+        return self.store.depth(queue_name)
+
+    @property
+    def deleted(self) -> int:
+        return self.store.deleted
+
+    @property
+    def deleted_bodies(self) -> list[str]:
+        """What was acknowledged, in order."""
+        return self.store.deleted_bodies
 
     # -- the API --
 
@@ -200,29 +122,12 @@ class FakeMns:
                 return self._drop(request)
         except MnsRefused as refusal:
             self.refused[refusal.code] = self.refused.get(refusal.code, 0) + 1
-            status = refusal.status
-            payload = _document(
-                "Error",
-                _elements(
-                    Code=refusal.code,
-                    Message=refusal.message,
-                    RequestId=request_id,
-                    HostId=self.url,
-                ),
-            )
-            headers = {}
+            status, headers = refusal.status, {}
+            payload = self._error(refusal.code, refusal.message, request_id)
         except Exception:
             log.exception("fake MNS failed on a request")
             status, headers = 500, {}
-            payload = _document(
-                "Error",
-                _elements(
-                    Code="InternalError",
-                    Message="Internal error.",
-                    RequestId=request_id,
-                    HostId=self.url,
-                ),
-            )
+            payload = self._error("InternalError", "Internal error.", request_id)
         # The SDK reads this header with a case-sensitive lookup (3).
         headers = {"x-mns-request-id": request_id, "x-mns-version": "2015-06-06", **headers}
         if payload is None:
@@ -230,6 +135,11 @@ class FakeMns:
         return web.Response(
             status=status, body=payload, headers={**headers, "Content-Type": "text/xml"}
         )
+
+    def _error(self, code: str, message: str, request_id: str) -> bytes:
+        """MNS's error body (5.1)."""
+        fields = _elements(Code=code, Message=message, RequestId=request_id, HostId=self.url)
+        return _document("Error", fields)
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:
@@ -290,12 +200,12 @@ class FakeMns:
             if method == "PUT":
                 return self._put_queue(name, body, query)
             if method == "GET":
-                return 200, self._queue_xml(self._queue(name)), {}
+                return 200, self._queue_xml(self.store.queue(name)), {}
             if method == "DELETE":
-                self.queues.pop(name, None)
+                self.store.delete_queue(name)
                 return 204, None, {}
             raise MnsRefused(405, "InvalidRequestURL", f"{method} is not allowed here.")
-        queue = self._queue(name)
+        queue = self.store.queue(name)
         if method == "POST":
             return 201, await self._send(queue, body), {}
         if method == "GET":
@@ -306,37 +216,17 @@ class FakeMns:
             return 200, await self._change_visibility(queue, query), {}
         raise MnsRefused(405, "InvalidRequestURL", f"{method} is not allowed here.")
 
-    def _queue(self, name: str) -> FakeQueue:
-        queue = self.queues.get(name)
-        if queue is None:
-            raise MnsRefused(404, "QueueNotExist", "The queue name you provided is not exist.")
-        return queue
-
     # -- queues --
 
     def _put_queue(
         self, name: str, body: bytes, query: dict[str, str]
     ) -> tuple[int, bytes | None, dict[str, str]]:
         given, logging_enabled = _queue_attributes(_root(body, "Queue") if body.strip() else None)
-        location = {"Location": f"{self.url}/queues/{name}"}
-        queue = self.queues.get(name)
         if query.get("metaoverride", "").lower() == "true":  # SetQueueAttributes
-            queue = self._queue(name)
-            queue.attributes.update(given)
-            if logging_enabled is not None:
-                queue.logging_enabled = logging_enabled
-            queue.modified_ms = int(time.time() * 1000)
+            self.store.set_attributes(name, given, logging_enabled)
             return 204, None, {}
-        if queue is not None:
-            same = all(queue.attributes[k] == v for k, v in given.items()) and (
-                logging_enabled is None or logging_enabled == queue.logging_enabled
-            )
-            if not same:
-                raise MnsRefused(409, "QueueAlreadyExist", "The queue you want to create exists.")
-            return 204, None, location
-        queue = self.create_queue(name, **given)
-        queue.logging_enabled = bool(logging_enabled)
-        return 201, None, location
+        created = self.store.create_or_match(name, given, logging_enabled)
+        return 201 if created else 204, None, {"Location": f"{self.url}/queues/{name}"}
 
     def _queue_xml(self, queue: FakeQueue) -> bytes:
         active, inactive, delayed = queue.counts(time.time())
@@ -356,20 +246,6 @@ class FakeMns:
 
     # -- messages --
 
-    def _enqueue(self, queue: FakeQueue, body: str, delay: int, priority: int) -> StoredMessage:
-        now = time.time()
-        number = next(self._ids)
-        message = StoredMessage(
-            message_id=f"{self._hex(16)}-{number:x}-{int(now * 1000):X}",
-            body=body,
-            priority=priority,
-            enqueue_ms=int(now * 1000),
-            visible_at=now + delay,
-        )
-        queue.messages[message.message_id] = message
-        queue.mixed_priority |= priority != 8
-        return message
-
     async def _send(self, queue: FakeQueue, body: bytes) -> bytes:
         root = _root(body)
         single = _local(root.tag) == "Message"
@@ -388,16 +264,12 @@ class FakeMns:
                 raise MnsRefused(400, "InvalidArgument", "The message body is too large.")
             delay = _bounded(fields, "DelaySeconds", queue.attributes["DelaySeconds"], 0, 604800)
             priority = _bounded(fields, "Priority", 8, 1, 16)
-            sent.append(self._enqueue(queue, text, delay, priority))
-        await self._wake(queue)
+            sent.append(self.store.enqueue(queue, text, delay, priority))
+        await self.store.wake(queue)
         answers = [_elements(MessageId=m.message_id, MessageBodyMD5=body_md5(m.body)) for m in sent]
         if single:
             return _document("Message", answers[0])
         return _document("Messages", "".join(f"<Message>{a}</Message>" for a in answers))
-
-    async def _wake(self, queue: FakeQueue) -> None:
-        async with queue.changed:
-            queue.changed.notify_all()
 
     async def _receive(
         self, queue: FakeQueue, query: dict[str, str], request: web.Request
@@ -406,43 +278,16 @@ class FakeMns:
         batch = "numofmessages" in query
         count = _number(query, "numofmessages", 1, 1, MAX_BATCH)
         wait = _number(query, "waitseconds", queue.attributes["PollingWaitSeconds"], 0, MAX_WAIT)
-        deadline = time.monotonic() + (0 if peek else wait)
-        while True:
-            if request.transport is None or request.transport.is_closing():
-                # The client went away during its long poll (aiohttp does not cancel handlers):
-                # nobody is left to hand messages to.
-                raise MnsRefused(404, "MessageNotExist", "Message not exist.")
-            now = time.time()
-            taken = queue.visible(now, count)
-            if taken:
-                if not peek:
-                    for message in taken:
-                        self._take(queue, message, now)
-                items = [self._message_xml(m, peek) for m in taken]
-                if batch:
-                    return 200, _document("Messages", "".join(items)), {}
-                return 200, f'<?xml version="1.0" encoding="UTF-8"?>{items[0]}'.encode(), {}
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise MnsRefused(404, "MessageNotExist", "Message not exist.")
-            hidden = [m.visible_at for m in queue.messages.values()]
-            if hidden:  # wake when the first invisible message becomes visible again
-                remaining = min(remaining, max(0.001, min(hidden) - now))
-            async with queue.changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(queue.changed.wait(), remaining)
-            if queue.name not in self.queues:
-                raise MnsRefused(404, "QueueNotExist", "The queue name you provided is not exist.")
 
-    def _take(self, queue: FakeQueue, message: StoredMessage, now: float) -> None:
-        message.dequeue_count += 1
-        if not message.first_dequeue_ms:
-            message.first_dequeue_ms = int(now * 1000)
-        message.visible_at = now + queue.attributes["VisibilityTimeout"]
-        message.handle = self._handle_for(message)
+        def gone() -> bool:
+            # The client went away during its long poll (aiohttp does not cancel handlers).
+            return request.transport is None or request.transport.is_closing()
 
-    def _handle_for(self, message: StoredMessage) -> str:
-        return f"{message.message_id}-{self._hex(8)}"
+        taken = await self.store.receive(queue, count, wait, peek, gone)
+        items = [self._message_xml(m, peek) for m in taken]
+        if batch:
+            return 200, _document("Messages", "".join(items)), {}
+        return 200, f'<?xml version="1.0" encoding="UTF-8"?>{items[0]}'.encode(), {}
 
     def _message_xml(self, message: StoredMessage, peek: bool) -> str:
         fields: dict[str, object] = {"MessageId": message.message_id}
@@ -462,24 +307,12 @@ class FakeMns:
         )
         return f'<Message xmlns="{XMLNS}">{_elements(**fields)}</Message>'
 
-    def _current(self, queue: FakeQueue, handle: str) -> StoredMessage:
-        """The message `handle` is valid for: only its latest, before it is visible again."""
-        if not HANDLE.match(handle):
-            raise MnsRefused(
-                400, "ReceiptHandleError", "The receipt handle you provide is not valid."
-            )
-        message_id = handle.rsplit("-", 1)[0]
-        message = queue.messages.get(message_id)
-        if message is None or message.handle != handle or message.visible_at <= time.time():
-            raise MnsRefused(404, "MessageNotExist", "Message not exist.")
-        return message
-
     def _delete(
         self, queue: FakeQueue, query: dict[str, str], body: bytes
     ) -> tuple[int, bytes | None, dict[str, str]]:
         if "receipthandle" in query:
-            message = self._current(queue, query["receipthandle"])
-            self._remove(queue, message)
+            message = self.store.current(queue, query["receipthandle"])
+            self.store.remove(queue, message)
             return 204, None, {}
         root = _root(body, "ReceiptHandles")
         handles = [e.text or "" for e in root if _local(e.tag) == "ReceiptHandle"]
@@ -490,7 +323,7 @@ class FakeMns:
         errors = []
         for handle in handles:
             try:
-                message = self._current(queue, handle)
+                message = self.store.current(queue, handle)
             except MnsRefused as refusal:
                 errors.append(
                     "<Error>"
@@ -500,27 +333,18 @@ class FakeMns:
                     + "</Error>"
                 )
                 continue
-            self._remove(queue, message)
+            self.store.remove(queue, message)
         if errors:  # partial failure: 404 with <Errors> (5.3)
             return 404, _document("Errors", "".join(errors)), {}
         return 204, None, {}
-
-    def _remove(self, queue: FakeQueue, message: StoredMessage) -> None:
-        del queue.messages[message.message_id]
-        self.deleted += 1
-        self.deleted_bodies.append(message.body)
 
     async def _change_visibility(self, queue: FakeQueue, query: dict[str, str]) -> bytes:
         if "receipthandle" not in query:
             raise MnsRefused(400, "MissingReceiptHandle", "The receipt handle is missing.")
         if "visibilitytimeout" not in query:
             raise MnsRefused(400, "MissingVisibilityTimeout", "The visibility timeout is missing.")
-        seconds = _number(query, "visibilitytimeout", 0, 0, 43200)
-        message = self._current(queue, query["receipthandle"])
-        message.visible_at = time.time() + seconds
-        message.handle = self._handle_for(message)  # the old handle is spent (6)
-        if seconds == 0:
-            await self._wake(queue)
+        seconds = _number(query, "visibilitytimeout", 0, 0, MAX_VISIBILITY)
+        message = await self.store.change_visibility(queue, query["receipthandle"], seconds)
         return _document(
             "ChangeVisibility",
             _elements(ReceiptHandle=message.handle, NextVisibleTime=int(message.visible_at * 1000)),
@@ -528,11 +352,8 @@ class FakeMns:
 
     # -- helpers --
 
-    def _hex(self, length: int) -> str:
-        return f"{self._rng.getrandbits(length * 4):0{length}X}"
-
     def _request_id(self) -> str:
-        return self._hex(24)
+        return self.store.hex(24)
 
 
 def _query(raw_path: str) -> dict[str, str]:
@@ -590,11 +411,6 @@ def _fields(element: ElementTree.Element) -> dict[str, str]:
 def _elements(**fields: object) -> str:
     """Unprefixed elements with escaped text: the SDK's minidom fails on `ns0:` prefixes (9.4)."""
     return "".join(f"<{name}>{escape(str(value))}</{name}>" for name, value in fields.items())
-
-
-def body_md5(body: str) -> str:
-    """MessageBodyMD5: upper-case hex MD5 of the body as stored (4)."""
-    return hashlib.md5(body.encode()).hexdigest().upper()
 
 
 def _document(root: str, inner: str) -> bytes:

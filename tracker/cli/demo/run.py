@@ -53,7 +53,7 @@ from tracker.cli.demo.scenario import (
 from tracker.cli.demo.view import Watched, isatty, jobs_table, note_of, one_field_a_line, phase_of
 from tracker.cli.demo.webhooks import WebhookReceiver, new_secret
 from tracker.db import upgrade_async
-from tracker.fakevod import FakeJob, FakeVod
+from tracker.fakevod import FakeJob, FakeVod, Faults
 
 
 class DemoFailed(Exception):
@@ -157,12 +157,11 @@ class Demo:
             access_key_secret=self.keys["access_key_secret"],
             callback_url=f"http://127.0.0.1:{port}/callbacks/vod",
             auth_key=self.keys["auth_key"],
-            delay=JOB_SECONDS,
-            stuck_seconds=STUCK_EXTRA,
             seed=2026,
             sts_ttl=self.sts_ttl,
             # CallbackType MNS: completion events are written to the queue, not POSTed
             mns_queue=MNS_QUEUE if self.channel == "mns" else None,
+            faults=Faults(delay=JOB_SECONDS, stuck_seconds=STUCK_EXTRA),
         )
         vod_url = await self.fake.start()
         uri = self.fake.credentials_uri if self.sts_ttl else None
@@ -233,9 +232,9 @@ class Demo:
 
     async def _submit(self, http: aiohttp.ClientSession, media_id: str) -> None:
         if media_id == DROPPED_MEDIA:
-            self.fake.drop_next = 1  # the next job created: this media's AIVideoTag
+            self.fake.faults.drop_next = 1  # the next job created: this media's AIVideoTag
         if media_id == STUCK_MEDIA:
-            self.fake.stuck_next = 1
+            self.fake.faults.stuck_next = 1
         body = {"media_id": media_id, "types": list(TYPES)}
         async with http.post("/jobs", json=body) as response:
             answer = await response.json()
