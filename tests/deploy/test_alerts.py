@@ -7,20 +7,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import yaml
 
 from tests import programs
+from tests.deploy.files import ALERTS, alert_rules
 
-DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
-ALERTS = DEPLOY / "alerts.yml"
+DEPLOY = ALERTS.parent
 SCRAPED = {"job": "tracker"}  # what `max without (instance)` keeps of a scrape's labels
-
-
-def rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
 
 
 def promtool(*args: str, cwd: Path | None = None) -> str:
@@ -32,9 +27,9 @@ def promtool(*args: str, cwd: Path | None = None) -> str:
     return output
 
 
-def test_promtool_checks_the_rules() -> None:
+def test_promtool_checks_the_alert_rules() -> None:
     output = promtool("check", "rules", str(ALERTS))
-    assert f"SUCCESS: {len(rules())} rules found" in output
+    assert f"SUCCESS: {len(alert_rules())} rules found" in output
 
 
 def test_the_example_configuration_scrapes_the_tracker_and_loads_the_rules(
@@ -48,7 +43,7 @@ def test_the_example_configuration_scrapes_the_tracker_and_loads_the_rules(
 
 
 def test_every_alert_says_how_long_how_bad_and_what_to_do() -> None:
-    for rule in rules():
+    for rule in alert_rules():
         name = rule["alert"]
         assert name.startswith("Tracker"), name
         assert "for" in rule, name
@@ -259,7 +254,7 @@ CASES = [
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
-    names = {rule["alert"] for rule in rules()}
+    names = {rule["alert"] for rule in alert_rules()}
     assert {case.alert for case in CASES if case.fires} == names
     assert {case.alert for case in CASES if not case.fires} == names
 
@@ -303,5 +298,5 @@ def test_each_alert_fires_on_its_series_and_not_on_healthy_ones(tmp_path: Path) 
 def test_the_scrape_job_the_rules_name_is_the_example_configuration_s() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     [job] = [scrape["job_name"] for scrape in config["scrape_configs"]]
-    down = next(rule for rule in rules() if rule["alert"] == "TrackerDown")
+    down = next(rule for rule in alert_rules() if rule["alert"] == "TrackerDown")
     assert f'job="{job}"' in down["expr"]
