@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tracker.logs import JsonFormatter
 
@@ -52,3 +53,13 @@ def test_the_time_is_utc_whatever_the_local_zone() -> None:
     parsed = datetime.fromisoformat(stamp)
     assert parsed.utcoffset() is not None
     assert abs(parsed.timestamp() - item.created) < 1e-3
+
+
+def test_the_readme_example_is_what_the_formatter_writes() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [example] = [line for line in readme.splitlines() if line.startswith('{"time": ')]
+    shown = json.loads(example)
+    item = record("callback from %s rejected: %s", "10.0.0.7", "bad_signature")
+    item.name = shown["logger"]
+    item.created = datetime.fromisoformat(shown["time"]).timestamp()
+    assert JsonFormatter().format(item) == example
