@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
+# Read when the tests are collected: conftest's `_clean_environment` removes every TRACKER_*
+# variable before the first test runs, this one included.
+REQUIRED = os.environ.get("TRACKER_TEST_PROGRAMS") == "required"
+
 
 def missing(program: str, package: str) -> None:
     message = f"needs {program}: apt-get install {package}"
-    if os.environ.get("TRACKER_TEST_PROGRAMS") == "required":
+    if REQUIRED:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
@@ -36,3 +40,12 @@ def postgres_bindir() -> Path:
         missing("the PostgreSQL server", "postgresql")
     assert initdb is not None
     return Path(initdb).parent
+
+
+def promtool() -> str:
+    """Prometheus's rule checker and rule unit tester (Debian's `prometheus` package)."""
+    found = shutil.which("promtool")
+    if found is None:
+        missing("promtool", "prometheus")
+    assert found is not None
+    return found

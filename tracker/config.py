@@ -216,6 +216,9 @@ class Settings(BaseSettings):
     mns_pollers: int = Field(default=2, ge=1, le=16)
     mns_failed_retry: Duration = timedelta(seconds=60)  # queue missing or access denied
 
+    # `json`: one JSON object per log line, for log pipelines (tracker/logs.py).
+    log_format: Literal["text", "json"] = "text"
+
     @property
     def vod_url(self) -> str:
         return self.vod_url_for(self.vod_region)

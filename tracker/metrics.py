@@ -78,3 +78,20 @@ MNS_ERRORS = Counter(
     ["kind"],
 )
 MNS_STATE = Gauge("tracker_mns_consumer_state", "1 for the MNS consumer's current state", ["state"])
+
+# Read from the database at each scrape (api/telemetry.py), so every replica reports the same
+# figures whichever process runs the relay or the scheduler: aggregate them with max, not sum.
+DELIVERIES_PENDING = Gauge(
+    "tracker_deliveries_pending",
+    "Deliveries to subscribers waiting for an attempt or being sent (the backlog)",
+)
+DELIVERIES_FAILED = Gauge(
+    "tracker_deliveries_failed",
+    "Deliveries that used every attempt (dead letters, replayable)",
+)
+SCHEDULER_STATE = Gauge(
+    "tracker_scheduler_job_state",
+    "1 for each scheduled job's state as /readyz judges it from every replica's heartbeats "
+    "(ok, running, late, stuck, failing, never, off)",
+    ["job", "state"],
+)

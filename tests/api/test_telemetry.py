@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.api.test_subscription_stats import seed
+from tests.factories import add_rows
 from tracker.app import create_app
+from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import Job, JobState, Origin
+from tracker.models import Heartbeat, Job, JobState, Origin
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -128,3 +131,34 @@ async def test_callbacks_are_counted_like_any_route(client: httpx.AsyncClient) -
     count = "tracker_http_request_seconds_count"
     route = {"route": "/callbacks/vod"}
     assert value(after, count, **route) - value(before, count, **route) == 2
+
+
+async def test_delivery_backlog_and_scheduler_states_come_from_the_database(
+    client: httpx.AsyncClient, database: Database, clock: FrozenClock
+) -> None:
+    """Whichever process runs the relay and the scheduler, any replica's /metrics says how the
+    deliveries and the scheduled jobs stand (as GET /stats and /readyz do)."""
+    await seed(database, clock)
+    now = clock()
+    beat = {"owner": "elsewhere", "started_at": now - timedelta(seconds=1), "finished_at": now}
+    await add_rows(
+        database,
+        Heartbeat(name="sweep", duration_s=1.0, ok=True, summary="flagged 0", **beat),
+        Heartbeat(name="retention", duration_s=1.0, ok=False, summary="failed: disk", **beat),
+    )
+    text = (await client.get("/metrics")).text
+    assert value(text, "tracker_deliveries_pending") == 3  # pending and sending
+    assert value(text, "tracker_deliveries_failed") == 2
+    assert value(text, "tracker_subscriptions_disabled") == 1
+    state = "tracker_scheduler_job_state"
+    assert value(text, state, job="sweep", state="ok") == 1
+    assert value(text, state, job="sweep", state="late") == 0
+    assert value(text, state, job="retention", state="failing") == 1
+    assert value(text, state, job="reconcile", state="off") == 1  # no VOD credentials
+    # Ten minutes without a sweep (every minute): late, as /readyz says.
+    clock.advance(timedelta(minutes=10))
+    text = (await client.get("/metrics")).text
+    assert value(text, state, job="sweep", state="ok") == 0
+    assert value(text, state, job="sweep", state="late") == 1
+    ready = (await client.get("/readyz")).json()
+    assert ready["scheduler"]["jobs"]["sweep"]["state"] == "late"

@@ -15,6 +15,7 @@ from tracker import metrics
 from tracker.api.auth import require_metrics_token
 from tracker.api.routes import read_session
 from tracker.context import context_of
+from tracker.scheduler.heartbeats import SEVERITY, judge_jobs
 
 UNMATCHED = "<unmatched>"  # one label for every unknown path, so scanners cannot blow up the series
 
@@ -59,16 +60,28 @@ class RequestMetrics:
 
 
 async def refresh_gauges(request: Request) -> None:
-    """Jobs by type and state, stale jobs and the oldest unfinished job, from the stats cache
-    (so a scrape costs at most one aggregate per cache period, whatever the scrape rate)."""
-    now = context_of(request).clock()
-    stats = await context_of(request).stats.get(lambda: read_session(request), now)
+    """Jobs by type and state, stale jobs, the oldest unfinished job, the delivery backlog and
+    each scheduled job's state, from the stats cache (so a scrape costs at most one aggregate
+    per cache period, whatever the scrape rate)."""
+    context = context_of(request)
+    now = context.clock()
+    stats = await context.stats.get(lambda: read_session(request), now)
     metrics.JOBS.clear()
     for job_type, states in stats.jobs.items():
         for state, count in states.items():
             metrics.JOBS.labels(job_type, state).set(count)
     metrics.STALE_JOBS.set(stats.stale)
     metrics.OLDEST_UNFINISHED_SECONDS.set(stats.oldest_unfinished_seconds(now) or 0)
+    # From the database, not from this process: the relay and the scheduler may run elsewhere
+    # (`tracker notifier`, `tracker scheduler`), processes with no /metrics of their own.
+    subscriptions = stats.subscriptions
+    metrics.DELIVERIES_PENDING.set(subscriptions.deliveries_pending)
+    metrics.DELIVERIES_FAILED.set(subscriptions.deliveries_failed)
+    metrics.SUBSCRIPTIONS_DISABLED.set(subscriptions.disabled)
+    # Judged as of when the heartbeats were read, so a cached read never looks late.
+    for job, judged in judge_jobs(stats.heartbeats, context.settings, stats.computed_at).items():
+        for state in SEVERITY:
+            metrics.SCHEDULER_STATE.labels(job, state).set(1 if judged["state"] == state else 0)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -32,7 +32,7 @@ def events_replay(since: str | None) -> None:
     from tracker.ingest.replay import replay_events
 
     settings = settings_or_exit()
-    setup_logging()
+    setup_logging(settings)
     ensure_schema(settings)
     start = parse_since(since, utcnow()) if since else None
 

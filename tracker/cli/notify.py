@@ -161,7 +161,7 @@ def tail(after: int | None, types: str | None, once: bool) -> None:
 @click.command("notifier")
 def notifier() -> None:
     """Run the notification relay on its own (without the HTTP service), like `scheduler`."""
-    setup_logging()
     settings = settings_or_exit()
+    setup_logging(settings)
     ensure_schema(settings)
     asyncio.run(run_notifier(settings))

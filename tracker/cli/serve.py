@@ -33,7 +33,7 @@ def serve(no_scheduler: bool) -> None:
         settings.check_exposure()
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
-    setup_logging()
+    setup_logging(settings)
     ensure_schema(settings)
     app = create_app(settings)
     # What is loaded by now lives as long as the process: keep it out of the collector's full
@@ -56,6 +56,6 @@ def scheduler_command() -> None:
     from tracker.scheduler.service import run_scheduler
 
     settings = settings_or_exit()
-    setup_logging()
+    setup_logging(settings)
     ensure_schema(settings)
     asyncio.run(run_scheduler(settings))

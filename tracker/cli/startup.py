@@ -6,7 +6,6 @@ A root's machinery: each check ends the command with one line instead of a trace
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tracker.config import Settings, load_settings
 from tracker.db import Database, head_revision, is_sqlite, sqlite_file, upgrade
 from tracker.errors import ConfigError, describe
+from tracker.logs import configure_logging
 
 DATABASE_URL = "TRACKER_DATABASE_URL"
 
@@ -48,10 +48,9 @@ def upgrade_or_exit(url: str) -> None:
         raise click.ClickException(message) from None
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def setup_logging(settings: Settings | None = None) -> None:
+    """Log lines on stderr, as TRACKER_LOG_FORMAT says (text for commands without settings)."""
+    configure_logging(settings.log_format if settings else "text")
 
 
 async def _schema_revision(settings: Settings) -> str | None:

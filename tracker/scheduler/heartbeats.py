@@ -5,6 +5,7 @@ Statements: take a session, never commit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,10 +69,26 @@ SEVERITY = ("stuck", "late", "failing", "never", "running", "ok", "off")
 async def scheduler_status(
     session: AsyncSession, settings: Settings, now: datetime
 ) -> dict[str, Any]:
+    """Each scheduled job's last run (`judge_jobs`) and the reconcile lease's holder."""
+    jobs = judge_jobs(list(await session.scalars(select(Heartbeat))), settings, now)
+    lease = await lease_holder(session, RECONCILE_LEASE, now)
+    return {
+        "status": min((job["state"] for job in jobs.values()), key=SEVERITY.index),
+        "jobs": jobs,
+        "reconcile_lease": (
+            {"owner": lease.owner, "expires_at": lease.expires_at.isoformat()} if lease else None
+        ),
+    }
+
+
+def judge_jobs(
+    heartbeats: Iterable[Heartbeat], settings: Settings, now: datetime
+) -> dict[str, dict[str, Any]]:
     """Each scheduled job's last run, from the heartbeats every replica writes, judged against
     its interval: `stuck` (running for over two intervals), `late` (no finish for over two
-    intervals), `failing` (last run raised), `never`, `running`, `ok`, `off`."""
-    beats = {beat.name: beat for beat in await session.scalars(select(Heartbeat))}
+    intervals), `failing` (last run raised), `never`, `running`, `ok`, `off`. /readyz and the
+    `tracker_scheduler_job_state` metric both say this."""
+    beats = {beat.name: beat for beat in heartbeats}
     jobs: dict[str, Any] = {}
     for name, interval in job_intervals(settings).items():
         beat = beats.get(name)
@@ -100,11 +117,4 @@ async def scheduler_status(
             "ok": beat.ok,
             "summary": beat.summary,
         }
-    lease = await lease_holder(session, RECONCILE_LEASE, now)
-    return {
-        "status": min((job["state"] for job in jobs.values()), key=SEVERITY.index),
-        "jobs": jobs,
-        "reconcile_lease": (
-            {"owner": lease.owner, "expires_at": lease.expires_at.isoformat()} if lease else None
-        ),
-    }
+    return jobs
