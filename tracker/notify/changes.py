@@ -39,7 +39,7 @@ MAX_PAGE = 1_000
 DEFAULT_PAGE = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field, per change
 class Snapshot:
     """A change's `data`, the `jobs` row as the trigger copied it (migration 0004), read back as
     the row it copies, so that `job_json` builds the job of a change as it builds a job."""
