@@ -1,8 +1,38 @@
-"""The tracker's exceptions, each carrying the HTTP status and JSON code it maps to."""
+"""The tracker's exceptions, each carrying the HTTP status and JSON body it maps to.
+
+Core, no I/O. The body (`Error`) is declared here because every layer raises these; it is listed
+with the other HTTP bodies in tracker/api/schemas.py.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
+
+from pydantic import Field
+from typing_extensions import TypedDict, Unpack
+
+
+class ErrorDetails(TypedDict, total=False):
+    """What an error may add to its code and message, each key only where it applies."""
+
+    parameter: Annotated[str, Field(description="the parameter or field at fault")]
+    job_id: str
+    subscription_id: int
+    delivery_id: int
+    valid_types: list[str]
+    region: str
+    limit: Annotated[int, Field(description="the bound exceeded, in bytes")]
+    vod_code: Annotated[str, Field(description="VOD's error Code")]
+    mns_code: Annotated[str, Field(description="MNS's error Code")]
+    http_status: Annotated[int | None, Field(description="the status VOD or MNS answered")]
+    request_id: Annotated[str | None, Field(description="VOD's RequestId")]
+
+
+class Error(ErrorDetails):
+    """The body of every error answer."""
+
+    error: Annotated[str, Field(description="machine-readable code")]
+    message: str
 
 
 class TrackerError(Exception):
@@ -12,12 +42,12 @@ class TrackerError(Exception):
     code = "internal_error"
     headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, **details: Unpack[ErrorDetails]) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> Error:
         return {"error": self.code, "message": self.message, **self.details}
 
 

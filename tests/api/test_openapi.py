@@ -117,6 +117,21 @@ def test_every_route_is_documented_with_its_methods(fresh_database_url: str) -> 
     assert served == documented
 
 
+def test_every_body_is_a_generated_shape() -> None:
+    """No JSON Schema is written by hand: the components are the shapes' generated schemas, and
+    every JSON body of every operation refers to one of them."""
+    doc = document()
+    assert doc["components"]["schemas"] == schemas.components()
+    assert set(schemas.SHAPES) <= set(doc["components"]["schemas"])
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            bodies = [operation.get("requestBody", {}), *operation["responses"].values()]
+            for body in bodies:
+                json_body = body.get("content", {}).get("application/json")
+                if json_body is not None:
+                    assert set(json_body["schema"]) == {"$ref"}, (path, method)
+
+
 def test_readme_job_example_has_the_declared_shape() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     example = readme.split("A job looks like this", 1)[1].split("```json", 1)[1].split("```", 1)[0]

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from pydantic import SecretStr
+from pydantic import SecretStr, TypeAdapter
 from sqlalchemy import select
 
+from tracker.api import schemas
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
@@ -182,6 +183,8 @@ async def test_missing_queue_fails_once_in_the_log_and_recovers(
         assert "QueueNotExist" in ready["mns"]["last_error"]
         stats = (await http.get("/stats")).json()
         assert stats["mns"]["state"] == "failed"
+        for shape, body in ((schemas.Probe, ready), (schemas.Stats, stats)):
+            TypeAdapter(shape).validate_python(body, strict=True)  # as declared in the document
         metrics = (await http.get("/metrics")).text
         assert 'tracker_mns_consumer_state{state="failed"} 1.0' in metrics
 

@@ -1,4 +1,4 @@
-"""Request bodies of the API: JSON only, bounded in size and depth, read before a deadline."""
+"""HTTP: request bodies of the API, JSON only, bounded in size and depth, read before a deadline."""
 
 from __future__ import annotations
 

@@ -1,16 +1,17 @@
-"""Liveness and readiness probes."""
+"""HTTP: the liveness and readiness probes (their body is `Probe`, tracker/api/schemas.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tracker.api import schemas
 from tracker.api.auth import require_api_token
+from tracker.api.routes import consumer_json
 from tracker.context import context_of
 from tracker.db import head_revision
 from tracker.errors import Unauthorized
@@ -22,7 +23,8 @@ WRITE_SECONDS = 4.0
 
 
 async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    alive: schemas.Probe = {"status": "ok"}
+    return JSONResponse(alive)
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -31,39 +33,44 @@ async def readyz(request: Request) -> JSONResponse:
     longer than VOD waits). Who runs the scheduler, and how it fares, only with a token.
     The MNS consumer's state is shown as detail, never gating: HTTP callbacks work without it."""
     database = context_of(request).database
-    detail = _mns(request)
+    mns = _mns(request)
     try:
         revision = await database.revision()
     except (SQLAlchemyError, OSError) as exc:
-        return _unavailable(f"database unreachable: {type(exc).__name__}", detail)
-    if revision != head_revision():
+        return _unavailable(f"database unreachable: {type(exc).__name__}", mns)
+    if revision is None or revision != head_revision():
         return _unavailable(
-            f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`", detail
+            f"schema at {revision}, expected {head_revision()}: run `tracker db upgrade`", mns
         )
     try:
         async with asyncio.timeout(WRITE_SECONDS):
             await database.check_writable()
     except TimeoutError:
-        return _unavailable(f"database takes no write within {WRITE_SECONDS:g}s", detail)
+        return _unavailable(f"database takes no write within {WRITE_SECONDS:g}s", mns)
     except (SQLAlchemyError, OSError) as exc:
-        return _unavailable(f"database takes no write: {type(exc).__name__}", detail)
-    body: dict[str, Any] = {"status": "ready", "revision": revision}
+        return _unavailable(f"database takes no write: {type(exc).__name__}", mns)
+    body: schemas.Probe = {"status": "ready", "revision": revision}
     scheduler = await _scheduler(request)
     body["scheduler"] = scheduler if _shows_details(request) else {"status": scheduler["status"]}
-    return JSONResponse({**body, **detail})
+    if mns is not None:
+        body["mns"] = mns
+    return JSONResponse(body)
 
 
-def _unavailable(reason: str, detail: dict[str, Any]) -> JSONResponse:
-    return JSONResponse({"status": "unavailable", "reason": reason, **detail}, status_code=503)
+def _unavailable(reason: str, mns: schemas.MnsConsumer | None) -> JSONResponse:
+    body: schemas.Probe = {"status": "unavailable", "reason": reason}
+    if mns is not None:
+        body["mns"] = mns
+    return JSONResponse(body, status_code=503)
 
 
-def _mns(request: Request) -> dict[str, Any]:
+def _mns(request: Request) -> schemas.MnsConsumer | None:
     """The MNS consumer's state (its queue and last error only with a token); never gating."""
-    mns = context_of(request).mns
-    if mns is None:
-        return {}
-    status = mns.status()
-    return {"mns": status if _shows_details(request) else {"state": status["state"]}}
+    consumer = context_of(request).mns
+    if consumer is None:
+        return None
+    status = consumer_json(consumer)
+    return status if _shows_details(request) else {"state": status["state"]}
 
 
 def _shows_details(request: Request) -> bool:
@@ -75,7 +82,7 @@ def _shows_details(request: Request) -> bool:
     return True
 
 
-async def _scheduler(request: Request) -> dict[str, Any]:
+async def _scheduler(request: Request) -> schemas.SchedulerStatus:
     """The scheduled jobs' heartbeats (any replica's). Shown, not gating readiness: a stuck
     sweep must not take the webhook out of the load balancer."""
     context = context_of(request)
@@ -84,8 +91,13 @@ async def _scheduler(request: Request) -> dict[str, Any]:
             status = await scheduler_status(session, context.settings, context.clock())
     except (SQLAlchemyError, OSError) as exc:
         return {"status": "unknown", "reason": f"heartbeats unreadable: {type(exc).__name__}"}
-    status["in_process"] = context.scheduler is not None
-    return status
+    # scheduler_status's dict is untyped (tracker/scheduler/heartbeats.py): its keys, named.
+    return {
+        "status": status["status"],
+        "jobs": status["jobs"],
+        "reconcile_lease": status["reconcile_lease"],
+        "in_process": context.scheduler is not None,
+    }
 
 
 routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

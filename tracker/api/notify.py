@@ -1,6 +1,6 @@
-"""Notification routes: subscriptions and their deliveries, the change feed and its live stream.
-Thin: parse, call one `tracker.notify` function, shape the response. The API tokens guard them
-like the status API."""
+"""HTTP: the notification routes (subscriptions and their deliveries, the change feed and its live
+stream). Thin: parse, call one `tracker.notify` function, shape the response
+(tracker/api/schemas.py). The API tokens guard them like the status API."""
 
 from __future__ import annotations
 
@@ -17,12 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tracker.api import schemas
 from tracker.api.auth import require_api_token
 from tracker.api.routes import UNREACHABLE, parse_time, read_session
+from tracker.api.subscriptions import MAX_PAGE as MAX_DELIVERIES
+from tracker.api.subscriptions import PAGE as DELIVERIES_PAGE
+from tracker.api.subscriptions import list_deliveries, subscription_json
 from tracker.context import context_of
 from tracker.errors import BadRequest, NotFound, TrackerError, Unavailable
 from tracker.notify.changes import (
-    CHANGE_TYPES,
     DEFAULT_PAGE,
     MAX_PAGE,
     ChangeFilter,
@@ -31,7 +34,7 @@ from tracker.notify.changes import (
     latest_seq,
     list_changes,
 )
-from tracker.notify.deliveries import list_deliveries, replay_failed, retry_delivery
+from tracker.notify.deliveries import replay_failed, retry_delivery
 from tracker.notify.egress import check_url
 from tracker.notify.relay import send_ping
 from tracker.notify.subscriptions import (
@@ -42,13 +45,14 @@ from tracker.notify.subscriptions import (
     list_subscriptions,
     parse_input,
     rotate_secret,
-    subscription_json,
     update_subscription,
 )
+from tracker.shapes import CHANGE_TYPES
 
 STREAM_LIFE = 300.0  # seconds a stream stays open; the client reconnects with Last-Event-ID
 HEARTBEAT = 15.0  # seconds between comments on an idle stream
 STREAM_POLL = 0.5  # seconds between looks at the log (another replica's changes included)
+ID_DIGITS = 18  # ids, seqs and cursors: a BIGINT has 19 digits, and 18 never overflow it
 
 
 class ChangesGone(TrackerError):
@@ -86,7 +90,7 @@ async def _checked(request: Request, data: SubscriptionInput) -> SubscriptionInp
 
 def _path_id(request: Request, name: str) -> int:
     raw = request.path_params[name]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > ID_DIGITS:
         raise NotFound(f"no such id {raw!r}", parameter=name)
     return int(raw)
 
@@ -110,7 +114,8 @@ async def subscriptions(request: Request) -> JSONResponse:
     require_api_token(request)
     async with read_session(request) as session:
         subs = await list_subscriptions(session)
-        return JSONResponse({"items": [subscription_json(sub) for sub in subs]})
+        body: schemas.SubscriptionList = {"items": [subscription_json(sub) for sub in subs]}
+        return JSONResponse(body)
 
 
 async def subscription(request: Request) -> Response:
@@ -143,7 +148,8 @@ async def post_test(request: Request) -> JSONResponse:
     async with read_session(request) as session:
         sub = await get_subscription(session, _sub_id(request))
     task = BackgroundTask(send_ping, context.settings, sub, context.clock())
-    return JSONResponse({"accepted": True, "type": "ping"}, status_code=202, background=task)
+    body: schemas.PingAccepted = {"accepted": True, "type": "ping"}
+    return JSONResponse(body, status_code=202, background=task)
 
 
 def _int_param(request: Request, name: str, low: int, high: int | None = None) -> int | None:
@@ -153,7 +159,7 @@ def _int_param(request: Request, name: str, low: int, high: int | None = None) -
     if len(values) > 1:
         raise BadRequest(f"{name}: given more than once", parameter=name)
     raw = values[0]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > ID_DIGITS:
         raise BadRequest(f"{name}: not a non-negative integer", parameter=name)
     value = int(raw)
     if value < low or (high is not None and value > high):
@@ -171,16 +177,18 @@ def _only(request: Request, known: set[str]) -> None:
 async def get_deliveries(request: Request) -> JSONResponse:
     require_api_token(request)
     _only(request, {"limit", "cursor"})
-    limit = _int_param(request, "limit", 1, 200) or 50
+    limit = _int_param(request, "limit", 1, MAX_DELIVERIES) or DELIVERIES_PAGE
     cursor = _int_param(request, "cursor", 0)
     async with read_session(request) as session:
         await get_subscription(session, _sub_id(request))
         items, next_cursor = await list_deliveries(
             session, _sub_id(request), limit=limit, before=cursor
         )
-    return JSONResponse(
-        {"items": items, "next_cursor": None if next_cursor is None else str(next_cursor)}
-    )
+    body: schemas.DeliveryPage = {
+        "items": items,
+        "next_cursor": None if next_cursor is None else str(next_cursor),
+    }
+    return JSONResponse(body)
 
 
 async def post_replay(request: Request) -> JSONResponse:
@@ -194,7 +202,8 @@ async def post_replay(request: Request) -> JSONResponse:
     async with writing(request) as session:
         await get_subscription(session, _sub_id(request))
         count = await replay_failed(session, _sub_id(request), moment, context_of(request).clock())
-    return JSONResponse({"queued": count}, status_code=202)
+    accepted: schemas.ReplayAccepted = {"queued": count}
+    return JSONResponse(accepted, status_code=202)
 
 
 async def post_retry(request: Request) -> JSONResponse:
@@ -202,7 +211,7 @@ async def post_retry(request: Request) -> JSONResponse:
     delivery_id = _path_id(request, "delivery_id")
     async with writing(request) as session:
         delivery = await retry_delivery(session, delivery_id, context_of(request).clock())
-        body = {"id": delivery.id, "status": delivery.status}
+        body: schemas.RetryAccepted = {"id": delivery.id, "status": delivery.status}
     return JSONResponse(body, status_code=202)
 
 
@@ -237,8 +246,11 @@ async def get_changes(request: Request) -> JSONResponse:
             )
         changes = await list_changes(session, after or 0, limit, where)
     items = [change_json(change) for change in changes]
-    next_after = items[-1]["seq"] if items else (after or 0)
-    return JSONResponse({"items": items, "next_after": next_after})
+    page: schemas.ChangePage = {
+        "items": items,
+        "next_after": items[-1]["seq"] if items else (after or 0),
+    }
+    return JSONResponse(page)
 
 
 async def get_changes_stream(request: Request) -> Response:
@@ -249,7 +261,7 @@ async def get_changes_stream(request: Request) -> Response:
     after = _int_param(request, "after", 0)
     last = request.headers.get("last-event-id", "").strip()
     if last:
-        if not last.isascii() or not last.isdigit() or len(last) > 18:
+        if not last.isascii() or not last.isdigit() or len(last) > ID_DIGITS:
             raise BadRequest("Last-Event-ID: not a seq", parameter="Last-Event-ID")
         after = int(last)
     where = parse_change_filter(request)

@@ -1,19 +1,17 @@
-"""The OpenAPI 3.1 part of the notification routes (tracker/api/notify.py), merged into
-tracker/api/openapi.py's document. Limits are imported from where they are enforced."""
+"""HTTP: the OpenAPI paths of the notification routes (tracker/api/notify.py), merged into
+tracker/api/openapi.py's document. Their bodies are tracker/api/schemas.py's; the limits stated
+here are imported from where they are enforced."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tracker.notify.changes import CHANGE_TYPES, DEFAULT_PAGE, MAX_PAGE
-from tracker.notify.deliveries import MAX_PAGE as MAX_DELIVERIES
-from tracker.notify.deliveries import PAGE as DELIVERIES_PAGE
-from tracker.notify.egress import MAX_URL
+from tracker.api.notify import ID_DIGITS
+from tracker.api.subscriptions import MAX_PAGE as MAX_DELIVERIES
+from tracker.api.subscriptions import PAGE as DELIVERIES_PAGE
+from tracker.notify.changes import DEFAULT_PAGE, MAX_PAGE
 from tracker.notify.stream import MAX_WAIT
-from tracker.notify.subscriptions import DESCRIPTION_LIMIT
-
-TIME = {"type": ["string", "null"], "format": "date-time"}
-EVENT_TYPE = {"type": "string", "enum": list(CHANGE_TYPES)}
+from tracker.shapes import CHANGE_TYPES
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -37,118 +35,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "schema": schema, "description": description}
 
 
-SUBSCRIPTION_FIELDS: dict[str, Any] = {
-    "url": {"type": "string", "maxLength": MAX_URL, "description": "http(s); public addresses"},
-    "event_types": {
-        "type": ["array", "null"],
-        "items": EVENT_TYPE,
-        "minItems": 1,
-        "description": "omitted or null: every event type",
-    },
-    "description": {"type": ["string", "null"], "maxLength": DESCRIPTION_LIMIT},
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Subscription": {
-        "type": "object",
-        "required": ["id", "url", "event_types", "enabled", "source", "created_at"],
-        "properties": {
-            "id": {"type": "integer"},
-            "url": {"type": "string"},
-            "description": {"type": ["string", "null"]},
-            "event_types": {"type": "array", "items": EVENT_TYPE},
-            "enabled": {"type": "boolean"},
-            "disabled_reason": {"type": ["string", "null"]},
-            "source": {"type": "string", "enum": ["api", "env"]},
-            "created_at": {"type": "string", "format": "date-time"},
-            "last_success_at": TIME,
-            "failing_since": TIME,
-            "secret": {
-                "type": "string",
-                "description": "`whsec_` + base64; shown on creation and rotation only",
-            },
-        },
-    },
-    "SubscriptionList": {
-        "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": _ref("Subscription")}},
-    },
-    "NewSubscription": {
-        "type": "object",
-        "required": ["url"],
-        "additionalProperties": False,
-        "properties": SUBSCRIPTION_FIELDS,
-    },
-    "SubscriptionPatch": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {**SUBSCRIPTION_FIELDS, "enabled": {"type": "boolean"}},
-    },
-    "Attempt": {
-        "type": "object",
-        "required": ["attempted_at", "status_code", "duration_ms", "error", "trigger"],
-        "properties": {
-            "attempted_at": {"type": "string", "format": "date-time"},
-            "status_code": {"type": ["integer", "null"]},
-            "duration_ms": {"type": "number"},
-            "error": {"type": ["string", "null"]},
-            "response_body": {"type": ["string", "null"], "description": "truncated"},
-            "trigger": {"type": "string", "enum": ["scheduled", "manual"]},
-        },
-    },
-    "Delivery": {
-        "type": "object",
-        "required": ["id", "subscription_id", "seq", "webhook_id", "status", "attempts"],
-        "properties": {
-            "id": {"type": "integer"},
-            "subscription_id": {"type": "integer"},
-            "seq": {"type": "integer"},
-            "webhook_id": {"type": "string"},
-            "type": {"type": ["string", "null"]},
-            "status": {
-                "type": "string",
-                "enum": ["pending", "sending", "succeeded", "failed", "skipped"],
-            },
-            "attempts": {"type": "array", "items": _ref("Attempt")},
-            "next_attempt_at": TIME,
-            "last_error": {"type": ["string", "null"]},
-            "created_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "DeliveryPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": _ref("Delivery")},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
-    "Change": {
-        "type": "object",
-        "required": ["seq", "type", "timestamp", "data"],
-        "properties": {
-            "seq": {"type": "integer"},
-            "type": EVENT_TYPE,
-            "timestamp": {"type": "string", "format": "date-time"},
-            "data": {
-                "description": "the job as GET /jobs/{id} showed it, plus seq and previous_state",
-                "allOf": [_ref("Job")],
-            },
-        },
-    },
-    "ChangePage": {
-        "type": "object",
-        "required": ["items", "next_after"],
-        "properties": {
-            "items": {"type": "array", "items": _ref("Change")},
-            "next_after": {"type": "integer", "description": "pass as `after` for the next page"},
-        },
-    },
-    "Accepted": {"type": "object", "additionalProperties": True},
-}
-
-CURSOR = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}  # 18 digits
+CURSOR = {"type": "integer", "minimum": 0, "maximum": 10**ID_DIGITS - 1}
 _ONE_TYPE = "|".join(t.replace(".", r"\.") for t in CHANGE_TYPES)
 TYPE_LIST = f"^({_ONE_TYPE})(,({_ONE_TYPE}))*$"
 CHANGE_FILTERS = [
@@ -213,7 +100,7 @@ PATHS: dict[str, Any] = {
             "operationId": "testSubscription",
             "summary": "Send a signed `ping` in the background",
             "parameters": [SUB_ID],
-            "responses": {"202": _json("accepted", "Accepted"), **ERRORS, **NOT_FOUND},
+            "responses": {"202": _json("accepted", "PingAccepted"), **ERRORS, **NOT_FOUND},
         }
     },
     f"{SUBSCRIPTION_ONE}/deliveries": {
@@ -244,17 +131,9 @@ PATHS: dict[str, Any] = {
             "parameters": [SUB_ID],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["since"],
-                            "properties": {"since": {"type": "string", "format": "date-time"}},
-                        }
-                    }
-                },
+                "content": {"application/json": {"schema": _ref("Replay")}},
             },
-            "responses": {"202": _json("how many", "Accepted"), **ERRORS, **NOT_FOUND},
+            "responses": {"202": _json("how many", "ReplayAccepted"), **ERRORS, **NOT_FOUND},
         }
     },
     "/deliveries/{delivery_id}/retry": {
@@ -269,7 +148,7 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string"},
                 }
             ],
-            "responses": {"202": _json("queued", "Accepted"), **ERRORS, **NOT_FOUND},
+            "responses": {"202": _json("queued", "RetryAccepted"), **ERRORS, **NOT_FOUND},
         }
     },
     "/changes": {

@@ -1,4 +1,5 @@
-"""The OpenAPI 3 document of the HTTP API, served at /openapi.json and checked by schemathesis."""
+"""HTTP: the OpenAPI 3.1 document of the API, served at /openapi.json and checked by schemathesis.
+Paths, parameters and answers here; every body's schema is generated from tracker/api/schemas.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tracker.api.queries import CURSOR_LIMIT
 from tracker.api.schemas import PAGE, components
 from tracker.ingest.receiver import MAX_BODY
 from tracker.models import JobState
-from tracker.vod import EVENT_TYPES, JOB_ID, MEDIA_ID, PARAMETER_LIMIT
+from tracker.vod import PARAMETER_LIMIT
 
 STATES = [state.value for state in JobState]
 # One state or a comma-separated list of them.
@@ -211,43 +212,6 @@ PATHS["/jobs"]["post"] = {
 
 # --- POST /callbacks/vod (tracker/ingest/receiver.py) -----------------------------------------
 
-_TEXT = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}
-# What tracker/ingest/events.py applies: the completion events of the tracked job types.
-_AI_EVENT = f"^({'|'.join(EVENT_TYPES)})$"
-_STATUS = "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$"  # in any case
-SCHEMAS["VodEvent"] = {
-    "description": "VOD's event notification body (vod-reference.md 6.2), read as JSON whatever "
-    f"the Content-Type; at most {MAX_BODY // 1024} KiB; RFC 8259 JSON (no NaN, Infinity or "
-    "1e999). The completion events of the tracked job types are applied to their job; any other "
-    "event type (AIMediaAuditComplete too) is stored and acknowledged, not applied.",
-    "oneOf": [_ref("VodAIEvent"), _ref("VodOtherEvent")],
-}
-SCHEMAS["VodAIEvent"] = {
-    "type": "object",
-    "required": ["EventType", "JobId", "Status"],
-    "properties": {
-        "EventType": {**_TEXT, "maxLength": 64, "pattern": _AI_EVENT},
-        "EventTime": {"description": "UTC; read leniently (`...:17Z`, `...:17:025Z`)"},
-        "JobId": {"type": "string", "pattern": f"^{JOB_ID.pattern}$"},
-        "MediaId": {
-            "anyOf": [{"type": "string", "pattern": f"^{MEDIA_ID.pattern}$"}, {"type": "null"}]
-        },
-        "Status": {
-            "type": "string",
-            "pattern": "^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$",
-        },
-        "Code": {},
-        "Message": {},
-        "Data": {"description": "the result as a JSON-encoded string"},
-    },
-}
-SCHEMAS["VodOtherEvent"] = {
-    "type": "object",
-    "required": ["EventType"],
-    "properties": {
-        "EventType": {**_TEXT, "maxLength": 64, "not": {"pattern": _AI_EVENT}},
-    },
-}
 PATHS["/callbacks/vod"] = {
     "post": {
         "operationId": "receiveVodCallback",
@@ -286,7 +250,6 @@ PATHS["/callbacks/vod"] = {
 }
 
 
-SCHEMAS.update(notify_openapi.SCHEMAS)
 PATHS.update(notify_openapi.PATHS)
 PATHS["/jobs/{job_id}"]["get"]["parameters"].append(notify_openapi.WAIT)
 PATHS["/jobs/{job_id}"]["get"]["responses"]["400"] = _json("`wait` is not a duration", "Error")

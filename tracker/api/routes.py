@@ -1,4 +1,5 @@
-"""The status API: where is my job? Thin routes over `tracker.api.queries`."""
+"""HTTP: the status API (where is my job?) and `POST /jobs`. Thin routes: parse, call
+`tracker.api.queries` or the submit wing, shape the answer (tracker/api/schemas.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
@@ -23,38 +24,14 @@ from tracker.clock import iso
 from tracker.context import context_of
 from tracker.db import Database
 from tracker.errors import BadRequest, JobNotFound, Unavailable
-from tracker.models import FINAL, CallbackEvent, Heartbeat, Job, JobState
+from tracker.mns.consumer import MnsConsumer
+from tracker.models import FINAL, CallbackEvent, Heartbeat, JobState
 from tracker.notify.stream import job_seq, parse_wait, wait_for_job_change
+from tracker.shapes import job_json
 from tracker.submit.claims import error_fields
 from tracker.submit.service import submit_media
 from tracker.submit.validate import InvalidSubmission, validate_request
 from tracker.vod import SOURCES_HINT
-
-
-def job_json(job: Job) -> schemas.Job:
-    """The one JSON shape of a job (GET /jobs/{id}, lists, POST /jobs): a plain dict build, as
-    lists of a million jobs page through it."""
-    body: schemas.Job = {
-        "job_id": job.job_id,
-        "media_id": job.media_id,
-        "type": job.type,
-        "region": job.region,
-        "state": job.state,
-        "stale": bool(job.stale),
-        "stale_at": iso(job.stale_at),
-        "origin": job.origin,
-        "status": job.status,
-        "code": job.code,
-        "message": job.message,
-        "result": job.result,
-        "submitted_at": iso(job.submitted_at),
-        "updated_at": iso(job.updated_at),
-        "completed_at": iso(job.completed_at),
-    }
-    if job.pending_status is not None:
-        body["pending_status"] = job.pending_status
-        body["pending_since"] = iso(job.pending_since)
-    return body
 
 
 def event_json(event: CallbackEvent) -> schemas.Event:
@@ -109,6 +86,20 @@ def stats_json(stats: Stats, now: datetime) -> schemas.Stats:
             "deliveries_failed": stats.subscriptions.deliveries_failed,
         },
         "heartbeats": [heartbeat_json(beat) for beat in stats.heartbeats],
+    }
+
+
+def consumer_json(consumer: MnsConsumer) -> schemas.MnsConsumer:
+    """The MNS consumer's state, queue, last error and counts (/stats; /readyz with a token)."""
+    last = consumer.last_message_at
+    return {
+        "state": consumer.state,
+        "since": iso(datetime.fromtimestamp(consumer.since, UTC)),
+        "queue": consumer.queue,
+        "endpoint": consumer.client.endpoint,
+        "last_error": consumer.last_error,
+        "last_message_at": None if last is None else iso(datetime.fromtimestamp(last, UTC)),
+        "messages": dict(consumer.counts),
     }
 
 
@@ -256,9 +247,11 @@ async def list_jobs(request: Request) -> JSONResponse:
     cursor = _single(request, "cursor")
     async with read_session(request) as session:
         page = await queries.list_jobs(session, job_filter, limit=limit, cursor=cursor)
-    return JSONResponse(
-        {"items": [job_json(job) for job in page.items], "next_cursor": page.next_cursor}
-    )
+    body: schemas.JobPage = {
+        "items": [job_json(job) for job in page.items],
+        "next_cursor": page.next_cursor,
+    }
+    return JSONResponse(body)
 
 
 async def get_job_events(request: Request) -> JSONResponse:
@@ -268,14 +261,16 @@ async def get_job_events(request: Request) -> JSONResponse:
         events = await queries.job_events(session, job_id)
         if not events and await queries.get_job(session, job_id) is None:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
-    return JSONResponse({"items": [event_json(event) for event in events]})
+    body: schemas.EventList = {"items": [event_json(event) for event in events]}
+    return JSONResponse(body)
 
 
 async def get_media_jobs(request: Request) -> JSONResponse:
     require_api_token(request)
     async with read_session(request) as session:
         jobs = await queries.media_jobs(session, request.path_params["media_id"])
-    return JSONResponse({"items": [job_json(job) for job in jobs]})
+    body: schemas.JobList = {"items": [job_json(job) for job in jobs]}
+    return JSONResponse(body)
 
 
 async def get_stats(request: Request) -> JSONResponse:
@@ -285,7 +280,7 @@ async def get_stats(request: Request) -> JSONResponse:
     stats = await context.stats.get(lambda: read_session(request), now)
     body = stats_json(stats, now)
     if context.mns is not None:
-        body["mns"] = cast(schemas.MnsConsumer, context.mns.status())
+        body["mns"] = consumer_json(context.mns)
     return JSONResponse(body)
 
 
@@ -320,19 +315,18 @@ async def post_jobs(request: Request) -> JSONResponse:
     done = await submit_media(context.database, vod, submit, context.clock, force=force)
     jobs = [job_json(job) for job in done.jobs]
     if done.error is None:
-        return JSONResponse({"jobs": jobs}, status_code=201 if done.sent else 200)
+        submitted: schemas.SubmittedJobs = {"jobs": jobs}
+        return JSONResponse(submitted, status_code=201 if done.sent else 200)
     code, request_id = error_fields(done.error)
-    return JSONResponse(
-        {
-            "error": done.error.code,
-            "message": done.error.message,
-            "Code": code,
-            "Message": done.error.message,
-            "RequestId": request_id,
-            "jobs": jobs,
-        },
-        status_code=done.error.status_code,
-    )
+    refused: schemas.SubmitError = {
+        "error": done.error.code,
+        "message": done.error.message,
+        "Code": code,
+        "Message": done.error.message,
+        "RequestId": request_id,
+        "jobs": jobs,
+    }
+    return JSONResponse(refused, status_code=done.error.status_code)
 
 
 def _or_default(value: object, default: str) -> object:

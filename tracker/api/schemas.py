@@ -1,5 +1,8 @@
-"""The HTTP shapes, each declared once: the routes build them, `openapi.py` turns them into the
-document's components (pydantic makes the JSON Schema), and mypy checks every builder against them.
+"""HTTP: every body of the API, each declared once as a TypedDict. The routes build them (mypy
+checks each builder against its shape); `components()` turns them into the OpenAPI document's
+schemas (pydantic makes the JSON Schema), with the limits imported from the code that enforces
+them. The job, its change and the error are declared in the core (tracker/shapes.py,
+tracker/errors.py), which builds them for every layer, and listed here with the rest.
 """
 
 from __future__ import annotations
@@ -11,18 +14,23 @@ from typing import (
     NotRequired,  # pydantic needs these on Python < 3.12
 )
 
-from pydantic import Field, TypeAdapter, WithJsonSchema
+from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
 from typing_extensions import TypedDict
 
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
+from tracker.errors import Error
+from tracker.ingest.receiver import MAX_BODY
 from tracker.mns.consumer import STATES as MNS_STATES
-from tracker.models import JobState, Origin
+from tracker.notify.deliveries import BODY_KEPT
+from tracker.notify.egress import MAX_URL
+from tracker.notify.subscriptions import DESCRIPTION_LIMIT, SOURCES
+from tracker.scheduler.heartbeats import SEVERITY
+from tracker.shapes import Change, ChangedJob, ChangeType, Job, Time
 from tracker.submit.validate import EXTEND_LIMIT, REGION_LIMIT, REGION_PATTERN
-from tracker.vod import JOB_TYPES, MEDIA_ID
+from tracker.vod import EVENT_TYPES, JOB_ID, JOB_TYPES, MEDIA_ID
 
-Time = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
-State = Annotated[str, WithJsonSchema({"type": "string", "enum": [s.value for s in JobState]})]
-OriginName = Annotated[str, WithJsonSchema({"type": "string", "enum": [o.value for o in Origin]})]
+__all__ = ["Change", "ChangedJob", "Error", "Job"]  # declared in the core, listed here
+
 JobType = Literal["AIVideoTag", "AIMediaDNA"]
 assert set(JobType.__args__) == set(JOB_TYPES)  # type: ignore[attr-defined]
 TYPE_LIST = f"^({'|'.join(JOB_TYPES)})(,({'|'.join(JOB_TYPES)}))*$"
@@ -30,39 +38,9 @@ MEDIA_ID_PATTERN = f"^{MEDIA_ID.pattern}$"
 PAGE = {"minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 
 
-class Error(TypedDict):
-    error: Annotated[str, Field(description="machine-readable code")]
-    message: str
-    parameter: NotRequired[Annotated[str, Field(description="the query parameter at fault")]]
-
-
-class Job(TypedDict):
-    job_id: Annotated[str | None, Field(description="VOD JobId; null if never submitted")]
-    media_id: str
-    type: Annotated[str, Field(examples=["AIVideoTag"])]
-    region: Annotated[
-        str | None,
-        Field(
-            examples=["cn-shanghai"],
-            description="VOD region it was submitted in; null for a job VOD told us of by "
-            "callback until reconciliation finds it",
-        ),
-    ]
-    state: State
-    stale: bool
-    stale_at: Time | None
-    origin: OriginName
-    status: Annotated[str | None, Field(description="VOD's status, lower case")]
-    code: str | None
-    message: str | None
-    result: Any
-    submitted_at: Time
-    updated_at: Time
-    completed_at: Time | None
-    pending_status: NotRequired[
-        Annotated[str, Field(description="a callback outcome awaiting confirmation by ListAIJob")]
-    ]
-    pending_since: NotRequired[Time | None]
+def _enum(*values: str) -> Any:
+    """A string the code writes from a fixed set (a plain `str` column, so not a Literal)."""
+    return WithJsonSchema({"type": "string", "enum": list(values)})
 
 
 class JobPage(TypedDict):
@@ -130,7 +108,7 @@ class SubscriptionCounts(TypedDict):
 class MnsConsumer(TypedDict):
     """This process's MNS consumer, when TRACKER_MNS_ENDPOINT and _QUEUE are set."""
 
-    state: Annotated[str, WithJsonSchema({"type": "string", "enum": list(MNS_STATES)})]
+    state: Annotated[str, _enum(*MNS_STATES)]
     since: NotRequired[Time]
     queue: NotRequired[str]
     endpoint: NotRequired[str]
@@ -147,6 +125,34 @@ class MnsConsumer(TypedDict):
     ]
 
 
+class ScheduledJob(TypedDict):
+    """One scheduled job's last run (tracker/scheduler/heartbeats.py), judged by its interval."""
+
+    state: Annotated[str, _enum(*SEVERITY)]
+    every_s: NotRequired[float]
+    owner: NotRequired[str]
+    started_at: NotRequired[Time]
+    finished_at: NotRequired[Time | None]
+    duration_s: NotRequired[float | None]
+    ok: NotRequired[bool | None]
+    summary: NotRequired[str | None]
+
+
+class Lease(TypedDict):
+    owner: str
+    expires_at: Time
+
+
+class SchedulerStatus(TypedDict):
+    status: Annotated[
+        str, _enum(*SEVERITY, "unknown"), Field(description="the worst of the jobs' states")
+    ]
+    reason: NotRequired[Annotated[str, Field(description="why it is unknown")]]
+    jobs: NotRequired[dict[str, ScheduledJob]]
+    reconcile_lease: NotRequired[Lease | None]
+    in_process: NotRequired[Annotated[bool, Field(description="this process runs it")]]
+
+
 class Stats(TypedDict):
     computed_at: Time
     jobs: JobCounts
@@ -157,9 +163,15 @@ class Stats(TypedDict):
 
 
 class Probe(TypedDict):
-    status: str
-    reason: NotRequired[str]
-    mns: NotRequired[MnsConsumer]
+    status: Literal["ok", "ready", "unavailable"]
+    reason: NotRequired[Annotated[str, Field(description="why not ready")]]
+    revision: NotRequired[Annotated[str, Field(description="the schema's Alembic revision")]]
+    scheduler: NotRequired[
+        Annotated[SchedulerStatus, Field(description="only `status` without a token")]
+    ]
+    mns: NotRequired[
+        Annotated[MnsConsumer, Field(description="only `state` without a token; never gating")]
+    ]
 
 
 class MessageCallback(TypedDict):
@@ -219,29 +231,189 @@ class SubmitError(TypedDict):
     jobs: list[Job]
 
 
+# --- notifications (tracker/api/notify.py) ---------------------------------------------------
+
+DeliveryStatus = Annotated[str, _enum("pending", "sending", "succeeded", "failed", "skipped")]
+
+
+class Subscription(TypedDict):
+    id: int
+    url: str
+    description: str | None
+    event_types: list[ChangeType]
+    enabled: bool
+    disabled_reason: str | None
+    source: Annotated[str, _enum(*SOURCES)]
+    created_at: Time
+    last_success_at: Time | None
+    failing_since: Time | None
+    secret: NotRequired[
+        Annotated[str, Field(description="`whsec_` + base64; shown on creation and rotation only")]
+    ]
+
+
+class SubscriptionList(TypedDict):
+    items: list[Subscription]
+
+
+EventTypes = Annotated[
+    list[ChangeType] | None,
+    Field(min_length=1, description="omitted or null: every event type"),
+]
+Description = Annotated[str, Field(max_length=DESCRIPTION_LIMIT)] | None
+
+
+@with_config(ConfigDict(extra="forbid"))
+class NewSubscription(TypedDict):
+    url: Annotated[str, Field(max_length=MAX_URL, description="http(s); public addresses")]
+    event_types: NotRequired[EventTypes]
+    description: NotRequired[Description]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SubscriptionPatch(TypedDict, total=False):
+    url: Annotated[str, Field(max_length=MAX_URL, description="http(s); public addresses")]
+    event_types: EventTypes
+    description: Description
+    enabled: bool
+
+
+class Attempt(TypedDict):
+    attempted_at: Time
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+    response_body: Annotated[
+        str | None, Field(description=f"the first {BODY_KEPT} characters of the answer")
+    ]
+    trigger: Annotated[str, _enum("scheduled", "manual")]
+
+
+class Delivery(TypedDict):
+    id: int
+    subscription_id: int
+    seq: int
+    webhook_id: str
+    type: Annotated[ChangeType | None, Field(description="null: its change was pruned")]
+    status: DeliveryStatus
+    attempts: list[Attempt]
+    next_attempt_at: Time | None
+    last_error: str | None
+    created_at: Time
+
+
+class DeliveryPage(TypedDict):
+    items: list[Delivery]
+    next_cursor: Annotated[str | None, Field(description="pass as `cursor` for the next page")]
+
+
+class Replay(TypedDict):
+    since: Time
+
+
+class PingAccepted(TypedDict):
+    accepted: Literal[True]
+    type: Literal["ping"]
+
+
+class ReplayAccepted(TypedDict):
+    queued: Annotated[int, Field(description="failed deliveries queued again")]
+
+
+class RetryAccepted(TypedDict):
+    id: int
+    status: DeliveryStatus
+
+
+class ChangePage(TypedDict):
+    items: list[Change]
+    next_after: Annotated[int, Field(description="pass as `after` for the next page")]
+
+
+# --- POST /callbacks/vod (tracker/ingest/receiver.py) -----------------------------------------
+
+# What tracker/ingest/events.py applies: the completion events of the tracked job types.
+AI_EVENT = f"^({'|'.join(EVENT_TYPES)})$"
+EVENT_TYPE_LIMIT = 64  # tracker/ingest/events.py keeps this much of EventType
+
+
+class VodAIEvent(TypedDict):
+    EventType: Annotated[str, Field(min_length=1, max_length=EVENT_TYPE_LIMIT, pattern=AI_EVENT)]
+    EventTime: NotRequired[
+        Annotated[Any, Field(description="UTC; read leniently (`...:17Z`, `...:17:025Z`)")]
+    ]
+    JobId: Annotated[str, Field(pattern=f"^{JOB_ID.pattern}$")]
+    MediaId: NotRequired[Annotated[str, Field(pattern=MEDIA_ID_PATTERN)] | None]
+    Status: Annotated[str, Field(pattern="^([Ss][Uu][Cc][Cc][Ee][Ss][Ss]|[Ff][Aa][Ii][Ll])$")]
+    Code: NotRequired[Any]
+    Message: NotRequired[Any]
+    Data: NotRequired[Annotated[Any, Field(description="the result as a JSON-encoded string")]]
+
+
+class VodOtherEvent(TypedDict):
+    EventType: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=EVENT_TYPE_LIMIT,
+            pattern="^[^\\u0000]*$",
+            json_schema_extra={"not": {"pattern": AI_EVENT}},
+        ),
+    ]
+
+
+VodEvent = Annotated[
+    VodAIEvent | VodOtherEvent,
+    Field(
+        description="VOD's event notification body (vod-reference.md 6.2), read as JSON whatever "
+        f"the Content-Type; at most {MAX_BODY // 1024} KiB; RFC 8259 JSON (no NaN, Infinity or "
+        "1e999). The completion events of the tracked job types are applied to their job; any "
+        "other event type (AIMediaAuditComplete too) is stored and acknowledged, not applied."
+    ),
+]
+
+
 class CallbackAck(TypedDict):
     status: Literal["stored", "duplicate"]
 
 
-SHAPES: tuple[type, ...] = (
-    Error,
-    Job,
-    JobPage,
-    JobList,
-    Event,
-    EventList,
-    Stats,
-    Probe,
-    SubmitRequest,
-    SubmittedJobs,
-    SubmitError,
-    CallbackAck,
-)
+SHAPES: dict[str, Any] = {
+    shape.__name__: shape
+    for shape in (
+        Error,
+        Job,
+        JobPage,
+        JobList,
+        Event,
+        EventList,
+        Stats,
+        Probe,
+        SubmitRequest,
+        SubmittedJobs,
+        SubmitError,
+        CallbackAck,
+        Subscription,
+        SubscriptionList,
+        NewSubscription,
+        SubscriptionPatch,
+        DeliveryPage,
+        Replay,
+        PingAccepted,
+        ReplayAccepted,
+        RetryAccepted,
+        ChangePage,
+    )
+}
+SHAPES["VodEvent"] = VodEvent
 
 
 def components() -> dict[str, Any]:
     """Every shape's JSON Schema, keyed by its name, references pointing into the document."""
     mode: Literal["serialization"] = "serialization"
-    adapters = [(shape.__name__, mode, TypeAdapter[Any](shape)) for shape in SHAPES]
-    _, schemas = TypeAdapter.json_schemas(adapters, ref_template="#/components/schemas/{model}")
-    return dict(schemas.get("$defs", {}))
+    adapters = [(name, mode, TypeAdapter[Any](shape)) for name, shape in SHAPES.items()]
+    refs, schemas = TypeAdapter.json_schemas(adapters, ref_template="#/components/schemas/{model}")
+    found = dict(schemas.get("$defs", {}))
+    for (name, _), schema in refs.items():  # a class is a reference; a union is its schema
+        if schema != {"$ref": f"#/components/schemas/{name}"}:
+            found[name] = schema
+    return found

@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.api import queries
 from tracker.api.queries import JobFilter, split_csv
-from tracker.api.routes import event_json, job_json
+from tracker.api.routes import event_json
 from tracker.cli.runner import print_json, read
 from tracker.cli.startup import settings_or_exit
 from tracker.config import Settings
 from tracker.models import JobState
+from tracker.shapes import job_json
 
 STATE_STYLE = {
     "succeeded": "green",

@@ -14,17 +14,18 @@ from typing import Any
 
 import click
 
+from tracker.api.schemas import Delivery, Subscription
+from tracker.api.subscriptions import list_deliveries, subscription_json
 from tracker.cli.runner import print_json, run_on_database
 from tracker.cli.startup import ensure_schema, settings_or_exit, setup_logging
 from tracker.db import Database
 from tracker.notify.changes import (
-    CHANGE_TYPES,
     ChangeFilter,
     change_json,
     latest_seq,
     list_changes,
 )
-from tracker.notify.deliveries import list_deliveries, replay_failed
+from tracker.notify.deliveries import replay_failed
 from tracker.notify.egress import check_url
 from tracker.notify.relay import run_notifier
 from tracker.notify.subscriptions import (
@@ -32,8 +33,8 @@ from tracker.notify.subscriptions import (
     delete_subscription,
     list_subscriptions,
     parse_input,
-    subscription_json,
 )
+from tracker.shapes import CHANGE_TYPES
 
 TAIL_POLL = 0.5
 
@@ -60,7 +61,7 @@ def add(url: str, event_types: str | None, description: str | None) -> None:
     if description:
         body["description"] = description
 
-    async def work(database: Database) -> dict[str, Any]:
+    async def work(database: Database) -> Subscription:
         data = parse_input(body, partial=False)
         await check_url(data.url, allow_private=settings.notify_allow_private == "on")
         async with database.write() as session:
@@ -74,7 +75,7 @@ def add(url: str, event_types: str | None, description: str | None) -> None:
 def list_command() -> None:
     """Every subscription, as JSON (secrets are not shown)."""
 
-    async def work(database: Database) -> list[dict[str, Any]]:
+    async def work(database: Database) -> list[Subscription]:
         async with database.session() as session:
             return [subscription_json(sub) for sub in await list_subscriptions(session)]
 
@@ -100,7 +101,7 @@ def remove(sub_id: int) -> None:
 def deliveries(sub_id: int, limit: int) -> None:
     """A subscription's latest deliveries with their attempts, as JSON."""
 
-    async def work(database: Database) -> list[dict[str, Any]]:
+    async def work(database: Database) -> list[Delivery]:
         async with database.session() as session:
             items, _ = await list_deliveries(session, sub_id, limit=limit)
             return items

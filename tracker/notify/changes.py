@@ -22,72 +22,86 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import iso
 from tracker.models import JobChange
+from tracker.shapes import Change, ChangedJob, job_json
 
-CHANGE_TYPES = (
-    "job.submitted",
-    "job.submit_failed",
-    "job.submit_unknown",
-    "job.succeeded",
-    "job.failed",
-    "job.lost",
-    "job.stale",
-)
 NOTIFY_CHANNEL = "tracker_job_changes"  # PostgreSQL: the sequencing trigger notifies it
 MAX_PAGE = 1_000
 DEFAULT_PAGE = 100
 
 
-def _time(value: object) -> str | None:
-    """A snapshot's time (SQLite text, PostgreSQL ISO with offset) as the API shows times."""
-    if value is None:
-        return None
-    return iso(datetime.fromisoformat(str(value)))
+@dataclass(slots=True)  # not frozen: a frozen init costs a setattr call per field, per change
+class Snapshot:
+    """A change's `data`, the `jobs` row as the trigger copied it (migration 0004), read back as
+    the row it copies, so that `job_json` builds the job of a change as it builds a job."""
+
+    job_id: str | None
+    media_id: str
+    type: str
+    region: str | None
+    state: str
+    stale: bool
+    stale_at: datetime | None
+    origin: str
+    status: str | None
+    code: str | None
+    message: str | None
+    result: Any
+    submitted_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    pending_status: str | None
+    pending_since: datetime | None
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Snapshot:
+        return cls(
+            job_id=data.get("job_id"),
+            media_id=data["media_id"],
+            type=data["type"],
+            region=data.get("region"),
+            state=data["state"],
+            stale=bool(data.get("stale")),  # SQLite's JSON has 0 and 1
+            stale_at=_time(data.get("stale_at")),
+            origin=data["origin"],
+            status=data.get("status"),
+            code=data.get("code"),
+            message=data.get("message"),
+            result=data.get("result"),
+            submitted_at=_time(data["submitted_at"]),
+            updated_at=_time(data["updated_at"]),
+            completed_at=_time(data.get("completed_at")),
+            pending_status=data.get("pending_status"),
+            pending_since=_time(data.get("pending_since")),
+        )
 
 
-def job_of(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """The job of a change as `GET /jobs/{id}` shows it (tracker/api/routes.py `job_json`)."""
-    body: dict[str, Any] = {
-        "job_id": snapshot.get("job_id"),
-        "media_id": snapshot.get("media_id"),
-        "type": snapshot.get("type"),
-        "region": snapshot.get("region"),
-        "state": snapshot.get("state"),
-        "stale": bool(snapshot.get("stale")),
-        "stale_at": _time(snapshot.get("stale_at")),
-        "origin": snapshot.get("origin"),
-        "status": snapshot.get("status"),
-        "code": snapshot.get("code"),
-        "message": snapshot.get("message"),
-        "result": snapshot.get("result"),
-        "submitted_at": _time(snapshot.get("submitted_at")),
-        "updated_at": _time(snapshot.get("updated_at")),
-        "completed_at": _time(snapshot.get("completed_at")),
-    }
-    if snapshot.get("pending_status") is not None:
-        body["pending_status"] = snapshot["pending_status"]
-        body["pending_since"] = _time(snapshot.get("pending_since"))
-    return body
+@overload
+def _time(value: str) -> datetime: ...
+@overload
+def _time(value: str | None) -> datetime | None: ...
+def _time(value: str | None) -> datetime | None:
+    """A snapshot's time: SQLite's text (UTC, no offset) or PostgreSQL's ISO with an offset."""
+    return None if value is None else datetime.fromisoformat(value)
 
 
-def change_json(change: JobChange) -> dict[str, Any]:
+def change_json(change: JobChange) -> Change:
     """One change as the feed, the stream and the webhooks carry it: `{seq, type, timestamp,
-    data}`, `data` being the job then, plus `seq` and `previous_state`."""
-    data = job_of(change.data)
-    data["seq"] = change.seq
-    data["previous_state"] = change.previous_state
-    return {
-        "seq": change.seq,
-        "type": change.type,
-        "timestamp": _time(change.occurred_at.isoformat()),
-        "data": data,
+    data}`, `data` being the job then (`job_json`), plus `seq` and `previous_state`."""
+    seq = change.seq
+    assert seq is not None, "only committed changes are shown"  # list_changes reads those
+    data: ChangedJob = {
+        **job_json(Snapshot.of(change.data)),
+        "seq": seq,
+        "previous_state": change.previous_state,
     }
+    return {"seq": seq, "type": change.type, "timestamp": iso(change.occurred_at), "data": data}
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,18 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.clock import iso
 from tracker.db import insert
 from tracker.errors import NotFound
 from tracker.models import Delivery, DeliveryAttempt, JobChange, Subscription
 from tracker.notify.changes import change_json
 from tracker.notify.subscriptions import disable_subscription, signing_secrets
+from tracker.shapes import Change
 
 FAN_OUT_BATCH = 1_000  # changes per subscription per fan-out transaction
 JITTER = 0.2  # +-20 % on every retry delay (Svix)
 MAX_RETRY_AFTER = timedelta(hours=24)
 REPLAY_LIMIT = 10_000  # deliveries re-queued by one replay (Svix: 10 000)
 BODY_KEPT = 2_048  # characters of a response body stored with its attempt
-PAGE = 50
-MAX_PAGE = 200
 
 
 class DeliveryNotFound(NotFound):
@@ -204,7 +202,7 @@ async def claim_due(
     return claimed
 
 
-def webhook_body(change: dict[str, Any]) -> bytes:
+def webhook_body(change: Change) -> bytes:
     """The Standard Webhooks payload `{type, timestamp, data}`, as compact JSON bytes."""
     payload = {"type": change["type"], "timestamp": change["timestamp"], "data": change["data"]}
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
@@ -397,64 +395,6 @@ async def _settle(
 
 
 # --- listing, retry and replay ------------------------------------------------------------------
-
-
-async def list_deliveries(
-    session: AsyncSession, sub_id: int, *, limit: int = PAGE, before: int | None = None
-) -> tuple[list[dict[str, Any]], int | None]:
-    """A subscription's deliveries, newest first, each with its attempts; and the cursor of
-    the next page (the last id shown), or None."""
-    query = (
-        select(Delivery, JobChange.type)
-        .join(JobChange, JobChange.seq == Delivery.change_seq, isouter=True)
-        .where(Delivery.subscription_id == sub_id)
-        .order_by(Delivery.id.desc())
-        .limit(min(limit, MAX_PAGE) + 1)
-    )
-    if before is not None:
-        query = query.where(Delivery.id < before)
-    rows = (await session.execute(query)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    ids = [delivery.id for delivery, _ in rows]
-    attempts: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        for attempt in await session.scalars(
-            select(DeliveryAttempt)
-            .where(DeliveryAttempt.delivery_id.in_(ids))
-            .order_by(DeliveryAttempt.id)
-        ):
-            attempts[attempt.delivery_id].append(attempt_json(attempt))
-    items = [delivery_json(delivery, type_, attempts[delivery.id]) for delivery, type_ in rows]
-    return items, (ids[-1] if more and ids else None)
-
-
-def attempt_json(attempt: DeliveryAttempt) -> dict[str, Any]:
-    return {
-        "attempted_at": iso(attempt.attempted_at),
-        "status_code": attempt.status_code,
-        "duration_ms": round(attempt.duration_ms, 1),
-        "error": attempt.error,
-        "response_body": attempt.response_body,
-        "trigger": attempt.trigger,
-    }
-
-
-def delivery_json(
-    delivery: Delivery, type_: str | None, attempts: list[dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "subscription_id": delivery.subscription_id,
-        "seq": delivery.change_seq,
-        "webhook_id": webhook_id(delivery.change_seq),
-        "type": type_,
-        "status": delivery.status,
-        "attempts": attempts,
-        "next_attempt_at": iso(delivery.next_attempt_at),
-        "last_error": delivery.last_error,
-        "created_at": iso(delivery.created_at),
-    }
 
 
 def webhook_id(seq: int) -> str:

@@ -11,20 +11,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.clock import iso
 from tracker.errors import BadRequest, NotFound
 from tracker.models import Delivery, Subscription
-from tracker.notify.changes import CHANGE_TYPES, latest_seq
+from tracker.notify.changes import latest_seq
 from tracker.notify.signing import new_secret, secret_key
+from tracker.shapes import CHANGE_TYPES
 
 ROTATION_GRACE = timedelta(hours=24)  # the old secret keeps signing this long (Svix: 24 h)
 DESCRIPTION_LIMIT = 500
 ENV_DESCRIPTION = "declared by TRACKER_NOTIFY_URL"
+# Made through the API (or the CLI), or declared by TRACKER_NOTIFY_URL.
+Source = Literal["api", "env"]
+SOURCES: tuple[Source, ...] = get_args(Source)
 
 
 class SubscriptionNotFound(NotFound):
@@ -96,26 +99,8 @@ def parse_input(body: Mapping[str, Any], *, partial: bool) -> SubscriptionInput:
     )
 
 
-def subscription_json(sub: Subscription, *, with_secret: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": sub.id,
-        "url": sub.url,
-        "description": sub.description,
-        "event_types": list(sub.event_types) if sub.event_types else list(CHANGE_TYPES),
-        "enabled": sub.enabled,
-        "disabled_reason": sub.disabled_reason,
-        "source": sub.source,
-        "created_at": iso(sub.created_at),
-        "last_success_at": iso(sub.last_success_at),
-        "failing_since": iso(sub.first_failure_at),
-    }
-    if with_secret:
-        body["secret"] = sub.secret
-    return body
-
-
 async def create_subscription(
-    session: AsyncSession, data: SubscriptionInput, now: datetime, *, source: str = "api"
+    session: AsyncSession, data: SubscriptionInput, now: datetime, *, source: Source = "api"
 ) -> Subscription:
     """A new enabled subscription with a fresh secret; it receives changes from now on."""
     assert data.url is not None
