@@ -9,10 +9,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.factories import add_rows, new_job
 from tracker.app import create_app
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import Job, JobState, Origin
+from tracker.models import JobState
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,20 +50,12 @@ async def test_requests_counted_by_route_template(client: httpx.AsyncClient) -> 
 
 async def test_job_gauges(client: httpx.AsyncClient, database: Database) -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    async with database.write() as session:
-        for n, state in enumerate([JobState.PROCESSING, JobState.PROCESSING, JobState.FAILED]):
-            session.add(
-                Job(
-                    job_id=f"j{n}",
-                    media_id=f"m{n}",  # one live submitted job per media and type (models.py)
-                    type="AIMediaDNA",
-                    state=state,
-                    origin=Origin.SUBMITTED,
-                    stale=n == 0,
-                    submitted_at=now,
-                    updated_at=now,
-                )
-            )
+    states = [JobState.PROCESSING, JobState.PROCESSING, JobState.FAILED]
+    # Each on its own media: one live submitted job per media and type (models.py).
+    jobs = [
+        new_job(f"j{n}", s, type="AIMediaDNA", stale=n == 0, at=now) for n, s in enumerate(states)
+    ]
+    await add_rows(database, *jobs)
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
