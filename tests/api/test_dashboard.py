@@ -15,12 +15,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from tests import programs
-from tests.factories import new_job
+from tests.factories import add_rows, new_event, new_job
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import CallbackEvent, Job, JobState
+from tracker.models import Job, JobState
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 EVIL = "<img src=x onerror=\"document.title='pwned'\">"
@@ -34,35 +34,6 @@ def job(n: int, state: JobState, job_type: str, **fields: Any) -> Job:
         **fields,
     }
     return new_job(values.pop("job_id", f"job-{n}"), state, type=job_type, **values)
-
-
-async def seed(url: str) -> None:
-    database = Database(url)
-    async with database.write() as session:
-        session.add_all(
-            [
-                job(1, JobState.PROCESSING, "AIVideoTag", stale=True, stale_at=NOW),
-                job(2, JobState.PROCESSING, "AIVideoTag"),
-                job(3, JobState.PROCESSING, "AIMediaDNA"),
-                job(4, JobState.SUCCEEDED, "AIVideoTag"),
-                job(5, JobState.FAILED, "AIMediaDNA", media_id=EVIL),
-                job(6, JobState.SUBMIT_UNKNOWN, "AIMediaDNA", job_id=None),
-            ]
-        )
-        session.add(
-            CallbackEvent(
-                dedup_key="k1",
-                job_id="job-4",
-                media_id="media-4",
-                status="success",
-                body="{}",
-                headers={},
-                received_at=NOW - timedelta(minutes=1),
-                applied=False,
-                reason=EVIL,
-            )
-        )
-    await database.dispose()
 
 
 class Visible(HTMLParser):
@@ -124,7 +95,23 @@ def chromium_dom(url: str, profile: Path) -> Visible:
 
 @pytest.fixture
 def served(fresh_database_url: str, live_server: Any) -> Iterator[str]:
-    asyncio.run(seed(fresh_database_url))
+    rows = [
+        job(1, JobState.PROCESSING, "AIVideoTag", stale=True, stale_at=NOW),
+        job(2, JobState.PROCESSING, "AIVideoTag"),
+        job(3, JobState.PROCESSING, "AIMediaDNA"),
+        job(4, JobState.SUCCEEDED, "AIVideoTag"),
+        job(5, JobState.FAILED, "AIMediaDNA", media_id=EVIL),
+        job(6, JobState.SUBMIT_UNKNOWN, "AIMediaDNA", job_id=None),
+        new_event(
+            "job-4",
+            "success",
+            NOW - timedelta(minutes=1),
+            media_id="media-4",
+            applied=False,
+            reason=EVIL,
+        ),
+    ]
+    asyncio.run(add_rows(fresh_database_url, *rows))
     app = create_app(
         Settings(database_url=fresh_database_url, scheduler="off"), clock=FrozenClock(NOW)
     )
@@ -159,8 +146,7 @@ def test_chromium_shows_counts_stale_jobs_callbacks_and_search(served: str, tmp_
 async def test_dashboard_escapes_and_refreshes(
     client: httpx.AsyncClient, database: Database
 ) -> None:
-    async with database.write() as session:
-        session.add(job(1, JobState.PROCESSING, "AIVideoTag", media_id=EVIL))
+    await add_rows(database, job(1, JobState.PROCESSING, "AIVideoTag", media_id=EVIL))
     response = await client.get("/", params={"q": EVIL})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")

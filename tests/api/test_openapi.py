@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, settings
 from pydantic import TypeAdapter
 from starlette.routing import Route
 
+from tests.factories import add_rows, new_event, new_heartbeat, new_job
 from tracker.api import schemas
 from tracker.api.openapi import document
 from tracker.app import create_app
 from tracker.config import Settings
-from tracker.db import Database
-from tracker.models import CallbackEvent, Heartbeat, Job, JobState, Origin
+from tracker.models import JobState
 
 TOKEN = "s3cret-token"
-# POST /jobs needs a VOD to answer 2xx; tests/submit/test_service.py fuzzes it against the
+# POST /jobs needs a VOD to answer 2xx; tests/submit/test_post_jobs.py fuzzes it against the
 # simulator.
 SCHEMA = (
     schemathesis.openapi.from_dict(document())
@@ -39,44 +39,29 @@ SCHEMA = (
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-async def seed(url: str) -> None:
-    database = Database(url)
-    async with database.write() as session:
-        for n, state in enumerate(JobState):
-            session.add(
-                Job(
-                    job_id=f"j{n}",
-                    media_id=f"m{n}",  # one live submitted job per media and type (models.py)
-                    type="AIVideoTag",
-                    state=state,
-                    origin=Origin.SUBMITTED,
-                    stale=n % 2 == 0,
-                    stale_at=T0 if n % 2 == 0 else None,
-                    result={"k": [n]},
-                    pending_status="success" if state == JobState.PROCESSING else None,
-                    pending_since=T0 if state == JobState.PROCESSING else None,
-                    submitted_at=T0 + timedelta(minutes=n),
-                    updated_at=T0,
-                )
-            )
-            session.add(
-                CallbackEvent(
-                    dedup_key=f"d{n}",
-                    job_id=f"j{n}",
-                    body="{}",
-                    headers={},
-                    received_at=T0,
-                    applied=False,
-                    reason="older_than_current",
-                )
-            )
-        session.add(Heartbeat(name="sweep", owner="a", started_at=T0))
-    await database.dispose()
-
-
 @pytest.fixture
 def live(fresh_database_url: str, live_server: Any) -> Iterator[str]:
-    asyncio.run(seed(fresh_database_url))
+    # A job in every state (every other one stale, a processing one awaiting confirmation), a
+    # callback of each that was not applied, and a heartbeat.
+    rows: list[Any] = [new_heartbeat("sweep", at=T0)]
+    for n, state in enumerate(JobState):
+        pending = state == JobState.PROCESSING
+        rows.append(
+            new_job(
+                f"j{n}",
+                state,
+                media_id=f"m{n}",  # one live submitted job per media and type (models.py)
+                stale=n % 2 == 0,
+                stale_at=T0 if n % 2 == 0 else None,
+                result={"k": [n]},
+                pending_status="success" if pending else None,
+                pending_since=T0 if pending else None,
+                submitted_at=T0 + timedelta(minutes=n),
+                updated_at=T0,
+            )
+        )
+        rows.append(new_event(f"j{n}", None, T0, applied=False, reason="older_than_current"))
+    asyncio.run(add_rows(fresh_database_url, *rows))
     settings_ = Settings(database_url=fresh_database_url, scheduler="off", api_tokens=TOKEN)  # type: ignore[arg-type]
     with live_server(create_app(settings_)) as url:
         yield url

@@ -11,13 +11,13 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from starlette.applications import Starlette
 
-from tests.factories import add_rows, new_job
+from tests.factories import add_rows, new_event, new_heartbeat, new_job
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database
-from tracker.models import CallbackEvent, Heartbeat, Job, JobState
+from tracker.models import Job, JobState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -192,18 +192,7 @@ async def test_times_past_the_ends_of_the_calendar_are_accepted(
     client: httpx.AsyncClient, database: Database, query: str, matches: bool
 ) -> None:
     """Valid RFC 3339 times whose UTC falls outside years 1-9999 still filter, never 400."""
-    async with database.write() as session:
-        session.add(
-            Job(
-                job_id="j-edge",
-                media_id="m-edge",
-                type="AIVideoTag",
-                state="processing",
-                origin="submitted",
-                submitted_at=T0,
-                updated_at=T0,
-            )
-        )
+    await add(database, new_job("j-edge", JobState.PROCESSING, media_id="m-edge", at=T0))
     response = await client.get(f"/jobs?{query}")
     assert response.status_code == 200, response.text
     assert [j["job_id"] for j in response.json()["items"]] == (["j-edge"] if matches else [])
@@ -247,24 +236,23 @@ async def test_media_jobs(client: httpx.AsyncClient, database: Database) -> None
 async def test_job_events_say_why_not_applied(
     client: httpx.AsyncClient, database: Database
 ) -> None:
-    await add(database, make_job(1))
-    async with database.write() as session:
-        for n, (applied, reason) in enumerate([(True, None), (False, "already_final")]):
-            session.add(
-                CallbackEvent(
-                    dedup_key=f"k{n}",
-                    event_type="AIMediaDNAComplete",
-                    job_id="job-0001",
-                    media_id="media-0000",
-                    status="success",
-                    body="{}",
-                    headers={},
-                    received_at=T0 + timedelta(seconds=n),
-                    deliveries=1 + n,
-                    applied=applied,
-                    reason=reason,
-                )
+    await add(
+        database,
+        make_job(1),
+        *(
+            new_event(
+                "job-0001",
+                "success",
+                T0 + timedelta(seconds=n),
+                event_type="AIMediaDNAComplete",
+                media_id="media-0000",
+                deliveries=1 + n,
+                applied=applied,
+                reason=reason,
             )
+            for n, (applied, reason) in enumerate([(True, None), (False, "already_final")])
+        ),
+    )
     items = (await client.get("/jobs/job-0001/events")).json()["items"]
     assert [(i["applied"], i["reason"], i["deliveries"]) for i in items] == [
         (True, None, 1),
@@ -285,19 +273,14 @@ async def test_stats_counts_and_cache(
         make_job(3, state=JobState.SUCCEEDED, submitted_at=now - timedelta(hours=9)),
         make_job(4, state=JobState.SUBMIT_UNKNOWN, submitted_at=now - timedelta(hours=1)),
     )
-    async with database.write() as session:
-        session.add(Heartbeat(name="sweep", owner="me", started_at=now, ok=True))
-        for n, age in enumerate([timedelta(minutes=5), timedelta(hours=2)]):
-            session.add(
-                CallbackEvent(
-                    dedup_key=f"k{n}",
-                    job_id="job-0001",
-                    body="{}",
-                    headers={},
-                    received_at=now - age,
-                    deliveries=3,
-                )
-            )
+    await add(
+        database,
+        new_heartbeat("sweep", owner="me", at=now, ok=True),
+        *(
+            new_event("job-0001", "success", now - age, deliveries=3)
+            for age in (timedelta(minutes=5), timedelta(hours=2))
+        ),
+    )
     body = (await client.get("/stats")).json()
     assert body["jobs"]["by_type"] == {
         "AIMediaDNA": {"processing": 1, "succeeded": 1},
@@ -492,21 +475,12 @@ async def test_ids_holding_a_slash_are_reachable(
 ) -> None:
     """A JobId VOD answered, or a MediaId `POST /jobs` accepts, may hold `/`; clients send it
     as is or as %2F, which the server decodes before routing."""
-    await add(database, make_job(1, job_id="a/b", media_id="m/1"), make_job(2, job_id="x"))
-    async with database.write() as session:
-        session.add(
-            CallbackEvent(
-                dedup_key="k1",
-                event_type="AIVideoTagComplete",
-                job_id="a/b",
-                status="success",
-                body="{}",
-                headers={},
-                received_at=T0,
-                applied=False,
-                reason="test",
-            )
-        )
+    await add(
+        database,
+        make_job(1, job_id="a/b", media_id="m/1"),
+        make_job(2, job_id="x"),
+        new_event("a/b", "success", T0, applied=False, reason="test"),
+    )
     for path in ("/jobs/a/b", "/jobs/a%2Fb"):
         response = await client.get(path)
         assert (response.status_code, response.json()["job_id"]) == (200, "a/b"), path

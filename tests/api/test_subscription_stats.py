@@ -11,67 +11,25 @@ import httpx
 from aiohttp import web
 from asgi_lifespan import LifespanManager
 
-from tests.factories import add_job
+from tests.factories import add_job, add_subscription
 from tests.notify.receivers import Receiver
 from tests.notify.test_delivery import finish, notify_settings, settled, subscribe
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.db import Database
-from tracker.models import Delivery, JobState, Subscription
+from tracker.models import JobState
 
 EVIL = "<img src=x onerror=\"document.title='pwned'\">"
 
 
-def subscription(n: int, clock: FrozenClock, *, enabled: bool, **fields: Any) -> Subscription:
-    now = clock()
-    values: dict[str, Any] = {
-        "url": f"https://hooks.example.com/{n}",
-        "event_types": None,
-        "enabled": enabled,
-        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "source": "api",
-        "cursor_seq": 0,
-        "created_at": now,
-        "updated_at": now,
-        **fields,
-    }
-    return Subscription(**values)
-
-
-def delivery(sub_id: int, seq: int, status: str, clock: FrozenClock) -> Delivery:
-    now = clock()
-    return Delivery(
-        subscription_id=sub_id,
-        change_seq=seq,
-        status=status,
-        attempts=1,
-        next_attempt_at=now if status == "pending" else None,
-        lease_until=now + timedelta(minutes=1) if status == "sending" else None,
-        trigger="scheduled",
-        created_at=now,
-        updated_at=now,
-    )
-
-
-async def seed(database: Database, clock: FrozenClock) -> None:
-    async with database.write() as session:
-        healthy = subscription(1, clock, enabled=True)
-        dead = subscription(
-            2,
-            clock,
-            enabled=False,
-            url=f"https://hooks.example.com/in?q={EVIL}",
-            description=EVIL,
-            disabled_reason=f"the receiver answered 410 Gone {EVIL}",
-            disabled_at=clock() - timedelta(hours=1),
-        )
-        session.add_all([healthy, dead])
-        await session.flush()
-        statuses = ["pending", "pending", "sending", "succeeded", "failed"]
-        session.add_all(delivery(healthy.id, seq, s, clock) for seq, s in enumerate(statuses, 1))
-        session.add_all(
-            [delivery(dead.id, 1, "failed", clock), delivery(dead.id, 2, "skipped", clock)]
-        )
+# The disabled subscription: its URL, description and reason carry markup the pages must escape.
+DISABLED: dict[str, Any] = {
+    "enabled": False,
+    "url": f"https://hooks.example.com/in?q={EVIL}",
+    "description": EVIL,
+    "disabled_reason": f"the receiver answered 410 Gone {EVIL}",
+}
+STATUSES = ["pending", "pending", "sending", "succeeded", "failed"]  # the enabled one's deliveries
 
 
 async def test_stats_count_subscriptions_and_their_deliveries(
@@ -83,7 +41,11 @@ async def test_stats_count_subscriptions_and_their_deliveries(
         "deliveries_pending": 0,
         "deliveries_failed": 0,
     }
-    await seed(database, clock)
+    await add_subscription(database, at=clock(), deliveries=STATUSES)
+    disabled_at = clock() - timedelta(hours=1)
+    await add_subscription(
+        database, at=clock(), disabled_at=disabled_at, deliveries=["failed", "skipped"], **DISABLED
+    )
     clock.advance(timedelta(minutes=5))  # past the cache's max_age: fresh figures
     assert (await client.get("/stats")).json()["subscriptions"] == {
         "enabled": 1,
@@ -96,7 +58,11 @@ async def test_stats_count_subscriptions_and_their_deliveries(
 async def test_dashboard_lists_disabled_subscriptions_escaped(
     client: httpx.AsyncClient, database: Database, clock: FrozenClock
 ) -> None:
-    await seed(database, clock)
+    await add_subscription(database, at=clock(), deliveries=STATUSES)
+    disabled_at = clock() - timedelta(hours=1)
+    await add_subscription(
+        database, at=clock(), disabled_at=disabled_at, deliveries=["failed", "skipped"], **DISABLED
+    )
     page = (await client.get("/")).text
     assert "<img" not in page
     assert '<b id="subscriptions-enabled">1</b>' in page

@@ -9,13 +9,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_subscription_stats import seed
-from tests.factories import add_rows
+from tests.factories import add_rows, add_subscription, new_heartbeat, new_job
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import Heartbeat, Job, JobState, Origin
+from tracker.models import JobState
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -52,20 +51,12 @@ async def test_requests_counted_by_route_template(client: httpx.AsyncClient) -> 
 
 async def test_job_gauges(client: httpx.AsyncClient, database: Database) -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    async with database.write() as session:
-        for n, state in enumerate([JobState.PROCESSING, JobState.PROCESSING, JobState.FAILED]):
-            session.add(
-                Job(
-                    job_id=f"j{n}",
-                    media_id=f"m{n}",  # one live submitted job per media and type (models.py)
-                    type="AIMediaDNA",
-                    state=state,
-                    origin=Origin.SUBMITTED,
-                    stale=n == 0,
-                    submitted_at=now,
-                    updated_at=now,
-                )
-            )
+    states = [JobState.PROCESSING, JobState.PROCESSING, JobState.FAILED]
+    # Each on its own media: one live submitted job per media and type (models.py).
+    jobs = [
+        new_job(f"j{n}", s, type="AIMediaDNA", stale=n == 0, at=now) for n, s in enumerate(states)
+    ]
+    await add_rows(database, *jobs)
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -138,13 +129,17 @@ async def test_delivery_backlog_and_scheduler_states_come_from_the_database(
 ) -> None:
     """Whichever process runs the relay and the scheduler, any replica's /metrics says how the
     deliveries and the scheduled jobs stand (as GET /stats and /readyz do)."""
-    await seed(database, clock)
+    statuses = ["pending", "pending", "sending", "succeeded", "failed"]
+    await add_subscription(database, at=clock(), deliveries=statuses)
+    await add_subscription(
+        database, at=clock(), enabled=False, disabled_at=clock(), deliveries=["failed", "skipped"]
+    )
     now = clock()
-    beat = {"owner": "elsewhere", "started_at": now - timedelta(seconds=1), "finished_at": now}
+    beat = {"owner": "elsewhere", "at": now - timedelta(seconds=1), "finished_at": now}
     await add_rows(
         database,
-        Heartbeat(name="sweep", duration_s=1.0, ok=True, summary="flagged 0", **beat),
-        Heartbeat(name="retention", duration_s=1.0, ok=False, summary="failed: disk", **beat),
+        new_heartbeat("sweep", duration_s=1.0, ok=True, summary="flagged 0", **beat),
+        new_heartbeat("retention", duration_s=1.0, ok=False, summary="failed: disk", **beat),
     )
     text = (await client.get("/metrics")).text
     assert value(text, "tracker_deliveries_pending") == 3  # pending and sending

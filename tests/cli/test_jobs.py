@@ -6,45 +6,34 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from click.testing import CliRunner, Result
 
+from tests.factories import add_rows, new_event, new_job
 from tracker.cli import main
-from tracker.db import Database
-from tracker.models import CallbackEvent, Job, JobState, Origin
+from tracker.models import JobState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-async def seed(url: str) -> None:
-    database = Database(url)
-    async with database.write() as session:
-        for n in range(12):
-            session.add(
-                Job(
-                    job_id=f"job-{n:02d}",
-                    media_id="[bold]m" if n == 0 else f"m{n}",
-                    type="AIVideoTag" if n % 2 else "AIMediaDNA",
-                    state=JobState.PROCESSING if n % 3 else JobState.SUCCEEDED,
-                    origin=Origin.SUBMITTED,
-                    stale=n == 4,
-                    result={"tags": ["cat"]} if n == 0 else None,
-                    submitted_at=T0 + timedelta(minutes=n),
-                    updated_at=T0 + timedelta(minutes=n),
-                )
-            )
-        session.add(
-            CallbackEvent(
-                dedup_key="k",
-                job_id="job-00",
-                status="success",
-                body="{}",
-                headers={},
-                received_at=T0,
-                applied=False,
-                reason="already_final",
-            )
+@pytest.fixture
+def jobs_and_a_callback(fresh_database_url: str) -> None:
+    """Twelve jobs a minute apart (every third succeeded, job-04 stale, job-00 with a result and
+    a MediaId that looks like rich markup) and a callback of job-00 that was not applied."""
+    jobs = [
+        new_job(
+            f"job-{n:02d}",
+            JobState.PROCESSING if n % 3 else JobState.SUCCEEDED,
+            media_id="[bold]m" if n == 0 else f"m{n}",
+            type="AIVideoTag" if n % 2 else "AIMediaDNA",
+            stale=n == 4,
+            result={"tags": ["cat"]} if n == 0 else None,
+            at=T0 + timedelta(minutes=n),
         )
-    await database.dispose()
+        for n in range(12)
+    ]
+    callback = new_event("job-00", "success", T0, applied=False, reason="already_final")
+    asyncio.run(add_rows(fresh_database_url, *jobs, callback))
 
 
 def run(url: str, *args: str) -> Result:
@@ -54,8 +43,8 @@ def run(url: str, *args: str) -> Result:
     return result
 
 
+@pytest.mark.usefixtures("jobs_and_a_callback")
 def test_list_json_filters_and_pages(fresh_database_url: str) -> None:
-    asyncio.run(seed(fresh_database_url))
     result = run(
         fresh_database_url, "jobs", "list", "--state", "processing", "--json", "--limit", "3"
     )
@@ -92,8 +81,8 @@ def test_list_json_filters_and_pages(fresh_database_url: str) -> None:
     assert [i["job_id"] for i in json.loads(stale.output)["items"]] == ["job-04"]
 
 
+@pytest.mark.usefixtures("jobs_and_a_callback")
 def test_list_table(fresh_database_url: str) -> None:
-    asyncio.run(seed(fresh_database_url))
     result = run(fresh_database_url, "jobs", "list", "--type", "AIMediaDNA")
     assert result.exit_code == 0
     lines = [line for line in result.output.splitlines() if "job-" in line]
@@ -113,8 +102,8 @@ def test_bad_state_is_a_usage_error(fresh_database_url: str) -> None:
     assert "'done' is not one of" in result.output
 
 
+@pytest.mark.usefixtures("jobs_and_a_callback")
 def test_show(fresh_database_url: str) -> None:
-    asyncio.run(seed(fresh_database_url))
     as_json = run(fresh_database_url, "jobs", "show", "job-00", "--json")
     body = json.loads(as_json.output)
     assert body["state"] == "succeeded"

@@ -7,22 +7,14 @@ import json
 
 from click.testing import CliRunner, Result
 
-from tests.factories import add_job
+from tests.factories import add_rows, new_job
 from tracker.cli import main
-from tracker.db import Database
 from tracker.models import JobState
 
 
 def run(url: str, *args: str, private: bool = True) -> Result:
     env = {"TRACKER_DATABASE_URL": url, "TRACKER_NOTIFY_ALLOW_PRIVATE": "on" if private else "off"}
     return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
-
-
-async def seed(url: str) -> None:
-    database = Database(url)
-    await add_job(database, "j1", JobState.PROCESSING, media_id="m1")
-    await add_job(database, "j2", JobState.FAILED, media_id="m2")
-    await database.dispose()
 
 
 def test_subscriptions_add_list_deliveries_replay_remove(fresh_database_url: str) -> None:
@@ -53,7 +45,8 @@ def test_a_private_url_is_refused_without_the_flag(fresh_database_url: str) -> N
 
 
 def test_changes_tail_prints_one_json_change_a_line(fresh_database_url: str) -> None:
-    asyncio.run(seed(fresh_database_url))
+    for job in (new_job("j1", media_id="m1"), new_job("j2", JobState.FAILED, media_id="m2")):
+        asyncio.run(add_rows(fresh_database_url, job))  # one transaction each, j1's first
     tailed = run(fresh_database_url, "changes", "tail", "--after", "0", "--once")
     lines = [json.loads(line) for line in tailed.output.splitlines()]
     assert [(c["type"], c["data"]["job_id"]) for c in lines] == [

@@ -8,8 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 
+from tests.factories import add_rows, new_job
 from tracker.db import Database, head_revision
-from tracker.models import Base, Job, JobState, Origin
+from tracker.models import Base, Job
 
 
 def _diff(sync_conn: object) -> list[object]:
@@ -25,18 +26,7 @@ async def test_migrations_match_models(database: Database) -> None:
 
 async def test_timestamps_round_trip_as_aware_utc(database: Database) -> None:
     when = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
-    async with database.write() as session:
-        session.add(
-            Job(
-                media_id="m1",
-                type="AIVideoTag",
-                state=JobState.PROCESSING,
-                origin=Origin.SUBMITTED,
-                submitted_at=when,
-                updated_at=when,
-                result={"Keyword": [{"Tag": "cat"}]},
-            )
-        )
+    await add_rows(database, new_job(media_id="m1", at=when, result={"Keyword": [{"Tag": "cat"}]}))
     async with database.session() as session:
         job = await session.scalar(select(Job))
     assert job is not None

@@ -16,10 +16,11 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import Job, JobChange, JobState
 from tracker.notify.changes import change_json, is_pruned, latest_seq, list_changes
-from tracker.scheduler.reconcile import Report, apply_list_result
+from tracker.scheduler.reconcile import Report
 from tracker.scheduler.retention import prune_changes
 from tracker.scheduler.service import Scheduler
 from tracker.scheduler.sweep import flag_stale_jobs
+from tracker.scheduler.verdicts import apply_list_result
 from tracker.submit.claims import Refusal, SubmitRequest, claim_many, record_many
 from tracker.transitions import Outcome, apply_outcome, apply_outcomes, mark_pending_many
 from tracker.vod import ListResult, SubmitResult, VodOutcomeUnknown

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from tests.factories import add_job, load_job
+from tests.factories import add_job, job_values, load_job
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import Job, JobState, Origin
+from tracker.models import Job, JobState
 from tracker.scheduler.sweep import flag_stale_jobs, stale_sweep
 from tracker.transitions import Outcome, apply_outcome
 
@@ -88,16 +88,9 @@ async def test_concurrent_sweeps_flag_each_job_once(
     """Four replicas sweep at the same moment: together they flag each due job exactly once."""
     start = clock() - timedelta(hours=2)
     rows = [
-        {
-            "job_id": f"j{n}",
-            "media_id": f"m{n}",
-            "type": "AIVideoTag",
-            "state": JobState.PROCESSING,
-            "origin": Origin.SUBMITTED,
-            "stale": False,
-            "submitted_at": start + timedelta(seconds=n),
-            "updated_at": start,
-        }
+        job_values(
+            f"j{n}", stale=False, submitted_at=start + timedelta(seconds=n), updated_at=start
+        )
         for n in range(2000)
     ]
     async with database.write() as session:
@@ -137,16 +130,14 @@ async def test_sweep_reads_the_partial_index(
     benchmarks/sweep.py measures it at 1,000,000 rows."""
     start = clock() - timedelta(days=3)
     rows = [
-        {
-            "job_id": f"j{n}",
-            "media_id": f"m{n}",
-            "type": "AIVideoTag" if n % 2 else "AIMediaDNA",
-            "state": JobState.SUCCEEDED if n % 50 else JobState.PROCESSING,
-            "origin": Origin.SUBMITTED,
-            "stale": False,
-            "submitted_at": start + timedelta(seconds=n * 60),
-            "updated_at": start,
-        }
+        job_values(
+            f"j{n}",
+            JobState.SUCCEEDED if n % 50 else JobState.PROCESSING,
+            type="AIVideoTag" if n % 2 else "AIMediaDNA",
+            stale=False,
+            submitted_at=start + timedelta(seconds=n * 60),
+            updated_at=start,
+        )
         for n in range(5000)
     ]
     async with database.write() as session:

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from tracker.config import Settings
 from tracker.context import context_of
 from tracker.fakevod import FakeVod, Faults
-from tracker.scheduler.reconcile import status_outcome
+from tracker.scheduler.verdicts import status_outcome
 from tracker.vod import (
     AIJobStatus,
     RateLimiter,

@@ -1,6 +1,6 @@
-"""`tracker events replay`: re-apply stored callbacks that were not applied.
+"""Flows: `tracker events replay`, re-applying stored callbacks that were not applied.
 
-A flow: takes the database and commits chunk by chunk.
+It takes the database and commits chunk by chunk; its statements are in `unapplied.py`.
 """
 
 from __future__ import annotations
@@ -9,13 +9,10 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
-
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.ingest.applier import APPLY_BATCH, apply_pending
-from tracker.models import CONTRADICTED, CallbackEvent
-from tracker.transitions import Applied
+from tracker.ingest.unapplied import hand_back, replayable_events, tally_events
 
 
 async def replay_events(
@@ -27,38 +24,17 @@ async def replay_events(
     Callbacks awaiting VOD's confirmation or contradicted by it are left alone: replaying one
     must never apply an outcome VOD denied. So are malformed ones, which the webhook refused.
     """
-    skip = (Applied.PENDING.value, CONTRADICTED)
-    where = [
-        CallbackEvent.applied.is_(False),
-        or_(
-            CallbackEvent.reason.is_(None),
-            CallbackEvent.reason.not_in(skip) & CallbackEvent.reason.not_like("malformed:%"),
-        ),
-    ]
-    if since is not None:
-        where.append(CallbackEvent.received_at >= since)
     async with database.session() as session:
-        ids = list(await session.scalars(select(CallbackEvent.id).where(*where)))
+        ids = await replayable_events(session, since=since)
     tally: Counter[str] = Counter()
     for chunk in _chunks(ids, 500):
         async with database.write() as session:
-            await session.execute(
-                update(CallbackEvent)
-                .where(CallbackEvent.id.in_(chunk), CallbackEvent.applied.is_(False))
-                .values(applied=None, applied_at=None, reason=None)
-                .execution_options(synchronize_session=False)
-            )
+            await hand_back(session, chunk)
         for _ in range(len(chunk) // APPLY_BATCH + 100):  # bounded; others may be queued too
             if await apply_pending(database, clock(), confirm=confirm) < APPLY_BATCH:
                 break
         async with database.session() as session:
-            rows = await session.execute(
-                select(CallbackEvent.applied, CallbackEvent.reason).where(
-                    CallbackEvent.id.in_(chunk)
-                )
-            )
-            for applied, reason in rows:
-                tally["applied" if applied else str(reason or "not applied yet")] += 1
+            tally.update(await tally_events(session, chunk))
     return tally
 
 

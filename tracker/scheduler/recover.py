@@ -1,4 +1,4 @@
-"""Lost JobIds: find the job VOD created for a submission whose answer never came, by media.
+"""Flows: lost JobIds, found by media: the job VOD made for a submission whose answer never came.
 
 A submitter that died mid-call leaves a job `submitting`; a lost answer (timeout, cut connection)
 leaves it `submit_unknown`. Neither has a JobId, so reconciliation (ListAIJob, by JobId) cannot
@@ -10,8 +10,9 @@ submit attempt began, and held by no other row, is adopted with its JobId and VO
 `tracker.transitions.adopt_job_id`. When none has appeared after `recover_give_up`, the job
 becomes `submit_failed` ("VOD has no such job"), which lets `tracker submit` send it again.
 
-Flows: `recover_lost_job_ids` takes the database and the VOD client and commits each adoption
-or give-up on its own, never holding a write transaction across a VOD call.
+`recover_lost_job_ids` takes the database and the VOD client and commits each adoption or give-up
+on its own, never holding a write transaction across a VOD call; the jobs it reads are found by
+`lookups.py`, and adoption and give-up are `tracker.transitions` statements.
 """
 
 from __future__ import annotations
@@ -22,16 +23,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import Clock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import Job, Origin
-from tracker.scheduler.reconcile import status_outcome
-from tracker.transitions import Outcome, adopt_job_id, give_up_submit, waiting_for_job_id
+from tracker.scheduler.lookups import Waiting, held_job_ids, jobs_to_recover
+from tracker.scheduler.report import RunReport
+from tracker.scheduler.verdicts import status_outcome
+from tracker.transitions import Outcome, adopt_job_id, give_up_submit
 from tracker.vod import (
     LIST_LIMIT,
     JobInfo,
@@ -48,27 +48,11 @@ log = logging.getLogger(__name__)
 # VOD's CreateTime has whole seconds (joblookup 1), and its clock is not ours: a job counts as
 # created after an attempt if its CreateTime is no earlier than the attempt's second minus this.
 CREATE_SKEW = timedelta(seconds=5)
-# One ListJobInfo per media: about a minute of calls at VOD's 15 per second. The rest waits for
-# the next run; the oldest attempts (nearest their give-up) go first.
-MAX_MEDIA_PER_RUN = 900
-MAX_JOBS_PER_RUN = 10_000  # rows read per run, so a huge backlog is read in slices
 # A run stops after this many VOD error answers in a row.
 MAX_ERRORS = 3
 NO_SUCH_JOB = "NoSuchJob"
 # GetJobDetail's trigger of workflow jobs (joblookup 2): never one we submitted.
 AUTO_TRIGGER = "auto"
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A job waiting for its JobId, and the window its VOD job must have been created in."""
-
-    id: int
-    media_id: str
-    type: str
-    region: str | None  # None: learned from a callback, looked up in TRACKER_VOD_REGION
-    started: datetime  # the submit attempt began (the claim, committed before the call)
-    until: datetime | None  # the next attempt of the same media and type began, if any
 
 
 @dataclass(frozen=True)
@@ -83,7 +67,7 @@ class Candidate:
 
 
 @dataclass
-class Report:
+class Report(RunReport):
     """What one recovery run did; its str() is the run's log line."""
 
     waiting: int = 0
@@ -92,77 +76,18 @@ class Report:
     gave_up: int = 0
     still_waiting: int = 0
     raced: int = 0
-    errors: int = 0
-    stopped: str | None = None
 
-    def __str__(self) -> str:
-        text = (
+    def summary(self) -> str:
+        return (
             f"looked up {self.media} media for {self.waiting} jobs without a JobId: "
             f"{self.adopted} adopted, {self.gave_up} given up (VOD has no such job), "
             f"{self.still_waiting} still waiting"
         )
+
+    def notes(self) -> list[str]:
         if self.raced:
-            text += f"; {self.raced} resolved meanwhile by a callback or the submitter"
-        if self.errors:
-            text += f"; {self.errors} VOD errors"
-        if self.stopped:
-            text += f"; stopped early: {self.stopped}"
-        return text
-
-
-# --- statements ---------------------------------------------------------------------------------
-
-
-async def jobs_to_recover(
-    session: AsyncSession, settings: Settings, now: datetime
-) -> list[Waiting]:
-    """Jobs waiting for a JobId whose submit attempt began before `now - recover_after`, for at
-    most MAX_MEDIA_PER_RUN media, oldest attempts first. `until` is when the next submitted job
-    of the same media and type began (a `--force` resubmission), which bounds the window."""
-    rows = (
-        await session.execute(
-            select(Job.id, Job.media_id, Job.type, Job.region, Job.submitted_at)
-            .where(waiting_for_job_id(), Job.submitted_at < now - settings.recover_after)
-            .order_by(Job.submitted_at, Job.id)
-            .limit(MAX_JOBS_PER_RUN)
-        )
-    ).all()
-    media: dict[str, None] = {}
-    for row in rows:
-        if len(media) >= MAX_MEDIA_PER_RUN and row.media_id not in media:
-            continue
-        media.setdefault(row.media_id)
-    rows = [row for row in rows if row.media_id in media]
-    if not rows:
+            return [f"{self.raced} resolved meanwhile by a callback or the submitter"]
         return []
-    attempts: dict[tuple[str, str], list[datetime]] = defaultdict(list)
-    for media_id, job_type, started in await session.execute(
-        select(Job.media_id, Job.type, Job.submitted_at).where(
-            Job.media_id.in_(list(media)), Job.origin == Origin.SUBMITTED.value
-        )
-    ):
-        attempts[(media_id, job_type)].append(started)
-    return [
-        Waiting(
-            row.id,
-            row.media_id,
-            row.type,
-            row.region,
-            row.submitted_at,
-            min(
-                (t for t in attempts[(row.media_id, row.type)] if t > row.submitted_at),
-                default=None,
-            ),
-        )
-        for row in rows
-    ]
-
-
-async def held_job_ids(session: AsyncSession, job_ids: Sequence[str]) -> set[str]:
-    """The JobIds some row already holds."""
-    if not job_ids:
-        return set()
-    return set(await session.scalars(select(Job.job_id).where(Job.job_id.in_(list(job_ids)))))
 
 
 def pick(candidates: Sequence[Candidate], job: Waiting, taken: set[str]) -> Candidate | None:

@@ -1,9 +1,10 @@
-"""`tracker submit` over many media: resumable, concurrent, interruptible, with a summary.
+"""Flows: `tracker submit` over many media, resumable, concurrent, interruptible, with a summary.
 
 Re-running the same input is the way to resume: what is already live or done is skipped (the
 unique index decides, tracker/submit/service.py), so nothing is submitted twice.
 
-Flows: the functions take the database (and the VOD client) and own their transactions.
+The functions take the database (and the VOD client) and own their transactions; the statements
+they run are in `claims.py`.
 """
 
 from __future__ import annotations
@@ -222,10 +223,7 @@ async def plan(
         if not force:
             types = sorted({t for item in chunk for t in item.types})
             async with database.session() as session:
-                for job in await session.scalars(
-                    blocking_jobs([item.media_id for item in chunk], types)
-                ):
-                    found.setdefault((job.media_id, job.type), job)
+                found = await blocking_jobs(session, [item.media_id for item in chunk], types)
         for item in chunk:
             keys = [(item.media_id, t) for t in item.types]
             yield item, {key[1]: found[key] for key in keys if key in found}

@@ -1,12 +1,11 @@
-"""The database side of a submission: claim (media, type) before VOD is called, then record
-VOD's answer on the claimed rows.
+"""Statements: a submission's rows, claimed (media, type) before VOD is called, then its answer.
 
-Both work on many media at once (one statement per step, not per media), because the batch
-submitter groups the claims and answers of its concurrent workers into one transaction each.
-Two submitters of the same media and type race on the unique index
+Claims and records work on many media at once (one statement per step, not per media), because
+the batch submitter groups the claims and answers of its concurrent workers into one transaction
+each. Two submitters of the same media and type race on the unique index
 `uq_jobs_media_id_type_submitted` (tracker/models.py): only one of them gets the row.
 
-Statements: every function here takes a session and never commits.
+Every function here takes a session and never commits (`service.py` and `batch.py` do).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, select, update
+from sqlalchemy import and_, case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.db import insert
@@ -63,18 +62,30 @@ class Refusal:
 Answer = SubmitResult | Refusal
 
 
-def blocking_jobs(media_ids: Sequence[str], types: Sequence[str]) -> Select[Job]:
-    """Jobs that make a new submission of (media, type) a duplicate: live or done, not replaced.
+async def blocking_jobs(
+    session: AsyncSession, media_ids: Sequence[str], types: Sequence[str]
+) -> dict[tuple[str, str], Job]:
+    """Jobs that make a new submission of (media, type) a duplicate, by (media, type): live or
+    done, not replaced.
 
     Origin `callback` counts too (VOD runs DNA on its own after upload); only the submitted ones
     are also held by the unique index, which is what decides a race.
     """
-    return select(Job).where(
+    query = select(Job).where(
         Job.media_id.in_(media_ids),
         Job.type.in_(types),
         Job.state != S.SUBMIT_FAILED.value,
         Job.superseded_at.is_(None),
     )
+    found: dict[tuple[str, str], Job] = {}
+    for job in await session.scalars(query):
+        found.setdefault((job.media_id, job.type), job)
+    return found
+
+
+async def jobs_by_row_id(session: AsyncSession, ids: Sequence[int]) -> list[Job]:
+    """The jobs of these row ids (a claim's), as they are now."""
+    return list(await session.scalars(select(Job).where(Job.id.in_(list(ids)))))
 
 
 async def claim_many(
@@ -139,7 +150,7 @@ async def _claim_wave(
             )
     blocked: dict[tuple[str, str], Job] = {}
     if read and not force:
-        blocked = await _blocking(session, media_ids, _all_types(requests))
+        blocked = await blocking_jobs(session, media_ids, _all_types(requests))
     wanted = {r.media_id: [t for t in r.types if (r.media_id, t) not in blocked] for r in requests}
     asking = [r for r in requests if wanted[r.media_id]]
     submission_ids: dict[str, int] = {}
@@ -191,7 +202,7 @@ async def _claim_wave(
     lost = [(r, t) for r in asking for t in wanted[r.media_id] if (r.media_id, t) not in rows]
     if lost:
         # Another submitter claimed these between our read and our insert: the index decided.
-        blocked |= await _blocking(
+        blocked |= await blocking_jobs(
             session, sorted({r.media_id for r, _ in lost}), sorted({t for _, t in lost})
         )
     claims = []
@@ -218,15 +229,6 @@ async def _fix_submission(session: AsyncSession, submission_id: int, types: list
 
 def _all_types(requests: Sequence[SubmitRequest]) -> list[str]:
     return sorted({t for r in requests for t in r.types})
-
-
-async def _blocking(
-    session: AsyncSession, media_ids: Sequence[str], types: Sequence[str]
-) -> dict[tuple[str, str], Job]:
-    found: dict[tuple[str, str], Job] = {}
-    for job in await session.scalars(blocking_jobs(media_ids, types)):
-        found.setdefault((job.media_id, job.type), job)
-    return found
 
 
 # --- record ------------------------------------------------------------------------------------

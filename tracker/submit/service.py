@@ -1,4 +1,4 @@
-"""Submitting media to VOD: validate, claim the jobs, call SubmitAIJob, record what VOD said.
+"""Flows: submitting media to VOD (claim the jobs, call SubmitAIJob, record what VOD said).
 
 A submission is two units of work around the VOD call, never one transaction across it:
 1. claim: the Submission and one `submitting` job per type are committed first, so a crash during
@@ -8,7 +8,8 @@ A submission is two units of work around the VOD call, never one transaction acr
 Two submitters of the same media and type race on the unique index
 `uq_jobs_media_id_type_submitted` (tracker/models.py, `claims.py`): one of them calls VOD.
 
-Flows: `submit_media` takes the database and the VOD client and owns both units of work.
+`submit_media` takes the database and the VOD client and owns both units of work; the statements
+it runs in them are in `claims.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from tracker.clock import Clock
@@ -34,6 +34,7 @@ from tracker.submit.claims import (
     Refusal,
     SubmitRequest,
     claim_many,
+    jobs_by_row_id,
     record_many,
 )
 from tracker.vod import (
@@ -161,8 +162,7 @@ async def submit_media(
     submitted.jobs = list(claim.blocked.values())
     if load_jobs and claim.rows:
         async with database.session() as session:
-            ids = list(claim.rows.values())
-            submitted.jobs += list(await session.scalars(select(Job).where(Job.id.in_(ids))))
+            submitted.jobs += await jobs_by_row_id(session, list(claim.rows.values()))
     submitted.jobs.sort(key=lambda job: (job.type, job.id))
     return submitted
 

@@ -1,5 +1,7 @@
-"""What a batch did: one line per media outcome, and the summary (tracker/cli/reporters.py shows
-them)."""
+"""Pure, no database: what a batch did, one line per media outcome and the summary.
+
+tracker/cli/reporters.py shows them.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What VOD would refuse, or bill us for by surprise, is refused here before anything is sent."""
+"""Pure, no database: what VOD would refuse, or bill us for by surprise, refused before sending."""
 
 from __future__ import annotations
 
