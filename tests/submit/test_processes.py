@@ -142,9 +142,6 @@ async def test_a_second_ctrl_c_abandons_the_calls_in_flight_as_submit_unknown(
 ) -> None:
     # VOD does the work, then answers late
     fake.faults.slow_rate, fake.faults.slow_seconds = 1.0, 4.0
-        1.0,
-        4.0,
-    )  # VOD does the work, then answers late
     path = tmp_path / "media.txt"
     path.write_text("".join(f"media-{i}\n" for i in range(20)))
     env = {
