@@ -23,7 +23,7 @@ from tests.deploy.files import alert_rules, dashboard_targets, variable_queries
 from tests.deploy.promql import Names, label_values_query, names
 from tests.notify.receivers import Receiver
 from tests.processes import TrackerProcess, free_port
-from tracker.fakevod import FakeVod
+from tracker.fakevod import FakeVod, Faults
 from tracker.vod.signing import sign_callback
 
 # Series Prometheus makes itself when it scrapes, not the tracker.
@@ -109,9 +109,8 @@ async def monitored_tracker(database_url: str) -> AsyncIterator[tuple[str, FakeV
         access_key_secret=KEY_SECRET,
         callback_url=callback_url,
         auth_key=AUTH_KEY,
-        delay=0.3,
-        duplicate_rate=1.0,
         seed=3,
+        faults=Faults(delay=0.3, duplicate_rate=1.0),
     )
     receiver = Receiver(secret=WEBHOOK_SECRET)
     await fake.start()
