@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from tracker.closing import Closing
+from tracker.closing import Closing, HttpSession
 from tracker.config import Settings
 from tracker.errors import TrackerError
 from tracker.metrics import VOD_CALLS, VOD_SECONDS
@@ -215,27 +215,23 @@ class VodClient(Closing):
         self.limiter = limiter or shared_limiter(
             self.endpoint, credentials.source, settings.vod_rate_limit
         )
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpSession(self._new_session)
 
     def __repr__(self) -> str:
         return f"VodClient(region={self.region!r}, endpoint={self.endpoint!r}, {self.credentials})"
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_mark_sent)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=10, ttl_dns_cache=300),
-                timeout=self._timeout,
-                trace_configs=[trace],
-                headers={"Accept": "application/json"},
-            )
-        return self._session
+    def _new_session(self) -> aiohttp.ClientSession:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_mark_sent)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=10, ttl_dns_cache=300),
+            timeout=self._timeout,
+            trace_configs=[trace],
+            headers={"Accept": "application/json"},
+        )
 
     # -- actions --
 
@@ -391,7 +387,7 @@ class VodClient(Closing):
         try:
             # POST with a form body keeps SecurityToken and Signature out of the URL, hence out of
             # any exception text or proxy log that quotes it.
-            async with self._http().post(
+            async with self.http().post(
                 self.endpoint + "/", data=form, trace_request_ctx=sent, allow_redirects=False
             ) as response:
                 status = response.status
