@@ -16,7 +16,7 @@ from tracker.vod import VodClients
 if TYPE_CHECKING:  # the wings' types, named for the checker only: the core imports no wing
     from tracker.api.queries import StatsCache
     from tracker.ingest.inbox import Inbox
-    from tracker.mns.consumer import MnsConsumer
+    from tracker.ingest.queue import MnsConsumer
     from tracker.scheduler.service import Scheduler
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter, WithJsonSchema
 from typing_extensions import TypedDict
 
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
-from tracker.mns.consumer import STATES as MNS_STATES
+from tracker.ingest.queue import STATES as MNS_STATES
 from tracker.models import JobState, Origin
 from tracker.submit.validate import EXTEND_LIMIT, REGION_LIMIT, REGION_PATTERN
 from tracker.vod import JOB_TYPES, MEDIA_ID
