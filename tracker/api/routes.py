@@ -295,7 +295,7 @@ class VodNotConfigured(Unavailable):
 
 async def post_jobs(request: Request) -> JSONResponse:
     """201 with the new jobs; 200 when every type was already live or done; VOD's refusal or an
-    unknown outcome with the error's own status (tracker/vod/client.py), VOD's Code and
+    unknown outcome with the error's own status (tracker/vod/errors.py), VOD's Code and
     RequestId."""
     require_api_token(request)
     body = await read_json_object(request)

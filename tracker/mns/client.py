@@ -2,7 +2,8 @@
 
 Written to the reference rather than wrapping the official SDK, whose blocking `http.client`
 would stall the event loop for a whole long poll. Every request is signed with the V2 scheme
-(tracker/mns/signing.py) over the path and query exactly as they go on the wire.
+(tracker/mns/signing.py) over the path and query exactly as they go on the wire. No database
+here; the consumer that stores what it receives is `tracker.ingest.queue`.
 """
 
 from __future__ import annotations

@@ -5,13 +5,7 @@ from tracker.vod.client import (
     IDEMPOTENT,
     PARAMETER_LIMIT,
     RateLimiter,
-    VodAnswerUnclear,
     VodClient,
-    VodError,
-    VodOutcomeUnknown,
-    VodRequestInvalid,
-    VodThrottled,
-    VodUnreachable,
     json_param,
     shared_limiter,
 )
@@ -22,6 +16,14 @@ from tracker.vod.credentials import (
     CredentialsUnavailable,
     credentials_from_settings,
     static_credentials,
+)
+from tracker.vod.errors import (
+    VodAnswerUnclear,
+    VodError,
+    VodOutcomeUnknown,
+    VodRequestInvalid,
+    VodThrottled,
+    VodUnreachable,
 )
 from tracker.vod.regions import VodClients, vod_clients
 from tracker.vod.results import (
