@@ -65,7 +65,7 @@ class Worker:
                 # cancelled below, and only then.
                 _, late = await asyncio.wait(running, timeout=self.grace)
                 if late:
-                    log.warning("%s: still busy after %.0fs; cancelled", self.name, self.grace)
+                    log.warning("%s: still busy after %gs; cancelled", self.name, self.grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
