@@ -1,7 +1,7 @@
 """`async with` for what owns a connection pool or an HTTP session, and the one HTTP session holder.
 
-Core: imports no wing. Every aiohttp session the tracker keeps for more than one request (the VOD
-client, the MNS client, the relay's webhooks) is held by `HttpSession`.
+No database here, and core: it imports no wing. Every aiohttp session the tracker keeps for more
+than one request (the VOD client, the MNS client, the relay's webhooks) is held by `HttpSession`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""ApsaraVideo VOD: the client, its signatures and its results (../shared/vod-reference.md)."""
+"""ApsaraVideo VOD: the client, its errors, signatures and results (../shared/vod-reference.md).
+
+A vendor adapter: no database here, and core: it imports no wing.
+"""
 
 from tracker.vod.client import (
     ACTION_QPS,
