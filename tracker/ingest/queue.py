@@ -1,4 +1,4 @@
-"""Flows: the MNS consumer, the inbox's second door: VOD's events from a queue, deleted once stored.
+"""Flows: the MNS consumer, a second door into the inbox for VOD's events; deleted once stored.
 
 Each poller loops: BatchReceiveMessage (16, long poll) -> each body parsed like an HTTP callback
 (raw JSON, or base64 JSON, mns-reference.md 7.2) -> `Inbox.record` (the same rows and dedup key as
