@@ -47,7 +47,7 @@ async def count_rows(url: str) -> int:
     from sqlalchemy import func, select
 
     from tracker.db import Database
-    from tracker.ingest.applier import EVENTS
+    from tracker.ingest.pending import EVENTS
 
     database = Database(url)
     try:

@@ -92,7 +92,7 @@ def single_app(url: str) -> object:
     from starlette.routing import Route
 
     from tracker.db import Database
-    from tracker.ingest.applier import EVENTS
+    from tracker.ingest.pending import EVENTS
 
     state: dict[str, Database] = {}
 

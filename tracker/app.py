@@ -23,7 +23,7 @@ from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.ingest import receiver
 from tracker.ingest.inbox import Inbox
-from tracker.mns.consumer import consumer_for
+from tracker.ingest.queue import consumer_for
 from tracker.notify.relay import Relay
 from tracker.scheduler.service import Scheduler
 from tracker.vod import SOURCES_HINT, vod_clients

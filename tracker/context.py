@@ -23,7 +23,7 @@ from tracker.vod import VodClients
 if TYPE_CHECKING:
     from tracker.api.queries import StatsCache
     from tracker.ingest.inbox import Inbox
-    from tracker.mns.consumer import MnsConsumer
+    from tracker.ingest.queue import MnsConsumer
     from tracker.notify.relay import Relay
     from tracker.scheduler.service import Scheduler
 

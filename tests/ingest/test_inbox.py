@@ -30,9 +30,10 @@ from tracker.context import context_of
 from tracker.db import Database, upgrade
 from tracker.fakevod import FakeVod, Faults
 from tracker.ingest import inbox as inbox_module
-from tracker.ingest.applier import EVENTS, apply_pending
+from tracker.ingest.applier import apply_pending
 from tracker.ingest.events import parse_callback, parse_event_time
 from tracker.ingest.inbox import Inbox, StoreFailed
+from tracker.ingest.pending import EVENTS
 from tracker.models import CallbackEvent, Job, JobState
 from tracker.vod import VodClient, sign_callback
 

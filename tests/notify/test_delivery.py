@@ -22,7 +22,7 @@ from tracker.app import create_app
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import Delivery, DeliveryAttempt, JobState
-from tracker.notify.deliveries import retry_delay
+from tracker.notify.attempts import retry_delay
 from tracker.notify.signing import sign, webhook_headers
 from tracker.transitions import Outcome, apply_outcome
 

@@ -405,4 +405,4 @@ async def test_app_lifespan_owns_the_client(settings: Settings, fake: FakeVod) -
         assert isinstance(clients, VodClients)
         client = clients.default
         await client.list_ai_jobs(["x"])
-    assert client._session is None
+    assert not client.http.opened

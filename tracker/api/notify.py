@@ -36,7 +36,7 @@ from tracker.notify.changes import (
 )
 from tracker.notify.deliveries import replay_failed, retry_delivery
 from tracker.notify.egress import check_url
-from tracker.notify.relay import send_ping
+from tracker.notify.send import send_ping
 from tracker.notify.subscriptions import (
     SubscriptionInput,
     create_subscription,

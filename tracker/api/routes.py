@@ -24,7 +24,7 @@ from tracker.clock import iso
 from tracker.context import context_of
 from tracker.db import Database
 from tracker.errors import BadRequest, JobNotFound, Unavailable
-from tracker.mns.consumer import MnsConsumer
+from tracker.ingest.queue import MnsConsumer
 from tracker.models import FINAL, CallbackEvent, Heartbeat, JobState
 from tracker.notify.stream import job_seq, parse_wait, wait_for_job_change
 from tracker.shapes import job_json
@@ -290,7 +290,7 @@ class VodNotConfigured(Unavailable):
 
 async def post_jobs(request: Request) -> JSONResponse:
     """201 with the new jobs; 200 when every type was already live or done; VOD's refusal or an
-    unknown outcome with the error's own status (tracker/vod/client.py), VOD's Code and
+    unknown outcome with the error's own status (tracker/vod/errors.py), VOD's Code and
     RequestId."""
     require_api_token(request)
     body = await read_json_object(request)

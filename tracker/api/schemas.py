@@ -19,9 +19,9 @@ from typing_extensions import TypedDict
 
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
 from tracker.errors import Error
+from tracker.ingest.queue import STATES as MNS_STATES
 from tracker.ingest.receiver import MAX_BODY
-from tracker.mns.consumer import STATES as MNS_STATES
-from tracker.notify.deliveries import BODY_KEPT
+from tracker.notify.attempts import BODY_KEPT
 from tracker.notify.egress import MAX_URL
 from tracker.notify.subscriptions import DESCRIPTION_LIMIT, SOURCES
 from tracker.scheduler.heartbeats import SEVERITY

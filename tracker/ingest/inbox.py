@@ -23,7 +23,8 @@ from tracker import metrics
 from tracker.clock import Clock
 from tracker.db import Database, db_time
 from tracker.errors import describe
-from tracker.ingest.applier import EVENTS, POLL_SECONDS, Applier
+from tracker.ingest.applier import POLL_SECONDS, Applier
+from tracker.ingest.pending import EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class Inbox:
         self._closed = False
         self._tasks = [asyncio.create_task(self._write_loop()) for _ in range(self.writers)]
         self._tasks.append(asyncio.create_task(self._expire_loop()))
-        self.applier.start()
+        await self.applier.start()
 
     async def stop(self) -> None:
         """Refuse new events, let queued ones commit (bounded), then end the tasks."""

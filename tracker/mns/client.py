@@ -2,7 +2,8 @@
 
 Written to the reference rather than wrapping the official SDK, whose blocking `http.client`
 would stall the event loop for a whole long poll. Every request is signed with the V2 scheme
-(tracker/mns/signing.py) over the path and query exactly as they go on the wire.
+(tracker/mns/signing.py) over the path and query exactly as they go on the wire. No database
+here; the consumer that stores what it receives is `tracker.ingest.queue`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from xml.sax.saxutils import escape
 import aiohttp
 from yarl import URL
 
-from tracker.closing import Closing
+from tracker.closing import Closing, HttpSession
 from tracker.errors import TrackerError
 from tracker.mns.signing import API_VERSION, CredentialSource, authorization, sign, string_to_sign
 
@@ -121,25 +122,13 @@ class MnsClient(Closing):
         self.credentials = credentials
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpSession(_new_session)
 
     def __repr__(self) -> str:
         return f"MnsClient(endpoint={self.endpoint!r})"
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=30),
-                # aiohttp would add its own User-Agent and, for bytes, a Content-Type that is
-                # not the one signed; every header that matters is set per request.
-                skip_auto_headers=("Content-Type",),
-            )
-        return self._session
+        await self.http.close()
 
     # -- queue operations --
 
@@ -253,7 +242,7 @@ class MnsClient(Closing):
         limits = aiohttp.ClientTimeout(total=seconds or self.timeout, connect=self.connect_timeout)
         started = time.monotonic()
         try:
-            async with self._http().request(
+            async with self.http().request(
                 verb, url, data=body, headers=headers, timeout=limits, allow_redirects=False
             ) as response:
                 status = response.status
@@ -272,6 +261,15 @@ class MnsClient(Closing):
         if 200 <= status < 400:
             return status, root
         raise _error(status, root, raw, request_id)
+
+
+def _new_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=30),
+        # aiohttp would add its own User-Agent and, for bytes, a Content-Type that is
+        # not the one signed; every header that matters is set per request.
+        skip_auto_headers=("Content-Type",),
+    )
 
 
 class _BatchErrors(MnsError):

@@ -1,17 +1,14 @@
-"""ApsaraVideo VOD: the client, its signatures and its results (../shared/vod-reference.md)."""
+"""ApsaraVideo VOD: the client, its errors, signatures and results (../shared/vod-reference.md).
+
+A vendor adapter: no database here, and core: it imports no wing.
+"""
 
 from tracker.vod.client import (
     ACTION_QPS,
     IDEMPOTENT,
     PARAMETER_LIMIT,
     RateLimiter,
-    VodAnswerUnclear,
     VodClient,
-    VodError,
-    VodOutcomeUnknown,
-    VodRequestInvalid,
-    VodThrottled,
-    VodUnreachable,
     json_param,
     shared_limiter,
 )
@@ -22,6 +19,14 @@ from tracker.vod.credentials import (
     CredentialsUnavailable,
     credentials_from_settings,
     static_credentials,
+)
+from tracker.vod.errors import (
+    VodAnswerUnclear,
+    VodError,
+    VodOutcomeUnknown,
+    VodRequestInvalid,
+    VodThrottled,
+    VodUnreachable,
 )
 from tracker.vod.regions import VodClients, vod_clients
 from tracker.vod.results import (

@@ -1,4 +1,8 @@
-"""The VOD client: one aiohttp session, typed errors, bounded retries, the shared rate limiter."""
+"""The VOD client: one aiohttp session, bounded retries, the shared rate limiter.
+
+No database here. A call that fails raises one of the typed errors of `errors.py`; a call is
+retried only where repeating it cannot do anything twice (throttling, no connection, IDEMPOTENT).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from tracker.closing import Closing
+from tracker.closing import Closing, HttpSession
 from tracker.config import Settings
-from tracker.errors import TrackerError
 from tracker.metrics import VOD_CALLS, VOD_SECONDS
 from tracker.vod.credentials import (
     SOURCES_HINT,
@@ -26,6 +29,17 @@ from tracker.vod.credentials import (
     Credentials,
     CredentialsUnavailable,
     credentials_from_settings,
+)
+from tracker.vod.errors import (
+    CREDENTIAL_CODES,
+    VodAnswerUnclear,
+    VodError,
+    VodOutcomeUnknown,
+    VodRequestInvalid,
+    VodThrottled,
+    VodUnreachable,
+    as_throttled,
+    is_throttling,
 )
 from tracker.vod.results import (
     LIST_LIMIT,
@@ -52,8 +66,6 @@ log = logging.getLogger(__name__)
 PARAMETER_LIMIT = 2048
 # `Code` values that mean success where a 2xx body carries one (sections 3.1, 6.2).
 SUCCESS_CODES = frozenset({"0", "200", "OK", "Success"})
-# Throttling answers: VOD's codes, plus HTTP 429/503 whatever the code (section 1.5).
-THROTTLE_STATUSES = frozenset({429, 503})
 # Actions that change nothing when repeated; only these are retried after the request was sent.
 IDEMPOTENT = frozenset(
     {
@@ -69,85 +81,6 @@ IDEMPOTENT = frozenset(
 # Actions with a per-account limit of their own below the client's rate (joblookup 1, 2): each
 # takes a slot of its own limiter as well as one of the shared one.
 ACTION_QPS: dict[str, float] = {"ListJobInfo": 15.0, "GetJobDetail": 15.0}
-# Refusals of the key pair itself: nothing was done, so the call is sent again, once, with
-# credentials fetched anew (STS credentials revoked or expired early; vod-reference.md 1.5).
-CREDENTIAL_CODES = frozenset(
-    {
-        "InvalidSecurityToken.Expired",
-        "InvalidSecurityToken.Malformed",
-        "InvalidSecurityToken.MismatchWithAccessKey",
-        "MissingSecurityToken",
-        "InvalidAccessKeyId.NotFound",
-        "InvalidAccessKeyId.Inactive",
-    }
-)
-
-
-# Each VOD error states the HTTP status the tracker answers with when it ends a request: the
-# one place those statuses are decided (POST /jobs, and anything else that lets one through).
-
-
-class VodError(TrackerError):
-    """VOD answered with an error body; `message` is VOD's Message (secrets redacted)."""
-
-    status_code = 502
-    code = "vod_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        vod_code: str,
-        http_status: int,
-        request_id: str | None = None,
-        recommend: str | None = None,
-    ) -> None:
-        super().__init__(message, vod_code=vod_code, http_status=http_status, request_id=request_id)
-        self.vod_code = vod_code
-        self.http_status = http_status
-        self.request_id = request_id
-        self.recommend = recommend
-
-    def __str__(self) -> str:
-        return f"{self.vod_code} (HTTP {self.http_status}): {self.message}"
-
-
-class VodThrottled(VodError):
-    """Still throttled after the bounded retries."""
-
-    status_code = 429
-    code = "vod_throttled"
-
-
-class VodOutcomeUnknown(TrackerError):
-    """The request may have reached VOD; a SubmitAIJob must not be retried (-> submit_unknown)."""
-
-    status_code = 504
-    code = "vod_outcome_unknown"
-
-
-class VodAnswerUnclear(VodOutcomeUnknown):
-    """VOD answered SubmitAIJob with a success status but no usable JobId for a type (an empty
-    or unreadable body, a job without its Type, an error Code): it may have created the job,
-    so it is `submit_unknown` like a lost answer, but VOD did answer (502, not 504)."""
-
-    status_code = 502
-    code = "vod_answer_unclear"
-
-
-class VodRequestInvalid(TrackerError):
-    """The request could not be built as VOD takes it (tracker.vod.client.json_param): nothing
-    was sent, so nothing was created (-> submit_failed)."""
-
-    status_code = 400
-    code = "vod_request_invalid"
-
-
-class VodUnreachable(TrackerError):
-    """The request never reached VOD (connect failures after retries): nothing was submitted."""
-
-    status_code = 502
-    code = "vod_unreachable"
 
 
 class RateLimiter:
@@ -215,27 +148,23 @@ class VodClient(Closing):
         self.limiter = limiter or shared_limiter(
             self.endpoint, credentials.source, settings.vod_rate_limit
         )
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpSession(self._new_session)
 
     def __repr__(self) -> str:
         return f"VodClient(region={self.region!r}, endpoint={self.endpoint!r}, {self.credentials})"
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_mark_sent)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=10, ttl_dns_cache=300),
-                timeout=self._timeout,
-                trace_configs=[trace],
-                headers={"Accept": "application/json"},
-            )
-        return self._session
+    def _new_session(self) -> aiohttp.ClientSession:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_mark_sent)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=10, ttl_dns_cache=300),
+            timeout=self._timeout,
+            trace_configs=[trace],
+            headers={"Accept": "application/json"},
+        )
 
     # -- actions --
 
@@ -346,12 +275,12 @@ class VodClient(Closing):
                     if renewed:
                         log.warning("VOD %s: %s; renewing the credentials", action, exc.vod_code)
                         continue
-                throttled = _is_throttling(exc)
+                throttled = is_throttling(exc)
                 if not throttled or attempt >= self.retries:
                     outcome = "throttled" if throttled else "error"
                     VOD_CALLS.labels(action, outcome).inc()
                     if throttled and not isinstance(exc, VodThrottled):
-                        raise _throttled(exc) from None
+                        raise as_throttled(exc) from None
                     raise
                 reason = exc.vod_code
             except VodOutcomeUnknown:
@@ -391,7 +320,7 @@ class VodClient(Closing):
         try:
             # POST with a form body keeps SecurityToken and Signature out of the URL, hence out of
             # any exception text or proxy log that quotes it.
-            async with self._http().post(
+            async with self.http().post(
                 self.endpoint + "/", data=form, trace_request_ctx=sent, allow_redirects=False
             ) as response:
                 status = response.status
@@ -435,7 +364,7 @@ class VodClient(Closing):
                 http_status=status,
             )
         if action == "SubmitAIJob" and (
-            (200 <= status < 300) or (status >= 500 and not _is_throttling(error))
+            (200 <= status < 300) or (status >= 500 and not is_throttling(error))
         ):
             # A 2xx we cannot read, or a server-side 5xx, may still have started a paid job.
             unknown = VodAnswerUnclear if 200 <= status < 300 else VodOutcomeUnknown
@@ -490,17 +419,3 @@ def _error_in_success(body: Mapping[str, Any]) -> bool:
     (section 1.4) with the wrong status. Job items carry a Code too (section 3.1), never here."""
     code = body.get("Code")
     return code is not None and str(code) not in SUCCESS_CODES and not body.get("AIJobList")
-
-
-def _is_throttling(error: VodError) -> bool:
-    return error.vod_code.startswith("Throttling") or (error.http_status in THROTTLE_STATUSES)
-
-
-def _throttled(error: VodError) -> VodThrottled:
-    return VodThrottled(
-        error.message,
-        vod_code=error.vod_code,
-        http_status=error.http_status,
-        request_id=error.request_id,
-        recommend=error.recommend,
-    )

@@ -1,4 +1,4 @@
-"""The MNS consumer: VOD's events from a queue into the callback inbox, deleted once durable.
+"""Flows: the MNS consumer, a second door into the inbox for VOD's events; deleted once stored.
 
 Each poller loops: BatchReceiveMessage (16, long poll) -> each body parsed like an HTTP callback
 (raw JSON, or base64 JSON, mns-reference.md 7.2) -> `Inbox.record` (the same rows and dedup key as
@@ -7,7 +7,8 @@ BatchDeleteMessage of exactly the messages whose rows are committed. Nothing is 
 is durable: a message whose row did not commit stays in the queue and comes back after its
 visibility timeout. A body that cannot be parsed is stored for inspection and deleted, so it
 cannot loop. A poller receives its next batch while earlier ones commit (PIPELINE), and deletes
-run beside it. Flows only: the inbox owns its transactions.
+run beside it. The inbox owns the transactions; the MNS client (`tracker.mns`) is the vendor
+adapter this wraps.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tracker.ingest.events import parse_callback
 from tracker.ingest.inbox import Inbox
 from tracker.mns.client import MAX_BATCH, Message, MnsClient, MnsError, MnsUnavailable
 from tracker.mns.signing import CredentialSource, StaticCredentials
+from tracker.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,14 @@ def inbox_row(message: Message, now: datetime) -> tuple[dict[str, Any], str | No
     return row, malformed
 
 
-class MnsConsumer:
+class MnsConsumer(Worker):
     """`pollers` concurrent receive loops on one queue, sharing the process's inbox.
 
     States: starting, running, backing_off (unreachable, throttled, 5xx: retried with jittered
     exponential backoff), failed (queue missing, access denied: logged once, retried every
-    `failed_retry` seconds), stopped.
+    `failed_retry` seconds), stopped. Stopping cancels the pollers at once (a receive in flight
+    stores nothing); a batch stored but not yet deleted comes back later and is absorbed as a
+    duplicate.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class MnsConsumer:
         backoff: float = BACKOFF,
         backoff_cap: float = BACKOFF_CAP,
     ) -> None:
+        super().__init__(f"MNS consumer of queue {queue!r}", tasks=pollers, grace=0)
         self.client = client
         self.queue = queue
         self.inbox = inbox
@@ -115,7 +120,6 @@ class MnsConsumer:
         self.last_message_at: float | None = None
         self.counts: Counter[str] = Counter()
         self._failures = 0  # consecutive failed receives, all pollers together
-        self._tasks: list[asyncio.Task[None]] = []
         # Deletes run beside the next receive (they only acknowledge what is committed); at most
         # two per poller in flight, so a slow MNS holds the pollers back instead of piling up.
         self._deleting: set[asyncio.Task[None]] = set()
@@ -126,17 +130,11 @@ class MnsConsumer:
     def __repr__(self) -> str:
         return f"MnsConsumer(queue={self.queue!r}, endpoint={self.client.endpoint!r})"
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         self._set_state("starting")
-        self._tasks = [asyncio.create_task(self._poll()) for _ in range(self.pollers)]
 
-    async def stop(self) -> None:
-        """Cancel the pollers. A batch stored but not yet deleted comes back later and is
-        absorbed as a duplicate."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+    async def teardown(self) -> None:
+        """After the pollers were cancelled: finish the batches they handed on, close."""
         if self._consuming:  # batches received: let their commits finish (the inbox is open)
             await asyncio.wait(self._consuming, timeout=5.0)
         for task in self._consuming:
@@ -162,7 +160,7 @@ class MnsConsumer:
 
     # -- the loop --
 
-    async def _poll(self) -> None:
+    async def run(self) -> None:
         """Receive, and hand each batch to its own task: the next receive overlaps the commit of
         the previous batches (PIPELINE per poller), so the inbox always has rows waiting."""
         slots = asyncio.Semaphore(PIPELINE)

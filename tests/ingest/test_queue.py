@@ -24,8 +24,8 @@ from tracker.config import Settings
 from tracker.context import context_of
 from tracker.db import Database
 from tracker.fakevod.mns import FakeMns
+from tracker.ingest.queue import MnsConsumer, event_body
 from tracker.mns.client import MnsClient
-from tracker.mns.consumer import MnsConsumer, event_body
 from tracker.mns.signing import StaticCredentials, StaticKey
 from tracker.models import CallbackEvent
 
@@ -168,7 +168,7 @@ async def test_missing_queue_fails_once_in_the_log_and_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     del mns.queues[QUEUE]
-    caplog.set_level(logging.INFO, "tracker.mns")
+    caplog.set_level(logging.INFO, "tracker.ingest.queue")
     async with run_app(mns_failed_retry=timedelta(seconds=0.3)) as (app, http):
         consumer: MnsConsumer = context_of(app).mns  # type: ignore[assignment]
 
@@ -248,7 +248,7 @@ async def test_expired_receipt_handle_is_logged_not_fatal(
     await inbox.start()
     client = MnsClient(mns.url, StaticCredentials(StaticKey(AK, SECRET)))
     consumer = MnsConsumer(client, "short", inbox, clock=clock, wait=1)
-    caplog.set_level(logging.INFO, "tracker.mns")
+    caplog.set_level(logging.INFO, "tracker.ingest.queue")
     try:
         await consumer._consume([message])
     finally:
