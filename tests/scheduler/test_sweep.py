@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select, text, update
 
-from tests.factories import add_job, load_job
+from tests.factories import add_job, find_job, load_job, new_job
 from tracker.clock import FrozenClock
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import Job, JobState, Origin
-from tracker.scheduler.sweep import flag_stale_jobs, stale_sweep
+from tracker.models import Job, JobChange, JobState, Origin
+from tracker.scheduler.sweep import flag_stale_jobs, stale_sweep, sweep_stale_jobs
 from tracker.transitions import Outcome, apply_outcome
 
 # Indexes whose entries are bounded by the jobs in flight, for the sweep's predicate.
@@ -160,3 +160,139 @@ async def test_sweep_reads_the_partial_index(
     assert any(index in plan for index in bounded), plan
     assert "Seq Scan" not in plan
     assert "SCAN jobs" not in plan
+
+
+# --- the sweep in chunks (sweep_stale_jobs): a bounded write transaction each ----------------
+
+
+async def add_due(
+    database: Database, count: int, at: datetime, prefix: str = "", **fields: Any
+) -> None:
+    rows = [
+        {
+            "job_id": f"{prefix}j{n}",
+            "media_id": f"{prefix}m{n}",
+            "type": "AIVideoTag",
+            "state": JobState.PROCESSING,
+            "origin": Origin.SUBMITTED,
+            "stale": False,
+            "submitted_at": at + timedelta(seconds=n),
+            "updated_at": at,
+            **fields,
+        }
+        for n in range(count)
+    ]
+    async with database.write() as session:
+        await session.execute(insert(Job), rows)
+
+
+async def test_the_sweep_flags_chunk_by_chunk_each_job_once(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    await add_due(database, 1_000, clock() - timedelta(hours=2))
+    await add_job(database, at=clock(), job_id="young")
+    commits = []
+    event.listen(database.writer.sync_engine, "commit", lambda conn: commits.append(1))
+
+    assert await sweep_stale_jobs(database, settings, clock(), chunk=300) == 1_000
+    assert len(commits) == 5  # 300, 300, 300, 100, and the one that found none left
+    async with database.session() as session:
+        flagged = await session.scalar(select(func.count()).where(Job.stale_at == clock()))
+        changes = await session.scalar(select(func.count()).where(JobChange.type == "job.stale"))
+    assert (flagged, changes) == (1_000, 1_000)
+    assert await sweep_stale_jobs(database, settings, clock(), chunk=300) == 0
+
+
+async def test_a_writer_waiting_goes_in_between_chunks(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    """The sweep does not hold the writer until it is done: a write asked for while a chunk
+    runs (a callback, on SQLite's single writer) commits before the next chunk."""
+    await add_due(database, 1_000, clock() - timedelta(hours=2))
+    first_commit = asyncio.Event()
+    event.listen(database.writer.sync_engine, "commit", lambda conn: first_commit.set())
+
+    sweep_task = asyncio.create_task(sweep_stale_jobs(database, settings, clock(), chunk=100))
+    await first_commit.wait()
+    async with database.write() as session:
+        flagged_then = await session.scalar(select(func.count()).where(Job.stale))
+        session.add(new_job("callback-meanwhile", JobState.SUCCEEDED))
+    assert await sweep_task == 1_000
+    assert flagged_then is not None
+    assert 100 <= flagged_then < 1_000
+
+
+async def test_concurrent_chunked_sweeps_flag_each_job_once(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    await add_due(database, 2_000, clock() - timedelta(hours=2))
+    replicas = [Database(str(database.url)) for _ in range(4)]
+    try:
+        counts = await asyncio.gather(
+            *(sweep_stale_jobs(db, settings, clock(), chunk=150) for db in replicas)
+        )
+    finally:
+        for db in replicas:
+            await db.dispose()
+    assert sum(counts) == 2_000
+    async with database.session() as session:
+        flagged = await session.scalar(select(func.count()).where(Job.stale_at == clock()))
+        changes = await session.scalar(select(func.count()).where(JobChange.type == "job.stale"))
+    assert (flagged, changes) == (2_000, 2_000)
+
+
+async def test_a_chunk_is_chosen_from_the_partial_index_and_updated_by_id(
+    database: Database, clock: FrozenClock
+) -> None:
+    """Choosing a chunk reads the partial index up to the chunk, and the UPDATE finds the chosen
+    jobs by primary key, not by walking the due jobs again for each one (quadratic in chunks)."""
+    await add_due(database, 3_000, clock() - timedelta(days=3), state=JobState.SUCCEEDED)
+    await add_due(database, 100, clock() - timedelta(days=2), prefix="due-")
+    async with database.engine.connect() as conn:
+        await conn.exec_driver_sql("ANALYZE")
+        await conn.commit()
+    settings = Settings(database_url=str(database.url))
+    statement = stale_sweep(settings, clock(), 50, postgresql=not database.is_sqlite)
+    plan = await explain(database, statement)
+    if database.is_sqlite:
+        assert "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+        assert "SEARCH jobs USING INDEX ix_jobs_unflagged" in plan, plan
+    else:
+        assert "Index Cond: (id = ANY ($0))" in plan, plan
+        assert "ix_jobs_unflagged" in plan, plan  # an index scan, or a bitmap of few rows
+    assert "SCAN jobs" not in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_a_job_finished_while_its_chunk_waits_is_not_flagged(
+    database: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    """PostgreSQL: a callback finishes a job the chunk has chosen, and commits while the chunk
+    waits for its row: the chunk re-checks the row and leaves it (SQLite: one writer at a time)."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: a chunk cannot wait for a row")
+    await add_due(database, 10, clock() - timedelta(hours=2))
+    async with database.writer.connect() as callback:
+        await callback.begin()
+        await callback.execute(
+            update(Job).where(Job.job_id == "j0").values(state=JobState.SUCCEEDED)
+        )
+        pid = await callback.scalar(select(func.pg_backend_pid()))
+        sweep_task = asyncio.create_task(sweep_stale_jobs(database, settings, clock(), chunk=5))
+        async with database.engine.connect() as watcher:
+            while True:  # until the sweep waits for the callback's row lock
+                blocked = await watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE :pid = ANY (pg_blocking_pids(pid))"
+                    ),
+                    {"pid": pid},
+                )
+                await watcher.rollback()
+                if blocked:
+                    break
+                await asyncio.sleep(0.01)
+        await callback.commit()
+    assert await sweep_task == 9
+    job = await find_job(database, "j0")
+    assert (job.state, job.stale) == (JobState.SUCCEEDED, False)
