@@ -1,6 +1,6 @@
 """Benchmark 4: the stale sweep and the change log at scale, on SQLite and PostgreSQL.
 
-Runs the real sweep (`sweep_stale_jobs`: chunks of about 25 ms, each its own transaction) on
+Runs the real sweep (`sweep_stale_jobs`: 1,000 jobs per transaction, in id order) on
 SQLite and, with --postgres, on PostgreSQL, against tables built like production: mostly finished
 jobs, some in flight, some already stale, and a change log of one row per job. Scenarios (name:
 table rows, due rows), timed --repeat times, interleaved:
@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from tracker.config import Settings
 from tracker.db import Database, upgrade
 from tracker.models import CallbackEvent
-from tracker.scheduler.sweep import stale_sweep, sweep_stale_jobs
+from tracker.scheduler.sweep import CHUNK, PASS, due_job_ids, stale_sweep, sweep_stale_jobs
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTINGS_KW = {"stale_after": timedelta(hours=1)}
@@ -97,9 +97,11 @@ def populate_sql(first: int, last: int, sqlite: bool) -> str:
         f"CASE WHEN {n} <= {MAX_DUE} THEN 'succeeded' WHEN {n} <= {stale_end} THEN 'processing' "
         f"WHEN {n} % 10 = 0 THEN 'failed' ELSE 'succeeded' END"
     )
+    # Ids in the order of submission, as the tracker gives them: the old candidates over an
+    # hour, the ones in flight over the last 30 minutes.
     submitted = (
-        f"CASE WHEN {n} <= {MAX_DUE} THEN {seconds(f'{n} % 3600', old)} "
-        f"WHEN {n} <= {fresh} THEN {seconds(f'{n} % 1800', recent)} "
+        f"CASE WHEN {n} <= {MAX_DUE} THEN {seconds(f'{n} * 3600.0 / {MAX_DUE}', old)} "
+        f"WHEN {n} <= {fresh} THEN {seconds(f'({n} - {MAX_DUE}) * 1800.0 / {IN_FLIGHT}', recent)} "
         f"ELSE {seconds(f'{n} % 2500000', base)} END"
     )
     stale = f"({n} > {fresh} AND {n} <= {stale_end})"
@@ -124,6 +126,7 @@ class Bench:
         event.listen(pool, "checkin", self._checkin)
         self._out: dict[int, float] = {}
         self.last_sweep = 1.0
+        self.small_updates = 0
 
     def _checkout(self, dbapi_conn: Any, record: Any, proxy: Any) -> None:
         self._out[id(record)] = time.perf_counter()
@@ -251,26 +254,36 @@ class Bench:
         database = Database(str(self.database.url), sqlite_synchronous="NORMAL")
         try:
             async with database.writer.connect() as conn:
-                if after_small:
+                if after_small:  # a change each, as applying one callback makes
+                    self.small_updates += 1
+                    small = ("lost", "succeeded")[self.small_updates % 2]
                     for n in range(SMALL_UPDATES):
-                        await _update(conn, state, first + UPDATE_ROWS + n, 1)
+                        await _update(conn, small, first + UPDATE_ROWS + n, 1)
                 return await _update(conn, state, first, UPDATE_ROWS)
         finally:
             await database.dispose()
 
     async def plan(self) -> str:
-        statement = stale_sweep(self.settings, NOW, 1_000, postgresql=not self.database.is_sqlite)
-        async with self.database.engine.connect() as conn:
-            if self.database.is_sqlite:
-                sql = statement.compile(
-                    dialect=self.database.engine.dialect, compile_kwargs={"literal_binds": True}
-                )
-                rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
-                return "; ".join(str(r[-1]) for r in rows)
-            compiled = statement.compile(dialect=self.database.engine.dialect)
-            params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-            rows = await conn.exec_driver_sql(f"EXPLAIN {compiled}", params)
-            return "; ".join(r[0].strip() for r in rows)
+        """The plans of reading the due ids and of one chunk's UPDATE."""
+        sqlite = self.database.is_sqlite
+        async with self.database.session() as session:
+            ids = sorted(await session.scalars(due_job_ids(self.settings, NOW, PASS)))[:CHUNK]
+        plans = []
+        for statement in (
+            due_job_ids(self.settings, NOW, PASS),
+            stale_sweep(self.settings, NOW, ids, sqlite=sqlite),
+        ):
+            kw = {"literal_binds": True} if sqlite else {"render_postcompile": True}
+            compiled = statement.compile(dialect=self.database.engine.dialect, compile_kwargs=kw)
+            async with self.database.engine.connect() as conn:
+                if sqlite:
+                    rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+                    plans.append("; ".join(str(r[-1]) for r in rows))
+                else:
+                    params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+                    rows = await conn.exec_driver_sql(f"EXPLAIN {compiled}", params)
+                    plans.append("; ".join(r[0].strip() for r in rows if "Filter" not in r[0]))
+        return "\n  chunk: ".join(plans)
 
     async def fill(self, first: int, last: int, chunk: int = 200_000) -> None:
         for start in range(first, last + 1, chunk):
@@ -320,12 +333,12 @@ async def bench(url: str, rows: int, repeat: int) -> tuple[Results, dict[str, An
             await timed("scan-10k", 10_000, "scan")
             extra["cb_sweep"] += await run.callbacks_beside(100_000)
             extra["cb_idle"] += await run.callbacks_beside(None)
-            state = ("lost", "succeeded")[r % 2]
-            times.setdefault("update-fresh", []).append(await run.bulk_update(False, state))
-            state = ("succeeded", "lost")[r % 2]
-            times.setdefault("update-after-small", []).append(await run.bulk_update(True, state))
+            # Each update moves the rows to the state they are not in: 20,000 changes each.
+            times.setdefault("update-fresh", []).append(await run.bulk_update(False, "lost"))
+            after_small = await run.bulk_update(True, "succeeded")
+            times.setdefault("update-after-small", []).append(after_small)
         await run.reset(10_000)
-        print(f"  chunk plan: {await run.plan()}", file=sys.stderr)
+        print(f"  due ids: {await run.plan()}", file=sys.stderr)
     finally:
         await run.database.dispose()
     return times, extra
