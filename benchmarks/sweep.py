@@ -14,6 +14,8 @@ table rows, due rows), timed --repeat times, interleaved:
   scan-10k    big-10k as one UPDATE with indexes disabled
   nolog-10k   big-10k as one UPDATE with the change log's trigger off: the sweep before the
   nolog-100k  change log existed, the baseline of its cost
+  was-10k     SQLite: big-10k as one UPDATE with migration 0004's change log (triggers and
+  was-100k    index): the sweep before migration 0005
 
 Also measured: the longest a sweep's transaction held the writer (SQLite's inbox waits behind
 it), stand-in callbacks (a one-row write every 10 ms through the same writer) while big-100k runs
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import platform
 import shlex
@@ -52,6 +55,7 @@ from tracker.db import Database, upgrade
 from tracker.models import CallbackEvent
 from tracker.scheduler.sweep import CHUNK, PASS, due_job_ids, stale_sweep, sweep_stale_jobs
 
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTINGS_KW = {"stale_after": timedelta(hours=1)}
 MAX_DUE = 100_000  # ids 1..MAX_DUE are old; the first `due` of them are unfinished
@@ -158,6 +162,34 @@ class Bench:
                 else:
                     await conn.exec_driver_sql(f"ALTER TABLE jobs ENABLE TRIGGER {TRIGGER}")
 
+    @asynccontextmanager
+    async def change_log_0004(self) -> AsyncIterator[None]:
+        """SQLite: migration 0004's triggers and (media_id, seq) index for the block, to time the
+        sweep as it was before 0005 (one UPDATE) in the same run."""
+        spec = importlib.util.spec_from_file_location("v0004", MIGRATIONS / "0004_notifications.py")
+        assert spec is not None
+        assert spec.loader is not None
+        v0004 = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(v0004)
+        found = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'jobs'"
+        media = "ix_job_changes_media_id_seq"
+        async with self.database.writer.begin() as conn:
+            current = list((await conn.exec_driver_sql(found)).scalars())
+            for name in ("trg_jobs_change_on_update", "trg_jobs_change_on_insert"):
+                await conn.exec_driver_sql(f"DROP TRIGGER {name}")
+            for statement in v0004.SQLITE:
+                await conn.exec_driver_sql(statement)
+            await conn.exec_driver_sql(f"CREATE INDEX {media} ON job_changes (media_id, seq)")
+        try:
+            yield
+        finally:
+            async with self.database.writer.begin() as conn:
+                for name in ("trg_jobs_change_on_update", "trg_jobs_change_on_insert"):
+                    await conn.exec_driver_sql(f"DROP TRIGGER {name}")
+                for statement in current:
+                    await conn.exec_driver_sql(statement)
+                await conn.exec_driver_sql(f"DROP INDEX {media}")
+
     async def reset(self, due: int) -> None:
         """Make ids 1..due unfinished and unflagged, the other old candidates finished."""
         async with self.change_log_off(), self.database.writer.begin() as conn:
@@ -174,11 +206,14 @@ class Bench:
                 await auto.exec_driver_sql("VACUUM ANALYZE jobs")
 
     async def sweep(self, due: int, how: str, holds: list[float] | None = None) -> float:
-        """One timed sweep: `flow` (the scheduler's), `scan` (one UPDATE, no index) or `nolog`
-        (one UPDATE, change log off)."""
+        """One timed sweep: `flow` (the scheduler's), `scan` (one UPDATE, no index), `nolog`
+        (one UPDATE, change log off) or `0004` (one UPDATE, migration 0004's change log)."""
         await self.reset(due)
         if how == "nolog":
             async with self.change_log_off():
+                elapsed, flagged = await self._one_update(indexed=True)
+        elif how == "0004":
+            async with self.change_log_0004():
                 elapsed, flagged = await self._one_update(indexed=True)
         elif how == "scan":
             elapsed, flagged = await self._one_update(indexed=False)
@@ -330,6 +365,9 @@ async def bench(url: str, rows: int, repeat: int) -> tuple[Results, dict[str, An
             await timed("big-10k", 10_000)
             await timed("nolog-100k", 100_000, "nolog")
             await timed("big-100k", 100_000)
+            if run.database.is_sqlite:  # PostgreSQL: 0004's trigger is the quadratic one
+                await timed("was-10k", 10_000, "0004")
+                await timed("was-100k", 100_000, "0004")
             await timed("scan-10k", 10_000, "scan")
             extra["cb_sweep"] += await run.callbacks_beside(100_000)
             extra["cb_idle"] += await run.callbacks_beside(None)
@@ -362,6 +400,8 @@ COLUMNS = (
     "big-10k",
     "nolog-100k",
     "big-100k",
+    "was-10k",
+    "was-100k",
     "scan-10k",
     "update-fresh",
     "update-after-small",
@@ -374,6 +414,8 @@ RATIOS = (
     ("scan-10k", "big-10k", ""),
     ("big-10k", "nolog-10k", "the change log's cost"),
     ("big-100k", "nolog-100k", "the change log's cost"),
+    ("big-10k", "was-10k", "after / before 0005"),
+    ("big-100k", "was-100k", "after / before 0005"),
     ("update-after-small", "update-fresh", "<= 1.5"),
 )
 
@@ -391,13 +433,17 @@ def table(results: dict[str, Results], extra: dict[str, dict[str, Any]]) -> str:
     for name in COLUMNS:
         cells = [
             f"{ms(med[db][name])} (" + " ".join(ms(x) for x in results[db][name]) + ")"
+            if name in results[db]
+            else "-"
             for db in results
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     rule = "|---|" + "---|" * len(results) + "---|"
     lines += ["", "| ratio | " + " | ".join(results) + " | target |", rule]
     for top, bottom, target in RATIOS:
-        cells = [f"{med[db][top] / med[db][bottom]:.2f}" for db in results]
+        cells = [
+            f"{med[db][top] / med[db][bottom]:.2f}" if bottom in med[db] else "-" for db in results
+        ]
         lines.append(f"| {top} / {bottom} | " + " | ".join(cells) + f" | {target} |")
     lines += ["", "| writer and callbacks | " + " | ".join(results) + " | target |", rule]
     rows = [
