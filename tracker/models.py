@@ -265,13 +265,14 @@ DELIVERY_DUE_SQL = "status IN ('pending', 'sending')"
 
 class JobChange(Base):
     """The change log (a transactional outbox): one row per change of a job's state or stale
-    flag, written by database triggers on `jobs` in the transaction of the change (migration
-    0003). `seq` orders the log as the changes were committed; `data` is the job as it was."""
+    flag, written by database triggers on `jobs` in the transaction of the change (migrations
+    0004, 0005). `seq` orders the log as the changes were committed; `data` is the job as it was."""
 
     __tablename__ = "job_changes"
     __table_args__ = (
         Index("ix_job_changes_job_row_id_seq", "job_row_id", "seq"),
-        Index("ix_job_changes_media_id_seq", "media_id", "seq"),
+        # No (media_id, seq) index: its random keys cost every change a page write of its own
+        # (migration 0005); a media's changes are found through its jobs.
         # PostgreSQL numbers a transaction's changes as it commits; until then `seq` is NULL.
         Index(
             "ix_job_changes_unsequenced",
