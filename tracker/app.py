@@ -12,7 +12,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker.api import dashboard, health, notify, openapi, routes, telemetry
+from tracker import console
+from tracker.api import health, notify, openapi, routes, telemetry
 from tracker.api.bodies import BodyDeadline
 from tracker.api.guards import SameOriginWrites
 from tracker.api.queries import StatsCache
@@ -80,7 +81,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *notify.routes,
             *openapi.routes,
             *telemetry.routes,
-            *dashboard.routes,
+            *console.routes(settings),
         ],
         middleware=[
             Middleware(BodyDeadline),

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     mns_pollers: int = Field(default=2, ge=1, le=16)
     mns_failed_retry: Duration = timedelta(seconds=60)  # queue missing or access denied
 
+    # The console (tracker/console/): how long a sign-in lasts, and the key that signs its
+    # cookie (unset: derived from TRACKER_API_TOKENS, so replicas agree and a withdrawn token
+    # ends every session signed with the old set).
+    ui_session_ttl: Duration = timedelta(hours=12)
+    ui_secret: SecretStr | None = None
+
     @property
     def vod_url(self) -> str:
         return self.vod_url_for(self.vod_region)

@@ -1,0 +1,70 @@
+"""How the console writes times, durations and raw JSON for people."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """`3 min ago`, `in 2 h`, `just now`: the relative half of a time (the exact UTC is its
+    title)."""
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    text = human_duration(abs(seconds), coarse=True)
+    if abs(seconds) < 5:
+        return "just now"
+    return f"{text} ago" if seconds > 0 else f"in {text}"
+
+
+def human_duration(seconds: float | timedelta | None, *, coarse: bool = False) -> str:
+    """`2 m 14 s`, `3 h 05 m`, `4 d 2 h`, `850 ms`; coarse keeps the larger unit only."""
+    if seconds is None:
+        return "–"
+    if isinstance(seconds, timedelta):
+        seconds = seconds.total_seconds()
+    if seconds < 0:
+        return "-" + human_duration(-seconds, coarse=coarse)
+    if seconds < 1 and not coarse:
+        return f"{seconds * 1000:.0f} ms"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if coarse:
+        for value, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")):
+            if value:
+                return f"{value} {unit}"
+        return "0 s"
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} m"
+    if minutes:
+        return f"{minutes} m {secs:02d} s"
+    return f"{seconds:.1f} s" if seconds < 10 else f"{secs} s"
+
+
+def utc_text(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON for a raw-data toggle; a string that holds JSON is opened up."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    """A time as the JSON shapes write it (`2026-01-02T03:04:05Z`), back to a datetime."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
