@@ -64,7 +64,8 @@ def _sqlite_count(row: str, delta: str) -> str:
   DO UPDATE SET count = console_job_counts.count + excluded.count;"""
 
 
-SQLITE_DURATION = "(julianday(NEW.occurred_at) - julianday(j.submitted_at)) * 86400.0"  # seconds
+# Seconds to the millisecond: julianday's double is some microseconds off at our dates.
+SQLITE_DURATION = "round((julianday(NEW.occurred_at) - julianday(j.submitted_at)) * 86400.0, 3)"
 SQLITE_CALLBACK_KIND = "CASE WHEN NEW.reason LIKE 'malformed:%' THEN 'refused' ELSE 'received' END"
 
 SQLITE = [
@@ -299,7 +300,7 @@ def _backfill_rollups(postgres: bool) -> list[str]:
     duration = (
         "extract(epoch FROM c.occurred_at - j.submitted_at)"
         if postgres
-        else "(julianday(c.occurred_at) - julianday(j.submitted_at)) * 86400.0"
+        else "round((julianday(c.occurred_at) - julianday(j.submitted_at)) * 86400.0, 3)"
     )
     roll = "INSERT INTO console_rollups (hour, metric, key, bucket, shard, count) "
     return [
