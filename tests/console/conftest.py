@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
+from tests import programs
 from tracker.app import create_app
 from tracker.clock import FrozenClock
 from tracker.config import Settings
@@ -60,3 +62,23 @@ async def signed_in(browser_client: httpx.AsyncClient) -> httpx.AsyncClient:
     response = await sign_in(browser_client)
     assert response.status_code == 303
     return browser_client
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """pytest-playwright's launch arguments, on the system Chromium (Debian's `chromium`):
+    Playwright's own browser download cannot be reached here. Missing, the browser tests skip
+    (and fail under TRACKER_TEST_PROGRAMS=required, as CI sets it)."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": programs.chromium(),
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+    }
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """pytest-base-url's fixture (a dependency of pytest-playwright) is a session fixture
+    defined as a method, which pytest now warns about (an error here): the tests pass full
+    URLs instead."""
+    return None
