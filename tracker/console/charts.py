@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from markupsafe import Markup, escape
+
 from tracker.console.format import human_duration
 
 WIDTH, HEIGHT = 720, 220
@@ -175,3 +177,68 @@ def draw(chart: Chart) -> Chart:
         if len(points) > 1:
             chart.lines.append((s.css, " ".join(points)))
     return chart
+
+
+def _n(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def svg(chart: Chart) -> Markup:
+    """The chart as accessible SVG, its legend and its data table; built here rather than in a
+    template, as a page draws four of them with a hundred marks each. Every text is escaped
+    (`escape`, markupsafe's C version); numbers are ours."""
+    c, e = chart, escape
+    cid = e(c.id)
+    parts = [
+        f'<figure class="chart" id="{cid}"><svg viewBox="0 0 {c.width} {c.height}" role="img" '
+        f'aria-labelledby="{cid}-title {cid}-desc" preserveAspectRatio="xMidYMid meet">'
+        f'<title id="{cid}-title">{e(c.title)}</title><desc id="{cid}-desc">{e(c.desc)}</desc>'
+        '<g class="grid">'
+    ]
+    right = c.left + c.plot_w
+    for t in c.y_ticks:
+        y = _n(t.pos)
+        parts.append(
+            f'<line x1="{c.left}" x2="{right}" y1="{y}" y2="{y}"></line><text class="tick" '
+            f'x="{c.left - 6}" y="{_n(t.pos + 4)}" text-anchor="end">{e(t.label)}</text>'
+        )
+    base = c.top + c.plot_h
+    for t in c.x_ticks:
+        parts.append(
+            f'<text class="tick" x="{_n(t.pos)}" y="{base + 16}" text-anchor="middle">'
+            f"{e(t.label)}</text>"
+        )
+    middle = c.top + c.plot_h / 2
+    parts.append(
+        f'</g><text class="axis" x="{c.left + c.plot_w / 2}" y="{c.height - 4}" '
+        'text-anchor="middle">hour (UTC)</text>'
+        f'<text class="axis" x="12" y="{middle}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {middle})">{e(c.unit)}</text>'
+    )
+    for css, points in c.lines:
+        parts.append(f'<polyline class="line {e(css)}" points="{e(points)}"></polyline>')
+    for m in c.marks:
+        if m.w > 0:
+            parts.append(
+                f'<rect class="bar {e(m.css)}" x="{_n(m.x)}" y="{_n(m.y)}" width="{_n(m.w)}" '
+                f'height="{_n(m.h)}"><title>{e(m.tip)}</title></rect>'
+            )
+        else:
+            parts.append(
+                f'<circle class="dot {e(m.css)}" cx="{_n(m.x)}" cy="{_n(m.y)}" r="3">'
+                f"<title>{e(m.tip)}</title></circle>"
+            )
+    parts.append('</svg><figcaption><ul class="legend">')
+    parts += [f'<li><span class="key {e(s.css)}"></span>{e(s.name)}</li>' for s in c.series]
+    parts.append(
+        f'</ul><details><summary>{e(c.title)}: the figures</summary><div class="scroll">'
+        f'<table class="figures"><caption>{e(c.desc)}</caption><thead><tr>'
+        '<th scope="col">hour (UTC)</th>'
+    )
+    parts += [f'<th scope="col">{e(s.name)}</th>' for s in c.series]
+    parts.append("</tr></thead><tbody>")
+    for hour, cells in c.rows():
+        row = "".join(f'<td class="n">{e(cell)}</td>' for cell in cells)
+        parts.append(f'<tr><th scope="row">{hour:%Y-%m-%d %H:00}</th>{row}</tr>')
+    parts.append("</tbody></table></div></details></figcaption></figure>")
+    return Markup("".join(parts))

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from markupsafe import Markup, escape
+
 
 def ago(moment: datetime | None, now: datetime) -> str:
     """`3 min ago`, `in 2 h`, `just now`: the relative half of a time (the exact UTC is its
@@ -68,3 +70,42 @@ def parse_iso(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# The pieces every row repeats, as Python returning Markup: Jinja macro calls, and even
+# Markup.format, cost ten times more, and a list page has hundreds. Every text goes through
+# `escape` (markupsafe's C version); the markup around it is ours.
+
+
+def time_html(moment: datetime | None, now: datetime) -> Markup:
+    """A relative time with the exact UTC as its title, machine-readable in `datetime`."""
+    if moment is None:
+        return Markup('<span class="muted">–</span>')
+    stamp = moment.astimezone(UTC)
+    machine = stamp.isoformat().replace("+00:00", "Z")
+    return Markup(
+        f'<time datetime="{escape(machine)}" title="{escape(utc_text(stamp))}">'
+        f"{escape(ago(moment, now))}</time>"
+    )
+
+
+def ident_html(value: str | None, href: str | None = None) -> Markup:
+    """An id in monospace with a copy button (shown by the script, where a clipboard is)."""
+    if value is None or value == "":
+        return Markup('<span class="muted">–</span>')
+    text = escape(value)
+    code = f"<code>{text}</code>"
+    if href:
+        code = f'<a href="{escape(href)}">{code}</a>'
+    return Markup(
+        f'<span class="ident">{code}<button type="button" class="copy" data-copy="{text}" '
+        f'aria-label="copy {text}" hidden>copy</button></span>'
+    )
+
+
+def state_html(state: str, stale: bool = False) -> Markup:
+    name = escape(state)
+    badge = f'<span class="badge s-{name}">{escape(state.replace("_", " "))}</span>'
+    if stale:
+        badge += ' <span class="badge s-stale">stale</span>'
+    return Markup(badge)

@@ -21,6 +21,7 @@ from tracker.context import context_of
 from tracker.notify.changes import latest_seq
 from tracker.scheduler.heartbeats import scheduler_status
 
+METRICS = ("changes", "duration", "callbacks", "deliveries")
 OUTCOMES = (
     ("job.succeeded", "succeeded", "s-succeeded"),
     ("job.failed", "failed", "s-failed"),
@@ -128,10 +129,7 @@ async def overview(request: Request) -> Response:
     async with read_session(request) as session:
         counts = await rollups.job_counts(session)
         oldest = await rollups.oldest_unfinished(session)
-        data = {
-            metric: await rollups.hourly(session, metric, hours[0])
-            for metric in ("changes", "duration", "callbacks", "deliveries")
-        }
+        data = await rollups.hourly_metrics(session, METRICS, hours[0])
         scheduler = await scheduler_status(session, context.settings, now)
         after = await latest_seq(session)
     mns_state, mns_text = _mns_line(context)

@@ -124,6 +124,22 @@ async def hourly(session: AsyncSession, metric: str, since: datetime) -> Hourly:
     }
 
 
+async def hourly_metrics(
+    session: AsyncSession, metrics: tuple[str, ...], since: datetime
+) -> dict[str, Hourly]:
+    """Several metrics' rollups from `since` on, in one statement."""
+    query = (
+        select(Rollup.metric, Rollup.hour, Rollup.key, Rollup.bucket, func.sum(Rollup.count))
+        .where(Rollup.hour >= since, Rollup.metric.in_(metrics))
+        .group_by(Rollup.metric, Rollup.hour, Rollup.key, Rollup.bucket)
+    )
+    found: dict[str, Hourly] = {metric: {} for metric in metrics}
+    for metric, hour, key, bucket, n in await session.execute(query):
+        if n:
+            found[metric][(hour, key, int(bucket))] = int(n)
+    return found
+
+
 def series(rollup: Hourly, hours: list[datetime], key: str) -> list[int]:
     totals: dict[datetime, int] = defaultdict(int)
     for (hour, k, _bucket), n in rollup.items():

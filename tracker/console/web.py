@@ -19,7 +19,17 @@ from starlette.templating import Jinja2Templates
 
 from tracker.api.routes import UNREACHABLE, read_session
 from tracker.clock import iso
-from tracker.console.format import ago, human_duration, parse_iso, pretty_json, utc_text
+from tracker.console import charts
+from tracker.console.format import (
+    ago,
+    human_duration,
+    ident_html,
+    parse_iso,
+    pretty_json,
+    state_html,
+    time_html,
+    utc_text,
+)
 from tracker.console.sessions import (
     CSRF_FIELD,
     SIGNED_IN,
@@ -74,7 +84,7 @@ def _environment() -> jinja2.Environment:
         q=lambda value: quote(str(value), safe=""),
         parse_iso=parse_iso,
     )
-    env.globals.update(STATES=STATES, urlencode=urlencode)
+    env.globals.update(STATES=STATES, urlencode=urlencode, chart_svg=charts.svg)
     return env
 
 
@@ -92,6 +102,9 @@ def render(request: Request, name: str, status_code: int = 200, **values: Any) -
         {
             "now": now,
             "ago": lambda moment: ago(moment, now),
+            "time": lambda moment: time_html(moment, now),
+            "ident": ident_html,
+            "state": state_html,
             "csrf": csrf_token(request),
             "flash": request.session.pop("flash", None),
             "signed_in": request.scope.get(SIGNED_IN, False),
