@@ -566,7 +566,7 @@ class Demo:
         self.say(f'$ curl -H "Authorization: Bearer {token}" {self.url}/jobs/{job_id}')
         self.say(one_field_a_line(body))
         self.say("")
-        self.say(f"dashboard: {self.url}/  (browser login: any user name, password {token})")
+        self.say(f"console: {self.url}/ui/  (sign in with the API token {token})")
         if not self.exit_when_done:
             self.say(
                 f"status API: {self.url}/jobs, /stats (Authorization: Bearer {token}); "
