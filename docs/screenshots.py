@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -108,7 +108,7 @@ async def run(out: Path) -> None:
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn has a flag, not an event
                 await asyncio.sleep(0.05)
             await http.post("/subscriptions", json={"url": hook_url}, headers=bearer)
             for n in range(MEDIA):
@@ -154,8 +154,6 @@ async def run(out: Path) -> None:
         await hooks.cleanup()
         await fake.stop()
         shutil.rmtree(work, ignore_errors=True)
-    for name in sorted(out.glob("console-*.png")):
-        print(re.sub(r"^.*/", "", str(name)))
 
 
 def main() -> None:
@@ -163,6 +161,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     asyncio.run(run(args.out))
+    for name in sorted(args.out.glob("console-*.png")):
+        sys.stdout.write(f"{name.name}\n")
 
 
 if __name__ == "__main__":
