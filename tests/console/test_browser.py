@@ -439,6 +439,7 @@ def test_a_forged_cross_site_post_is_refused(
     evil_form = (
         f'<form id="f" method="post" action="{base}/ui/subscriptions/1/disable">'
         '<input name="csrf_token" value="guessed"><button>go</button></form>'
+        f'<a id="link" href="{base}/ui/jobs/job-fail">a job</a>'
     )
     evil = Starlette(routes=[Route("/", lambda request: HTMLResponse(evil_form))])
     with live_server(evil) as other:
@@ -447,5 +448,10 @@ def test_a_forged_cross_site_post_is_refused(
         with page.expect_response(lambda r: "/disable" in r.url) as answer:
             page.locator("#f button").click()
         assert answer.value.status == 403
+        # A plain link from that site still opens the page for the signed-in person: the
+        # SameSite=Strict cookie is not sent on it, so the console takes one same-site hop.
+        page.goto(other + "/")
+        page.locator("#link").click()
+        expect(page.locator("#why-code")).to_have_text("InternalError")
     page.goto(f"{base}/ui/subscriptions/1")
     expect(page.locator("#sub-state")).to_have_text("enabled")

@@ -220,3 +220,23 @@ async def test_pages_forbid_inline_script_framing_and_caching(signed_in: httpx.A
     assert "<script>" not in response.text
     assert " style=" not in response.text
     assert re.search(r"<[^>]*\son[a-z]+=", response.text) is None  # no onclick=... handlers
+
+
+async def test_a_link_from_another_site_keeps_the_session(
+    signed_in: httpx.AsyncClient,
+) -> None:
+    """A SameSite=Strict cookie does not come with another site's link: the console answers
+    with one same-site hop and sets no cookie (which would replace the browser's session)."""
+    from_chat = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    bare = httpx.AsyncClient(transport=signed_in._transport, base_url="http://127.0.0.1")
+    async with bare:
+        page = await bare.get("/ui/jobs/x", headers=from_chat)
+        assert page.status_code == 303
+        hop = await bare.get(page.headers["location"], headers=from_chat)
+        assert 'http-equiv="refresh"' in hop.text
+        assert "hop=1" in hop.text
+        assert "set-cookie" not in hop.headers
+    # The hop itself is same-site: the browser sends its cookie and lands where it was going.
+    landed = await signed_in.get("/ui/login?next=%2Fui%2Fjobs&hop=1")
+    assert landed.status_code == 303
+    assert landed.headers["location"] == "/ui/jobs"

@@ -52,6 +52,11 @@ async def login(request: Request) -> Response:
         if request.method == "GET":
             if await check_signed_in(request):
                 return RedirectResponse(target, status_code=303)
+            if _from_another_site(request):
+                # A link from another site (chat, a ticket) brings no SameSite=Strict cookie:
+                # one hop from this page, which is same-site, brings it if there is one.
+                again = "/ui/login?" + urlencode({"next": target, "hop": "1"})
+                return render(request, "hop.html", again=again)
             csrf_token(request)
             return render(request, "login.html", target=target, error=None, signed_out=False)
         form = await checked_form(request)
@@ -73,6 +78,11 @@ async def login(request: Request) -> Response:
     request.session["sid"] = session_id
     csrf_token(request)
     return RedirectResponse(target, status_code=303)
+
+
+def _from_another_site(request: Request) -> bool:
+    came = request.headers.get("sec-fetch-site") == "cross-site"
+    return came and request.query_params.get("hop") != "1"
 
 
 @page

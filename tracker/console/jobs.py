@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -70,14 +70,8 @@ def job_filter(values: dict[str, str]) -> JobFilter:
 def job_link(job: Job) -> str:
     """A job's page: by its JobId, or by row for a job VOD has not named yet."""
     if job.job_id:
-        return "/ui/jobs/" + _path(job.job_id)
+        return "/ui/jobs/" + quote(job.job_id, safe="")
     return f"/ui/rows/{job.id}"
-
-
-def _path(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
 
 
 @page

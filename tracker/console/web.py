@@ -105,7 +105,9 @@ def render(request: Request, name: str, status_code: int = 200, **values: Any) -
             "time": lambda moment: time_html(moment, now),
             "ident": ident_html,
             "state": state_html,
-            "csrf": csrf_token(request),
+            # Read, never made here: a page answering another site's link must not set a cookie
+            # (it would replace the browser's session, which that request did not carry).
+            "csrf": request.session.get("csrf", ""),
             "flash": request.session.pop("flash", None),
             "signed_in": request.scope.get(SIGNED_IN, False),
             "open_api": context.settings.api_open,
@@ -132,6 +134,7 @@ async def check_signed_in(request: Request) -> bool:
     context = context_of(request)
     if context.settings.api_open:
         request.scope[SIGNED_IN] = True
+        csrf_token(request)  # no sign-in to make one: the first page does
         return True
     session_id = request.session.get("sid")
     if not isinstance(session_id, str):
