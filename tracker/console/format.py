@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
@@ -109,3 +111,26 @@ def state_html(state: str, stale: bool = False) -> Markup:
     if stale:
         badge += ' <span class="badge s-stale">stale</span>'
     return Markup(badge)
+
+
+def job_rows_html(jobs: Sequence[Any], link: Callable[[Any], str], now: datetime) -> Markup:
+    """The rows of a job list (templates/_macros.html has the table around them): one call per
+    page, not a dozen per row, as the list is the console's busiest page."""
+    rows: list[str] = []
+    for job in jobs:
+        if job.job_id:
+            first = ident_html(job.job_id, link(job))
+        else:
+            first = Markup(
+                f'<a href="{escape(link(job))}">row {int(job.id)}</a> '
+                '<span class="muted">(no JobId yet)</span>'
+            )
+        media = ident_html(job.media_id, "/ui/media/" + quote(job.media_id, safe=""))
+        rows.append(
+            f'<tr data-row="{int(job.id)}"><td>{first}</td><td>{media}</td>'
+            f"<td>{escape(job.type)}</td><td>{escape(job.region or '–')}</td>"
+            f"<td>{state_html(job.state, bool(job.stale))}</td>"
+            f"<td>{time_html(job.submitted_at, now)}</td><td>{time_html(job.updated_at, now)}</td>"
+            "</tr>"
+        )
+    return Markup("".join(rows))

@@ -9,10 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tracker.api import queries
-from tracker.api.routes import read_session
 from tracker.console import reads
 from tracker.console.timeline import verdict
-from tracker.console.web import page, render
+from tracker.console.web import page, reading, render
 from tracker.context import context_of
 from tracker.ingest.refusals import KEEP_FOR, KEPT
 from tracker.notify.changes import latest_seq
@@ -25,7 +24,7 @@ RECENT = 50
 async def inbox(request: Request) -> Response:
     context = context_of(request)
     now = context.clock()
-    async with read_session(request) as session:
+    async with reading(request) as session:
         events = await queries.recent_events(session, limit=RECENT)
         refusals = await reads.recent_refusals(session)
         unapplied = await reads.recent_not_applied(session, now - timedelta(hours=24))
@@ -54,7 +53,7 @@ async def inbox(request: Request) -> Response:
 async def scheduler(request: Request) -> Response:
     context = context_of(request)
     now = context.clock()
-    async with read_session(request) as session:
+    async with reading(request) as session:
         status = await scheduler_status(session, context.settings, now)
         runs = await reads.scheduler_runs(session)
     return render(

@@ -14,9 +14,9 @@ from starlette.responses import RedirectResponse, Response
 
 from tracker.api import queries
 from tracker.api.queries import JobFilter
-from tracker.api.routes import job_json, parse_time, read_session
+from tracker.api.routes import job_json, parse_time
 from tracker.console import reads, results, timeline
-from tracker.console.web import STATES, page, render
+from tracker.console.web import STATES, page, reading, render
 from tracker.errors import BadRequest, JobNotFound, NotFound
 from tracker.models import Job, Submission
 from tracker.notify.changes import MAX_PAGE, ChangeFilter, latest_seq, list_changes
@@ -81,7 +81,7 @@ async def job_list(request: Request) -> Response:
     items: list[Job] = []
     next_cursor = None
     search = values.pop("q", None)
-    async with read_session(request) as session:
+    async with reading(request) as session:
         if search:  # a JobId opens its job; anything else is a media id
             found = await queries.get_job(session, search)
             if found is not None:
@@ -121,7 +121,7 @@ async def job_list(request: Request) -> Response:
 async def _job_page(request: Request, job: Job | None, wanted: str) -> Response:
     if job is None:
         raise JobNotFound(f"no job {wanted!r}: it may have another id, or was never tracked")
-    async with read_session(request) as session:
+    async with reading(request) as session:
         changes = list(await list_changes(session, 0, MAX_PAGE, ChangeFilter(job_row_id=job.id)))
         events = await queries.job_events(session, job.job_id) if job.job_id else []
         seqs = [int(change.seq) for change in changes if change.seq is not None]
@@ -155,7 +155,7 @@ async def _job_page(request: Request, job: Job | None, wanted: str) -> Response:
 @page
 async def job_page(request: Request) -> Response:
     job_id = request.path_params["job_id"]
-    async with read_session(request) as session:
+    async with reading(request) as session:
         job = await queries.get_job(session, job_id)
     return await _job_page(request, job, job_id)
 
@@ -163,7 +163,7 @@ async def job_page(request: Request) -> Response:
 @page
 async def row_page(request: Request) -> Response:
     row_id = request.path_params["row_id"]
-    async with read_session(request) as session:
+    async with reading(request) as session:
         job = await session.get(Job, row_id)
     if job is not None and job.job_id:  # the canonical page, once VOD named it
         return RedirectResponse(job_link(job), status_code=303)
@@ -173,7 +173,7 @@ async def row_page(request: Request) -> Response:
 @page
 async def media_page(request: Request) -> Response:
     media_id = request.path_params["media_id"]
-    async with read_session(request) as session:
+    async with reading(request) as session:
         jobs = await queries.media_jobs(session, media_id)
         after = await latest_seq(session)
     if not jobs:

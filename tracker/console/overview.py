@@ -13,10 +13,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tracker.api.routes import read_session
 from tracker.console import rollups
 from tracker.console.charts import Chart, Series, draw
-from tracker.console.web import page, render
+from tracker.console.web import page, reading, render
 from tracker.context import context_of
 from tracker.notify.changes import latest_seq
 from tracker.scheduler.heartbeats import scheduler_status
@@ -126,7 +125,7 @@ async def overview(request: Request) -> Response:
     context = context_of(request)
     now = context.clock()
     hours = rollups.last_hours(now)
-    async with read_session(request) as session:
+    async with reading(request) as session:
         counts = await rollups.job_counts(session)
         oldest = await rollups.oldest_unfinished(session)
         data = await rollups.hourly_metrics(session, METRICS, hours[0])

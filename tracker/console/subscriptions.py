@@ -16,10 +16,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from tracker.api.notify import writing
-from tracker.api.routes import read_session
 from tracker.console import reads
 from tracker.console.jobs import _time
-from tracker.console.web import checked_form, flash, page, render
+from tracker.console.web import checked_form, flash, page, reading, render
 from tracker.context import context_of
 from tracker.errors import BadRequest, NotFound
 from tracker.models import Delivery
@@ -48,7 +47,7 @@ def _id(request: Request, name: str) -> int:
 
 @page
 async def subscriptions_page(request: Request) -> Response:
-    async with read_session(request) as session:
+    async with reading(request) as session:
         subs = list(await list_subscriptions(session))
         health = {sub.id: await reads.subscription_health(session, sub) for sub in subs}
     return render(request, "subscriptions.html", subs=subs, health=health, cap=reads.COUNT_CAP)
@@ -67,7 +66,7 @@ def _cursor(request: Request) -> int | None:
 async def subscription_page(request: Request) -> Response:
     sub_id = _id(request, "sub_id")
     before = _cursor(request)
-    async with read_session(request) as session:
+    async with reading(request) as session:
         sub = await get_subscription(session, sub_id)
         health = await reads.subscription_health(session, sub)
         items, next_cursor = await list_deliveries(session, sub_id, limit=50, before=before)
@@ -113,7 +112,7 @@ async def send_test(request: Request) -> Response:
     await checked_form(request)
     sub_id = _id(request, "sub_id")
     context = context_of(request)
-    async with read_session(request) as session:
+    async with reading(request) as session:
         sub = await get_subscription(session, sub_id)
     result = await send_ping(context.settings, sub, context.clock())
     if result.ok:
@@ -135,7 +134,7 @@ async def rotate(request: Request) -> Response:
     async with writing(request) as session:
         sub = await rotate_secret(session, sub_id, context.clock())
         secret = sub.secret
-    async with read_session(request) as session:
+    async with reading(request) as session:
         sub = await get_subscription(session, sub_id)
         health = await reads.subscription_health(session, sub)
         items, next_cursor = await list_deliveries(session, sub_id, limit=50)
@@ -153,7 +152,7 @@ async def rotate(request: Request) -> Response:
 
 
 async def _failed_since(request: Request, sub_id: int, since: datetime) -> int:
-    async with read_session(request) as session:
+    async with reading(request) as session:
         await get_subscription(session, sub_id)
         inner = (
             select(Delivery.id)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -24,6 +26,7 @@ from tracker.console.format import (
     ago,
     human_duration,
     ident_html,
+    job_rows_html,
     parse_iso,
     pretty_json,
     state_html,
@@ -105,6 +108,7 @@ def render(request: Request, name: str, status_code: int = 200, **values: Any) -
             "time": lambda moment: time_html(moment, now),
             "ident": ident_html,
             "state": state_html,
+            "job_rows": lambda jobs, link: job_rows_html(jobs, link, now),
             # Read, never made here: a page answering another site's link must not set a cookie
             # (it would replace the browser's session, which that request did not carry).
             "csrf": request.session.get("csrf", ""),
@@ -139,7 +143,7 @@ async def check_signed_in(request: Request) -> bool:
     session_id = request.session.get("sid")
     if not isinstance(session_id, str):
         return False
-    async with read_session(request) as session:
+    async with reading(request) as session:
         valid = await session_is_valid(session, context.settings, session_id, context.clock())
     if not valid:
         request.session.pop("sid", None)
@@ -149,19 +153,42 @@ async def check_signed_in(request: Request) -> bool:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+PAGE_SESSION = "tracker.console.session"
+
+
+@asynccontextmanager
+async def reading(request: Request) -> AsyncIterator[AsyncSession]:
+    """The read session of this GET page, opened once by `page`; else a new one."""
+    shared = request.scope.get(PAGE_SESSION)
+    if isinstance(shared, AsyncSession):
+        yield shared
+        return
+    async with read_session(request) as session:
+        yield session
 
 
 def page(handler: Handler) -> Handler:
     """A console page: signed in or sent to the sign-in page (nothing of a job shown before),
-    a tracker error shown as a page with its status, an unreachable database as a 503 page."""
+    a tracker error shown as a page with its status, an unreachable database as a 503 page.
+    A GET page reads in one session, the sign-in check included (`reading`)."""
+
+    async def run(request: Request) -> Response:
+        if not await check_signed_in(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse("/ui/login?" + urlencode({"next": target}), status_code=303)
+        return await handler(request)
 
     @functools.wraps(handler)
     async def guarded(request: Request) -> Response:
         try:
-            if not await check_signed_in(request):
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return RedirectResponse("/ui/login?" + urlencode({"next": target}), status_code=303)
-            return await handler(request)
+            if request.method != "GET":  # a change: its own units of work, fresh reads after
+                return await run(request)
+            async with read_session(request) as session:
+                request.scope[PAGE_SESSION] = session
+                try:
+                    return await run(request)
+                finally:
+                    request.scope.pop(PAGE_SESSION, None)
         except TrackerError as exc:
             return error_page(request, exc.status_code, exc.message)
         except UNREACHABLE as exc:
