@@ -248,7 +248,79 @@ async def run(args: argparse.Namespace, url: str) -> list[str]:
         server.terminate()
         server.wait(15)
         await database.dispose()
-    return _table(url, note, scenarios, args)
+    lines = _table(url, note, scenarios, args)
+    if args.trigger_rounds:
+        lines += await trigger_cost(url, args.trigger_rounds)
+    return lines
+
+
+TRIGGER_ROWS = 100_000
+
+
+async def trigger_cost(url: str, rounds: int) -> list[str]:
+    """What the console's triggers add to the writers: a sweep-like UPDATE of 100,000 jobs'
+    stale flag and an inbox-like INSERT of 10,000 callbacks, each in a transaction rolled back,
+    with the console's triggers and without them (dropped inside that transaction)."""
+    postgres = url.startswith("postgresql")
+    names = CONSOLE_TRIGGERS_PG if postgres else CONSOLE_TRIGGERS_SQLITE
+    database = Database(url)
+    timings: dict[tuple[str, bool], list[float]] = {}
+    statements = {
+        "UPDATE of 100,000 jobs' stale flag": (
+            f"UPDATE jobs SET stale = NOT stale, updated_at = updated_at WHERE id <= {TRIGGER_ROWS}"
+        ),
+        "INSERT of 10,000 callbacks": (
+            "INSERT INTO callback_events (dedup_key, event_type, job_id, media_id, status, body, "
+            "headers, received_at, deliveries, applied, reason) SELECT 'cost-' || job_id, "
+            "'AIVideoTagComplete', job_id, media_id, 'success', '{}', '{}', updated_at, 1, "
+            "true, 'applied' FROM jobs WHERE id <= 10000"
+        ),
+    }
+    try:
+        for _ in range(rounds):
+            for name, sql in statements.items():
+                for with_console in (True, False):
+                    async with database.writer.connect() as conn:
+                        transaction = await conn.begin()
+                        if not with_console:
+                            for trigger, table in names:
+                                drop = f"DROP TRIGGER {trigger}" + (
+                                    f" ON {table}" if postgres else ""
+                                )
+                                await conn.execute(text(drop))
+                        start = time.perf_counter()
+                        await conn.execute(text(sql))
+                        timings.setdefault((name, with_console), []).append(
+                            time.perf_counter() - start
+                        )
+                        await transaction.rollback()
+    finally:
+        await database.dispose()
+    lines = [
+        "| statement (rolled back) | with the console's triggers, median ms | without | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in statements:
+        with_, without = (sorted(timings[(name, flag)])[rounds // 2] for flag in (True, False))
+        lines.append(f"| {name} | {_ms(with_)} | {_ms(without)} | {with_ / without:.2f} |")
+    return [*lines, ""]
+
+
+CONSOLE_TRIGGERS_SQLITE = [
+    (name, "")
+    for name in (
+        "trg_console_jobs_update",
+        "trg_console_changes",
+        "trg_console_callbacks_insert",
+        "trg_console_callbacks_repeat",
+    )
+]
+CONSOLE_TRIGGERS_PG = [
+    ("trg_jobs_console_counts_update", "jobs"),
+    ("trg_job_changes_console", "job_changes"),
+    ("trg_callback_events_console_insert", "callback_events"),
+    ("trg_callback_events_console_update", "callback_events"),
+]
 
 
 async def _page(http: httpx.AsyncClient, path: str) -> float:
@@ -302,6 +374,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=50, help="per page, side and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trigger-rounds", type=int, default=5, help="0: skip that part")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     args.load = " ".join(f"{x:.2f}" for x in os.getloadavg())
