@@ -59,13 +59,7 @@ async def receiver() -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/hook"
 
 
-async def run(out: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        raise SystemExit("needs Chromium: apt-get install chromium")
-    work = Path(tempfile.mkdtemp(prefix="tracker-shots-"))
-    url = f"sqlite+aiosqlite:///{work / 'shots.db'}"
-    upgrade(url)
+async def run(out: Path, chromium: str, work: Path, url: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     fake = FakeVod(
@@ -145,22 +139,28 @@ async def run(out: Path) -> None:
             await page.locator("#jobs tbody tr a").first.click()
             await page.wait_for_selector("#timeline")
             await page.screenshot(path=str(out / "console-result.png"), full_page=True)
-            await page.goto(f"{base}/ui/inbox")
-            await page.screenshot(path=str(out / "console-inbox.png"), full_page=True)
             await browser.close()
     finally:
         server.should_exit = True
         await serving
         await hooks.cleanup()
         await fake.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
-    asyncio.run(run(args.out))
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("needs Chromium: apt-get install chromium")
+    work = Path(tempfile.mkdtemp(prefix="tracker-shots-"))
+    try:
+        url = f"sqlite+aiosqlite:///{work / 'shots.db'}"
+        upgrade(url)  # before the event loop: Alembic runs one of its own
+        asyncio.run(run(args.out, chromium, work, url))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     for name in sorted(args.out.glob("console-*.png")):
         sys.stdout.write(f"{name.name}\n")
 
