@@ -60,7 +60,9 @@ def _sqlite(v0004: ModuleType) -> list[str]:
     update_type = (
         f"CASE WHEN {state_changed} THEN {v0004.CHANGE_TYPE.format(row='NEW')} ELSE 'job.stale' END"
     )
-    occurred = f"CASE WHEN {state_changed} THEN NEW.updated_at ELSE NEW.stale_at END"
+    # A flag set without its time (by hand, say) is dated by the row's update, never refused.
+    stale_at = "coalesce(NEW.stale_at, NEW.updated_at)"
+    occurred = f"CASE WHEN {state_changed} THEN NEW.updated_at ELSE {stale_at} END"
 
     def row(type_: str, previous: str, occurred_at: str) -> str:
         return f"""
@@ -102,7 +104,8 @@ BEGIN
     SELECT CASE WHEN n.state IS DISTINCT FROM o.state THEN {change_type.format(row="n")}
                 ELSE 'job.stale' END,
            n.id, n.job_id, n.media_id, o.state, n.state,
-           CASE WHEN n.state IS DISTINCT FROM o.state THEN n.updated_at ELSE n.stale_at END,
+           CASE WHEN n.state IS DISTINCT FROM o.state THEN n.updated_at
+                ELSE coalesce(n.stale_at, n.updated_at) END,
            {snapshot}
     FROM new_jobs n JOIN old_jobs o ON o.id = n.id
     WHERE n.state IS DISTINCT FROM o.state OR (n.stale AND NOT o.stale)
