@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tracker import console
-from tracker.api import health, notify, openapi, routes, telemetry
+from tracker.api import health, notify, openapi, pings, routes, telemetry
 from tracker.api.bodies import BodyDeadline
 from tracker.api.guards import SameOriginWrites
 from tracker.api.queries import StatsCache
@@ -88,6 +88,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *receiver.routes,
             *routes.routes,
             *notify.routes,
+            *pings.routes,
             *openapi.routes,
             *telemetry.routes,
             *console.routes(settings),

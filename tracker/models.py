@@ -464,3 +464,23 @@ class SchedulerRun(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     ok: Mapped[bool | None] = mapped_column(Boolean)
     summary: Mapped[str | None] = mapped_column(Text)
+
+
+# --- test pings of a subscription (tracker/notify/pings.py, migration 0010) --------------------
+
+
+class SubscriptionPing(Base):
+    """What one test ping (`POST /subscriptions/{id}/test`, or the console's button) came to,
+    recorded as a delivery's attempt is; at most PINGS_KEPT per subscription are kept."""
+
+    __tablename__ = "subscription_pings"
+    __table_args__ = (Index("ix_subscription_pings_subscription_id_id", "subscription_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    webhook_id: Mapped[str] = mapped_column(String(64))
+    attempted_at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text)

@@ -384,6 +384,9 @@ def test_each_button_does_what_it_says(
     expect(page.locator("#deliveries")).to_contain_text("HTTP 204")  # the retry got through
     page.get_by_role("button", name="Send a test ping").click()
     expect(page.locator(".flash")).to_contain_text("test ping answered HTTP 204")
+    expect(page.locator("#pings tr")).to_have_count(1)  # recorded, among the deliveries
+    expect(page.locator("#pings")).to_contain_text("HTTP 204")
+    expect(page.locator("#pings .d-test")).to_have_text("test")
     assert Hook.seen[-1]["type"] == "ping"
     page.get_by_role("button", name="Disable").click()
     expect(page.locator("#sub-state")).to_have_text("disabled")

@@ -304,6 +304,12 @@ async def test_every_subscription_button_does_what_it_says(database_url: str) ->
                 shown = (await http.get(tested.headers["location"])).text
                 assert "test ping answered HTTP 204" in shown
                 assert receiver.received[-1].payload["type"] == "ping"
+                # ... and recorded: listed first among the deliveries, marked as a test
+                pings = shown.split('id="pings"')[1].split("</tbody>")[0]
+                assert pings.count("<tr ") == 1
+                assert 'class="badge d-test">test<' in pings
+                assert receiver.received[-1].headers["webhook-id"] in pings
+                assert "HTTP 204" in pings
                 # disable, enable
                 await http.post(f"/ui/subscriptions/{sub['id']}/disable", data={"csrf_token": csrf})
                 async with database.session() as session:

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -36,7 +35,6 @@ from tracker.notify.changes import (
 )
 from tracker.notify.deliveries import replay_failed, retry_delivery
 from tracker.notify.egress import check_url
-from tracker.notify.send import send_ping
 from tracker.notify.subscriptions import (
     SubscriptionInput,
     create_subscription,
@@ -139,17 +137,6 @@ async def post_rotate_secret(request: Request) -> JSONResponse:
     async with writing(request) as session:
         sub = await rotate_secret(session, _sub_id(request), context_of(request).clock())
         return JSONResponse(subscription_json(sub, with_secret=True))
-
-
-async def post_test(request: Request) -> JSONResponse:
-    """202: a signed `ping` goes to the subscription's URL in the background."""
-    require_api_token(request)
-    context = context_of(request)
-    async with read_session(request) as session:
-        sub = await get_subscription(session, _sub_id(request))
-    task = BackgroundTask(send_ping, context.settings, sub, context.clock())
-    body: schemas.PingAccepted = {"accepted": True, "type": "ping"}
-    return JSONResponse(body, status_code=202, background=task)
 
 
 def _int_param(request: Request, name: str, low: int, high: int | None = None) -> int | None:
@@ -304,7 +291,6 @@ routes = [
     Route("/subscriptions", subscriptions, methods=["GET", "POST"]),
     Route("/subscriptions/{sub_id}", subscription, methods=["GET", "PATCH", "DELETE"]),
     Route("/subscriptions/{sub_id}/rotate-secret", post_rotate_secret, methods=["POST"]),
-    Route("/subscriptions/{sub_id}/test", post_test, methods=["POST"]),
     Route("/subscriptions/{sub_id}/deliveries", get_deliveries, methods=["GET"]),
     Route("/subscriptions/{sub_id}/replay", post_replay, methods=["POST"]),
     Route("/deliveries/{delivery_id}/retry", post_retry, methods=["POST"]),

@@ -95,14 +95,6 @@ PATHS: dict[str, Any] = {
             },
         }
     },
-    f"{SUBSCRIPTION_ONE}/test": {
-        "post": {
-            "operationId": "testSubscription",
-            "summary": "Send a signed `ping` in the background",
-            "parameters": [SUB_ID],
-            "responses": {"202": _json("accepted", "PingAccepted"), **ERRORS, **NOT_FOUND},
-        }
-    },
     f"{SUBSCRIPTION_ONE}/deliveries": {
         "get": {
             "operationId": "listDeliveries",

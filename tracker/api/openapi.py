@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tracker.api import notify_openapi
+from tracker.api import notify_openapi, pings
 from tracker.api.bodies import BODY_LIMIT, BODY_SECONDS, MAX_DEPTH
 from tracker.api.queries import CURSOR_LIMIT
 from tracker.api.schemas import PAGE, components
@@ -252,6 +252,7 @@ PATHS["/callbacks/vod"] = {
 
 
 PATHS.update(notify_openapi.PATHS)
+PATHS.update(pings.PATHS)
 PATHS["/jobs/{job_id}"]["get"]["parameters"].append(notify_openapi.WAIT)
 PATHS["/jobs/{job_id}"]["get"]["responses"]["400"] = _json("`wait` is not a duration", "Error")
 

@@ -23,6 +23,7 @@ from tracker.ingest.queue import STATES as MNS_STATES
 from tracker.ingest.receiver import MAX_BODY
 from tracker.notify.attempts import BODY_KEPT
 from tracker.notify.egress import MAX_URL
+from tracker.notify.pings import PINGS_KEPT
 from tracker.notify.subscriptions import DESCRIPTION_LIMIT, SOURCES
 from tracker.scheduler.heartbeats import SEVERITY
 from tracker.shapes import Change, ChangedJob, ChangeType, Job, Time
@@ -314,6 +315,28 @@ class Replay(TypedDict):
 class PingAccepted(TypedDict):
     accepted: Literal[True]
     type: Literal["ping"]
+    webhook_id: Annotated[
+        str, Field(description="the ping's `webhook-id`; its outcome is listed under /pings")
+    ]
+
+
+class Ping(TypedDict):
+    """What a test ping came to, recorded as a delivery's attempt is (never retried)."""
+
+    id: int
+    subscription_id: int
+    webhook_id: str
+    attempted_at: Time
+    status_code: Annotated[int | None, Field(description="null: no answer (see `error`)")]
+    duration_ms: float
+    error: str | None
+    response_body: Annotated[
+        str | None, Field(description=f"the first {BODY_KEPT} characters of the answer")
+    ]
+
+
+class PingList(TypedDict):
+    items: Annotated[list[Ping], Field(description=f"newest first; the last {PINGS_KEPT} are kept")]
 
 
 class ReplayAccepted(TypedDict):
@@ -399,6 +422,7 @@ SHAPES: dict[str, Any] = {
         DeliveryPage,
         Replay,
         PingAccepted,
+        PingList,
         ReplayAccepted,
         RetryAccepted,
         ChangePage,

@@ -75,42 +75,68 @@ def parse_iso(value: str | None) -> datetime | None:
 
 
 # The pieces every row repeats, as Python returning Markup: Jinja macro calls, and even
-# Markup.format, cost ten times more, and a list page has hundreds. Every text goes through
-# `escape` (markupsafe's C version); the markup around it is ours.
+# Markup.format, cost ten times more, and a list page has hundreds. Every text from outside (ids,
+# states, links) goes through `escape` (markupsafe's C version); the markup around it, and the
+# times and durations we write from numbers (digits, letters, `-`, `:`, `.`), are ours. Each
+# piece is built as a plain str and wrapped in Markup once, by whoever hands it to a template.
+
+MISSING = '<span class="muted">–</span>'
+
+
+def _time(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return MISSING
+    stamp = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    machine = stamp.isoformat()
+    # utc_text's form, cut from the ISO text (strftime costs more; it writes years < 1000
+    # unpadded, so those go through it)
+    readable = f"{machine[:10]} {machine[11:19]} UTC" if stamp.year >= 1000 else utc_text(stamp)
+    return (
+        f'<time datetime="{machine.replace("+00:00", "Z")}" title="{readable}">'
+        f"{ago(moment, now)}</time>"
+    )
 
 
 def time_html(moment: datetime | None, now: datetime) -> Markup:
     """A relative time with the exact UTC as its title, machine-readable in `datetime`."""
-    if moment is None:
-        return Markup('<span class="muted">–</span>')
-    stamp = moment.astimezone(UTC)
-    machine = stamp.isoformat().replace("+00:00", "Z")
-    return Markup(
-        f'<time datetime="{escape(machine)}" title="{escape(utc_text(stamp))}">'
-        f"{escape(ago(moment, now))}</time>"
-    )
+    return Markup(_time(moment, now))
 
 
-def ident_html(value: str | None, href: str | None = None) -> Markup:
-    """An id in monospace with a copy button (shown by the script, where a clipboard is)."""
+def _ident(value: str | None, href: str | None = None) -> str:
     if value is None or value == "":
-        return Markup('<span class="muted">–</span>')
+        return MISSING
     text = escape(value)
     code = f"<code>{text}</code>"
     if href:
         code = f'<a href="{escape(href)}">{code}</a>'
-    return Markup(
+    return (
         f'<span class="ident">{code}<button type="button" class="copy" data-copy="{text}" '
         f'aria-label="copy {text}" hidden>copy</button></span>'
     )
 
 
+def ident_html(value: str | None, href: str | None = None) -> Markup:
+    """An id in monospace with a copy button (shown by the script, where a clipboard is)."""
+    return Markup(_ident(value, href))
+
+
+_STATES: dict[tuple[str, bool], str] = {}  # a handful of states: each badge is written once
+
+
+def _state(state: str, stale: bool = False) -> str:
+    found = _STATES.get((state, stale))
+    if found is None:
+        name = escape(state)
+        found = f'<span class="badge s-{name}">{escape(state.replace("_", " "))}</span>'
+        if stale:
+            found += ' <span class="badge s-stale">stale</span>'
+        if len(_STATES) < 256:  # states come from our enum; the bound is for anything else
+            _STATES[(state, stale)] = found
+    return found
+
+
 def state_html(state: str, stale: bool = False) -> Markup:
-    name = escape(state)
-    badge = f'<span class="badge s-{name}">{escape(state.replace("_", " "))}</span>'
-    if stale:
-        badge += ' <span class="badge s-stale">stale</span>'
-    return Markup(badge)
+    return Markup(_state(state, stale))
 
 
 def job_rows_html(jobs: Sequence[Any], link: Callable[[Any], str], now: datetime) -> Markup:
@@ -119,18 +145,18 @@ def job_rows_html(jobs: Sequence[Any], link: Callable[[Any], str], now: datetime
     rows: list[str] = []
     for job in jobs:
         if job.job_id:
-            first = ident_html(job.job_id, link(job))
+            first = _ident(job.job_id, link(job))
         else:
-            first = Markup(
+            first = (
                 f'<a href="{escape(link(job))}">row {int(job.id)}</a> '
                 '<span class="muted">(no JobId yet)</span>'
             )
-        media = ident_html(job.media_id, "/ui/media/" + quote(job.media_id, safe=""))
+        media = _ident(job.media_id, "/ui/media/" + quote(job.media_id, safe=""))
         rows.append(
             f'<tr data-row="{int(job.id)}"><td>{first}</td><td>{media}</td>'
             f"<td>{escape(job.type)}</td><td>{escape(job.region or '–')}</td>"
-            f"<td>{state_html(job.state, bool(job.stale))}</td>"
-            f"<td>{time_html(job.submitted_at, now)}</td><td>{time_html(job.updated_at, now)}</td>"
+            f"<td>{_state(job.state, bool(job.stale))}</td>"
+            f"<td>{_time(job.submitted_at, now)}</td><td>{_time(job.updated_at, now)}</td>"
             "</tr>"
         )
     return Markup("".join(rows))

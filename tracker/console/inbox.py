@@ -11,10 +11,9 @@ from starlette.responses import Response
 from tracker.api import queries
 from tracker.console import reads
 from tracker.console.timeline import verdict
-from tracker.console.web import page, reading, render
+from tracker.console.web import change_head, page, reading, render
 from tracker.context import context_of
 from tracker.ingest.refusals import KEEP_FOR, KEPT
-from tracker.notify.changes import latest_seq
 from tracker.scheduler.heartbeats import scheduler_status
 
 RECENT = 50
@@ -25,10 +24,10 @@ async def inbox(request: Request) -> Response:
     context = context_of(request)
     now = context.clock()
     async with reading(request) as session:
+        after = await change_head(request, session)
         events = await queries.recent_events(session, limit=RECENT)
         refusals = await reads.recent_refusals(session)
         unapplied = await reads.recent_not_applied(session, now - timedelta(hours=24))
-        after = await latest_seq(session)
     settings = context.settings
     return render(
         request,

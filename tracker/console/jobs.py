@@ -16,10 +16,10 @@ from tracker.api import queries
 from tracker.api.queries import JobFilter
 from tracker.api.routes import parse_time
 from tracker.console import reads, results, timeline
-from tracker.console.web import STATES, page, reading, render
+from tracker.console.web import STATES, change_head, page, reading, render
 from tracker.errors import BadRequest, JobNotFound, NotFound
 from tracker.models import Job, Submission
-from tracker.notify.changes import MAX_PAGE, ChangeFilter, latest_seq, list_changes
+from tracker.notify.changes import MAX_PAGE, ChangeFilter, list_changes
 from tracker.shapes import job_json
 from tracker.vod import JOB_TYPES
 
@@ -83,6 +83,7 @@ async def job_list(request: Request) -> Response:
     next_cursor = None
     search = values.pop("q", None)
     async with reading(request) as session:
+        after = await change_head(request, session)
         if search:  # a JobId opens its job; anything else is a media id
             found = await queries.get_job(session, search)
             if found is not None:
@@ -98,7 +99,6 @@ async def job_list(request: Request) -> Response:
                 values["cursor"] = cursor
         except BadRequest as exc:
             error = exc.message
-        after = await latest_seq(session)
     first_page = {k: v for k, v in values.items() if k != "cursor"}
     return render(
         request,
@@ -123,13 +123,13 @@ async def _job_page(request: Request, job: Job | None, wanted: str) -> Response:
     if job is None:
         raise JobNotFound(f"no job {wanted!r}: it may have another id, or was never tracked")
     async with reading(request) as session:
+        after = await change_head(request, session)
         changes = list(await list_changes(session, 0, MAX_PAGE, ChangeFilter(job_row_id=job.id)))
         events = await queries.job_events(session, job.job_id) if job.job_id else []
         seqs = [int(change.seq) for change in changes if change.seq is not None]
         deliveries = await reads.job_delivery_details(session, seqs)
         summary = await reads.job_deliveries(session, seqs)
         submission = await session.get(Submission, job.submission_id) if job.submission_id else None
-        after = await latest_seq(session)
     tags = results.video_tags(job.result) if job.type == "AIVideoTag" else None
     matches = results.dna_matches(job.result) if job.type == "AIMediaDNA" else None
     subscribers: dict[int, list[Any]] = {}
@@ -175,8 +175,8 @@ async def row_page(request: Request) -> Response:
 async def media_page(request: Request) -> Response:
     media_id = request.path_params["media_id"]
     async with reading(request) as session:
+        after = await change_head(request, session)
         jobs = await queries.media_jobs(session, media_id)
-        after = await latest_seq(session)
     if not jobs:
         raise NotFound(f"no job of media {media_id!r}")
     return render(

@@ -15,9 +15,8 @@ from starlette.responses import Response
 
 from tracker.console import rollups
 from tracker.console.charts import Chart, Series, draw
-from tracker.console.web import page, reading, render
+from tracker.console.web import change_head, page, reading, render
 from tracker.context import context_of
-from tracker.notify.changes import latest_seq
 from tracker.scheduler.heartbeats import scheduler_status
 
 METRICS = ("changes", "duration", "callbacks", "deliveries")
@@ -126,11 +125,11 @@ async def overview(request: Request) -> Response:
     now = context.clock()
     hours = rollups.last_hours(now)
     async with reading(request) as session:
+        after = await change_head(request, session)
         counts = await rollups.job_counts(session)
         oldest = await rollups.oldest_unfinished(session)
         data = await rollups.hourly_metrics(session, METRICS, hours[0])
         scheduler = await scheduler_status(session, context.settings, now)
-        after = await latest_seq(session)
     mns_state, mns_text = _mns_line(context)
     return render(
         request,

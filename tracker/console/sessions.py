@@ -18,14 +18,14 @@ import secrets
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from tracker.api.auth import SIGNED_IN
 from tracker.config import Settings
 from tracker.db import Database
-from tracker.models import ConsoleSession
+from tracker.models import ConsoleSession, JobChange
 
 COOKIE = "tracker_console"
 CSRF_FIELD = "csrf_token"
@@ -93,18 +93,27 @@ async def sign_out_everyone(database: Database) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def session_is_valid(
+async def signed_in_head(
     session: AsyncSession, settings: Settings, session_id: str, now: datetime
-) -> bool:
-    """The row exists, has not expired, and its token is still one of the configured ones."""
-    row = await session.get(ConsoleSession, _session_key(session_id))
-    if row is None or row.expires_at <= now:
-        return False
-    digests = [token_digest(t.get_secret_value()) for t in settings.api_tokens]
+) -> int | None:
+    """The change log's head (its highest seq, 0 if empty) when the session is valid (the row
+    exists, has not expired, and its token is still one of the configured ones), else None.
+    One statement for both: every live page needs the head to follow the stream from, so the
+    sign-in check costs no round trip of its own."""
+    head = select(func.max(JobChange.seq)).scalar_subquery()
+    row = (
+        await session.execute(
+            select(ConsoleSession.expires_at, ConsoleSession.token_digest, head).where(
+                ConsoleSession.id == _session_key(session_id)
+            )
+        )
+    ).first()
+    if row is None or row[0] <= now:
+        return None
     valid = False
-    for digest in digests:
-        valid |= hmac.compare_digest(digest, row.token_digest)
-    return valid
+    for token in settings.api_tokens:
+        valid |= hmac.compare_digest(token_digest(token.get_secret_value()), row[1])
+    return int(row[2] or 0) if valid else None
 
 
 def csrf_token(request: Request) -> str:

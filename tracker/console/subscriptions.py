@@ -24,7 +24,7 @@ from tracker.context import context_of
 from tracker.errors import BadRequest, NotFound
 from tracker.models import Delivery
 from tracker.notify.deliveries import REPLAY_LIMIT, replay_failed, retry_delivery
-from tracker.notify.send import send_ping
+from tracker.notify.pings import list_pings, new_ping_id, ping_subscription
 from tracker.notify.subscriptions import (
     SubscriptionInput,
     get_subscription,
@@ -32,6 +32,8 @@ from tracker.notify.subscriptions import (
     rotate_secret,
     update_subscription,
 )
+
+PINGS_SHOWN = 10  # the newest test pings on the subscription's page (the API lists all kept)
 
 
 def _id(request: Request, name: str) -> int:
@@ -66,6 +68,7 @@ async def subscription_page(request: Request) -> Response:
         sub = await get_subscription(session, sub_id)
         health = await reads.subscription_health(session, sub)
         items, next_cursor = await list_deliveries(session, sub_id, limit=50, before=before)
+        pings = await list_pings(session, sub_id, PINGS_SHOWN)
     return render(
         request,
         "subscription.html",
@@ -79,6 +82,7 @@ async def subscription_page(request: Request) -> Response:
             else None
         ),
         paged=before is not None,
+        pings=pings,
         secret=None,
     )
 
@@ -104,13 +108,16 @@ async def set_enabled(request: Request) -> Response:
 
 @page
 async def send_test(request: Request) -> Response:
-    """Sends a signed `ping` now and shows what the receiver answered."""
+    """Sends a signed `ping` now, records it (listed with the deliveries, marked as a test) and
+    shows what the receiver answered."""
     await checked_form(request)
     sub_id = _id(request, "sub_id")
     context = context_of(request)
     async with reading(request) as session:
         sub = await get_subscription(session, sub_id)
-    result = await send_ping(context.settings, sub, context.clock())
+    result = await ping_subscription(
+        context.database, context.settings, sub, context.clock(), new_ping_id()
+    )
     if result.ok:
         flash(
             request, f"test ping answered HTTP {result.status_code} in {result.duration_ms:.0f} ms"
@@ -134,6 +141,7 @@ async def rotate(request: Request) -> Response:
         sub = await get_subscription(session, sub_id)
         health = await reads.subscription_health(session, sub)
         items, next_cursor = await list_deliveries(session, sub_id, limit=50)
+        pings = await list_pings(session, sub_id, PINGS_SHOWN)
     return render(
         request,
         "subscription.html",
@@ -143,6 +151,7 @@ async def rotate(request: Request) -> Response:
         deliveries=items,
         next_url=None,
         paged=False,
+        pings=pings,
         secret=secret,
     )
 

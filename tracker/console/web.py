@@ -38,10 +38,11 @@ from tracker.console.sessions import (
     SIGNED_IN,
     csrf_matches,
     csrf_token,
-    session_is_valid,
+    signed_in_head,
 )
 from tracker.context import context_of
 from tracker.errors import Forbidden, PayloadTooLarge, TrackerError
+from tracker.notify.changes import latest_seq
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,10 @@ def flash(request: Request, message: str, kind: str = "ok") -> None:
     request.session["flash"] = {"message": message[:500], "kind": kind}
 
 
+PAGE_SESSION = "tracker.console.session"  # the read session of a GET page
+PAGE_HEAD = "tracker.console.head"  # the change log's head, read with the sign-in check
+
+
 class SignInRequired(Exception):
     pass
 
@@ -144,16 +149,27 @@ async def check_signed_in(request: Request) -> bool:
     if not isinstance(session_id, str):
         return False
     async with reading(request) as session:
-        valid = await session_is_valid(session, context.settings, session_id, context.clock())
-    if not valid:
+        head = await signed_in_head(session, context.settings, session_id, context.clock())
+    if head is None:
+        request.scope.pop(PAGE_HEAD, None)
         request.session.pop("sid", None)
         return False
+    request.scope[PAGE_HEAD] = head
     request.scope[SIGNED_IN] = True
     return True
 
 
+async def change_head(request: Request, session: AsyncSession) -> int:
+    """The change log's head a live page follows the stream from (`after`): read with the
+    sign-in check, before the page's own reads, so a change committed meanwhile comes again
+    on the stream (one more refresh) rather than being missed."""
+    head = request.scope.get(PAGE_HEAD)
+    if isinstance(head, int):
+        return head
+    return await latest_seq(session)
+
+
 Handler = Callable[[Request], Awaitable[Response]]
-PAGE_SESSION = "tracker.console.session"
 
 
 @asynccontextmanager
