@@ -493,7 +493,8 @@ async def test_recording_is_behind_only_while_events_wait(database: Database) ->
     """The applier's two signals: `recording()` right after a commit, `busy()` only while
     events wait for a writer, never merely because one was just committed."""
     inbox = Inbox(database, clock=utcnow)
-    assert not inbox.recording() and not inbox.busy()
+    assert not inbox.recording()
+    assert not inbox.busy()
     await inbox.start()
     try:
         await inbox.record(row_for(TAG_EVENT, utcnow()))
