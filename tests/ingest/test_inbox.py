@@ -489,10 +489,10 @@ async def test_every_acknowledged_callback_survives_kill_9(tmp_path: Path) -> No
     assert set(jobs.values()) == {JobState.SUCCEEDED}
 
 
-async def test_recording_is_behind_only_while_events_wait(database: Database) -> None:
-    """The applier's two signals: `recording()` right after a commit, `busy()` only while
-    events wait for a writer, never merely because one was just committed."""
-    inbox = Inbox(database, clock=utcnow)
+async def test_recording_is_behind_while_events_wait_or_batches_crowd(database: Database) -> None:
+    """The applier's two signals: `recording()` right after a commit, `busy()` while events
+    wait for a writer or the last batch was crowded, never merely because one was committed."""
+    inbox = Inbox(database, clock=utcnow, writers=1)  # one writer: the crowd is one batch
     assert not inbox.recording()
     assert not inbox.busy()
     await inbox.start()
@@ -504,8 +504,14 @@ async def test_recording_is_behind_only_while_events_wait(database: Database) ->
         assert inbox.busy()
         inbox._queue.get_nowait()
         inbox._queue.task_done()
+        assert not inbox.busy()
+        crowd = [row_for({**TAG_EVENT, "JobId": f"crowd{n}"}, utcnow()) for n in range(8)]
+        await asyncio.gather(*(inbox.record(row) for row in crowd))  # queued before a writer runs
+        assert inbox.batches == 2  # the crowd in one batch
+        assert inbox.busy()  # at capacity, though the queue is empty again
         await asyncio.sleep(inbox_module.RECORDING_WINDOW * 1.5)
         assert not inbox.recording()
+        assert not inbox.busy()
     finally:
         await inbox.stop()
 

@@ -28,11 +28,11 @@ APPLY_BATCH = 500  # events per transaction: a few set-based statements, millise
 POLL_SECONDS = 2.0
 # While callbacks are being recorded, the applier takes short turns (BUSY_BATCH events, a few ms:
 # on SQLite recording waits for the one writer connection meanwhile), at once after each commit,
-# so a job is visible within milliseconds of its callback's 200. Only when recording falls
-# behind (events wait for a writer) does it pause, BUSY_RATIO times as long as its turn took and
-# at least MIN_BUSY_PAUSE: recording then keeps about nine tenths of the time, and a stream that
-# never pauses is still applied as it comes (over a thousand events/s). The backlog of a burst
-# is applied in full turns once it ends.
+# so a job is visible within milliseconds of its callback's 200. Only when recording is at
+# capacity (events wait for a writer, or batches are crowded: Inbox.busy) does it pause, BUSY_RATIO
+# times as long as its turn took and at least MIN_BUSY_PAUSE: recording then keeps about nine
+# tenths of the time, and a stream that never pauses is still applied as it comes (over a
+# thousand events/s). The backlog of a burst is applied in full turns once it ends.
 BUSY_BATCH = 64
 BUSY_RATIO = 9.0
 MIN_BUSY_PAUSE = 0.02
@@ -43,7 +43,7 @@ MAX_BUSY_PAUSE = 0.5
 
 class Applier(Worker):
     """The applier task of one process. `recording()` says whether callbacks are being recorded
-    (short turns), `busy()` whether recording is behind (pause between them). Its stop lets the
+    (short turns), `busy()` whether recording is at capacity (pause between them). Its stop lets the
     current turn finish (bounded): cancelling mid-query would strand a connection."""
 
     def __init__(

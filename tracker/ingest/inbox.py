@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 32
 HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
 RECORDING_WINDOW = 0.1  # seconds since the last commit during which callbacks are arriving
+# A batch this large means callbacks arrive faster than one commit each: recording is at capacity
+# even when the writer has just emptied the queue. A steady 100/s commits them one by one.
+CROWDED_BATCH = 4
 # VOD gives up on a delivery after 5 s (vod-reference.md 6.5): answer 503 before that, so it
 # retries, rather than letting it time out. A late commit is harmless: the retry is a duplicate.
 STORE_TIMEOUT = 4.0
@@ -188,6 +191,7 @@ class Inbox:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write = float("-inf")
+        self._last_batch = 0  # events in the last committed batch
         self._closed = True
         self.batches = 0  # statements committed; for tests and diagnostics
 
@@ -243,12 +247,16 @@ class Inbox:
                     future.set_exception(StoreFailed("not committed in time"))
 
     def busy(self) -> bool:
-        """Whether events are waiting for a writer: recording is behind, so the applier yields.
+        """Whether recording is at capacity, so the applier yields: events wait for a writer, or
+        the last batch (within RECORDING_WINDOW) was crowded, which under a flood is the case
+        even at the moments the writer has just emptied the queue.
 
         Not "committed lately": at 100 callbacks/s there is a commit every 10 ms but the writer
         idles most of the time, and an applier that paused then made each callback wait tens of
         milliseconds (hundreds on a loaded machine) before its job was visible."""
-        return not self._queue.empty()
+        if not self._queue.empty():
+            return True
+        return self._last_batch >= CROWDED_BATCH and self.recording()
 
     def recording(self) -> bool:
         """Whether callbacks are arriving: a batch was committed within RECORDING_WINDOW."""
@@ -323,6 +331,7 @@ class Inbox:
                 self._queue.task_done()
         self.batches += 1
         self._last_write = time.monotonic()
+        self._last_batch = len(batch)
         self.applier.wake()
         answered: set[str] = set()
         for row, future in batch:
