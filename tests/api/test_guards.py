@@ -273,6 +273,63 @@ async def test_a_half_sent_body_is_answered_408_and_closed(
     assert b"request_timeout" in answer
 
 
+async def _read_then_answer(scope: Any, receive: Any, send: Any) -> None:
+    """An endpoint that reads its whole body, then waits for the disconnect before answering."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    disconnect = await receive()  # after the body: never cut by the deadline
+    assert disconnect["type"] == "http.disconnect"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _guarded(guard: BodyDeadline, chunks: list[tuple[float, dict[str, Any]]]) -> list[Any]:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        if not chunks:
+            await asyncio.sleep(3600)  # the sender went quiet
+        delay, message = chunks.pop(0)
+        await asyncio.sleep(delay)
+        return message
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/jobs"}
+    await asyncio.wait_for(guard(scope, receive, send), 10)
+    return sent
+
+
+async def test_a_body_deadline_needs_no_timer_per_request() -> None:
+    """One sweeper for all waiting reads, running only while some wait: a body that stops
+    arriving is cut at the deadline (408), one that completes in time is served, the read
+    for the disconnect after it is never cut, and the sweeper ends once nothing waits."""
+    guard = BodyDeadline(_read_then_answer, seconds=0.4)
+    cut = await _guarded(guard, [(0, {"type": "http.request", "body": b"ab", "more_body": True})])
+    assert cut[0]["status"] == 408
+    assert b"request_timeout" in cut[1]["body"]
+    served = await _guarded(
+        guard,
+        [
+            (0.1, {"type": "http.request", "body": b"ab", "more_body": True}),
+            (0.1, {"type": "http.request", "body": b"cd", "more_body": False}),
+            (0.6, {"type": "http.disconnect"}),  # past the deadline, but the body was complete
+        ],
+    )
+    assert [served[0]["status"], served[1]["body"]] == [200, b"abcd"]
+    for _ in range(50):  # bounded: a tick is a tenth of the deadline
+        if guard._sweeper is None:
+            break
+        await asyncio.sleep(0.05)
+    assert guard._sweeper is None
+    assert not guard._waiting
+
+
 # --- defect 10: forged cursors ----------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,14 @@ from sqlalchemy import event, func, select
 
 from tests.factories import T0, add_job, add_rows, find_job, new_event
 from tracker.db import Database
-from tracker.ingest.applier import APPLY_BATCH, apply_pending
+from tracker.ingest import applier as applier_module
+from tracker.ingest.applier import (
+    APPLY_BATCH,
+    BUSY_BATCH,
+    MIN_BUSY_PAUSE,
+    Applier,
+    apply_pending,
+)
 from tracker.models import CallbackEvent, Job, JobState
 
 
@@ -132,3 +140,47 @@ async def test_stored_rows_the_receiver_now_refuses_are_never_applied(database: 
         (False, "not_ai_event"),
         (False, "malformed: MediaId not of VOD's shape"),
     ]
+
+
+@pytest.mark.parametrize("behind", [False, True], ids=["keeping-up", "behind"])
+async def test_the_applier_pauses_only_while_recording_is_behind(
+    database: Database, monkeypatch: pytest.MonkeyPatch, behind: bool
+) -> None:
+    """Issue 22: at 100 callbacks/s recording commits every 10 ms but never falls behind; an
+    applier that paused after every commit kept each job invisible for tens of milliseconds
+    (seconds on a loaded machine). While callbacks are recorded, turns are short (BUSY_BATCH,
+    the SQLite writer stays free for the next commit); a pause comes only when events wait."""
+    await add_rows(
+        database,
+        *(new_event(f"j{n}", "success", T0 + timedelta(seconds=n)) for n in range(150)),
+    )
+    limits: list[int] = []
+    pauses: list[float] = []
+
+    async def counted(*args: Any, limit: int, **kwargs: Any) -> int:
+        limits.append(limit)
+        return await apply_pending(*args, limit=limit, **kwargs)
+
+    monkeypatch.setattr(applier_module, "apply_pending", counted)
+    applier = Applier(database, clock=lambda: T0, busy=lambda: behind, recording=lambda: True)
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(applier, "pause", pause)
+    await applier.start()
+    try:
+        applier.wake()
+        for _ in range(400):  # bounded: at most ~20 s
+            if not await unapplied(database):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await applier.stop()
+    assert await unapplied(database) == 0
+    assert limits[:3] == [BUSY_BATCH] * 3  # 150 events: three short turns
+    if behind:
+        assert len(pauses) >= 3
+        assert all(pause >= MIN_BUSY_PAUSE for pause in pauses)
+    else:
+        assert pauses == []

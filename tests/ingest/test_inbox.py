@@ -93,7 +93,7 @@ async def test_a_steady_stream_is_applied(database: Database) -> None:
         return count or 0
 
     try:
-        for n in range(150):  # a commit every ~10 ms: ingest never idle for BUSY_WINDOW
+        for n in range(150):  # a commit every ~10 ms: recording never idle for long
             await inbox.record(row_for({**TAG_EVENT, "JobId": f"steady{n}"}, utcnow()))
             await asyncio.sleep(0.01)
         during = await applied()
@@ -487,3 +487,64 @@ async def test_every_acknowledged_callback_survives_kill_9(tmp_path: Path) -> No
     assert all(stored[job_id] is True for job_id in stored)
     assert set(jobs) == set(stored)  # one job per stored event, none twice
     assert set(jobs.values()) == {JobState.SUCCEEDED}
+
+
+async def test_recording_is_behind_while_events_wait_or_batches_crowd(database: Database) -> None:
+    """The applier's two signals: `recording()` right after a commit, `busy()` while events
+    wait for a writer or the last batch was crowded, never merely because one was committed."""
+    inbox = Inbox(database, clock=utcnow, writers=1)  # one writer: the crowd is one batch
+    assert not inbox.recording()
+    assert not inbox.busy()
+    await inbox.start()
+    try:
+        await inbox.record(row_for(TAG_EVENT, utcnow()))
+        assert inbox.recording()
+        assert not inbox.busy()
+        inbox._queue.put_nowait((row_for({**TAG_EVENT, "JobId": "queued"}, utcnow()), None))  # type: ignore[arg-type]
+        assert inbox.busy()
+        inbox._queue.get_nowait()
+        inbox._queue.task_done()
+        assert not inbox.busy()
+        crowd = [row_for({**TAG_EVENT, "JobId": f"crowd{n}"}, utcnow()) for n in range(8)]
+        await asyncio.gather(*(inbox.record(row) for row in crowd))  # queued before a writer runs
+        assert inbox.batches == 2  # the crowd in one batch
+        assert inbox.busy()  # at capacity, though the queue is empty again
+        await asyncio.sleep(inbox_module.RECORDING_WINDOW * 1.5)
+        assert not inbox.recording()
+        assert not inbox.busy()
+    finally:
+        await inbox.stop()
+
+
+async def test_a_writer_keeps_its_connection_on_postgresql_only(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a writer waits for the next event with its connection (every checkout
+    pays the pool's ping, three round trips); on SQLite it gives the one writer connection
+    back after every batch that empties the queue, for the applier and the API."""
+    from sqlalchemy import event
+
+    checkouts = 0
+
+    def count(*_: Any) -> None:
+        nonlocal checkouts
+        checkouts += 1
+
+    monkeypatch.setattr(inbox_module, "HOLD_SECONDS", 60.0)  # however slow the machine
+    inbox = Inbox(database, clock=utcnow, writers=1)
+    await inbox.start()
+    await inbox.applier.stop()  # its own turns would check the writer out too
+    event.listen(database.writer.sync_engine, "checkout", count)
+    try:
+        for n in range(20):  # one at a time: the queue is empty after every batch
+            await inbox.record(row_for({**TAG_EVENT, "JobId": f"linger{n}"}, utcnow()))
+        stopping = asyncio.get_running_loop().time()
+    finally:
+        event.remove(database.writer.sync_engine, "checkout", count)
+        await inbox.stop()
+    assert inbox.batches == 20
+    if database.is_sqlite:
+        assert checkouts == 20
+    else:  # held while events keep coming (up to HOLD_SECONDS), given back at the stop
+        assert checkouts == 1
+        assert asyncio.get_running_loop().time() - stopping < 5  # not held until the timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -85,24 +86,28 @@ async def read_json_object(request: Request, limit: int = BODY_LIMIT) -> dict[st
 class BodyDeadline:
     """Fails a request whose body is not complete BODY_SECONDS after its headers (408).
 
-    One timer per request (this runs in front of the callback path, where a timeout context per
-    read cost as much as the rest of the guards): when it fires while a body read waits, that
-    read is cancelled and raises RequestTimeout. Reads after the body is complete (waiting for a
-    disconnect) are never cut.
+    No timer per request: this runs in front of the callback path, where a timer per request
+    (a libuv timer under uvloop, started and closed) cost as much as parsing the body. Reads
+    that wait register here, and one sweeper task, running only while some read waits, cancels
+    those past their deadline every tenth of BODY_SECONDS; the cancelled read raises
+    RequestTimeout. A read that starts past the deadline raises at once. Reads after the body
+    is complete (waiting for a disconnect) are never cut.
     """
 
     def __init__(self, app: ASGIApp, seconds: float = BODY_SECONDS) -> None:
         self.app = app
         self.seconds = seconds
+        self._waiting: dict[asyncio.Task[Any], _BodyWatch] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._recent = False  # a read registered since the sweeper's last tick
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        watch = _BodyWatch(receive, self.seconds)
-        timer = asyncio.get_running_loop().call_later(self.seconds, watch.expire)
+        watch = _BodyWatch(self, receive, send, time.monotonic() + self.seconds)
         try:
-            await self.app(scope, watch.receive, watch.send(send))
+            await self.app(scope, watch.receive, watch.send)
         except RequestTimeout as exc:  # raised where no exception handler runs (plain ASGI)
             if watch.started:
                 raise
@@ -110,55 +115,70 @@ class BodyDeadline:
             headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
             await send({"type": "http.response.start", "status": 408, "headers": headers})
             await send({"type": "http.response.body", "body": body})
+
+    def _wait(self, task: asyncio.Task[Any], watch: _BodyWatch) -> None:
+        self._waiting[task] = watch
+        self._recent = True
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Until a tick passes with no read waiting or begun (a task per request would cost
+        what the timer did)."""
+        try:
+            while self._waiting or self._recent:
+                self._recent = False
+                await asyncio.sleep(self.seconds / 10)
+                now = time.monotonic()
+                for task, watch in list(self._waiting.items()):
+                    if watch.deadline <= now:
+                        del self._waiting[task]
+                        watch.expired = True
+                        task.cancel()
         finally:
-            timer.cancel()
+            self._sweeper = None
 
 
 class _BodyWatch:
-    """The state of one request's body: complete yet, a read waiting, the answer started."""
+    """The state of one request's body: its deadline, complete yet, the answer started."""
 
-    __slots__ = ("_receive", "complete", "expired", "seconds", "started", "waiting")
+    __slots__ = ("_guard", "_receive", "_send", "complete", "deadline", "expired", "started")
 
-    def __init__(self, receive: Receive, seconds: float) -> None:
+    def __init__(self, guard: BodyDeadline, receive: Receive, send: Send, deadline: float) -> None:
+        self._guard = guard
         self._receive = receive
-        self.seconds = seconds
+        self._send = send
+        self.deadline = deadline
         self.complete = False
         self.expired = False
         self.started = False
-        self.waiting: asyncio.Task[Any] | None = None
-
-    def expire(self) -> None:
-        if not self.complete:
-            self.expired = True
-            if self.waiting is not None:
-                self.waiting.cancel()
 
     async def receive(self) -> Message:
         if self.complete:
             return await self._receive()
-        if self.expired:
+        guard = self._guard
+        if self.expired or time.monotonic() >= self.deadline:
             raise self._timeout()
-        task = self.waiting = asyncio.current_task()
+        task = asyncio.current_task()
+        assert task is not None
+        guard._wait(task, self)
         try:
             message = await self._receive()
         except asyncio.CancelledError:
-            if not self.expired or task is None:
+            if not self.expired:
                 raise
             task.uncancel()  # our own cancellation, turned into the 408
             raise self._timeout() from None
         finally:
-            self.waiting = None
+            guard._waiting.pop(task, None)
         if message["type"] != "http.request" or not message.get("more_body", False):
             self.complete = True
         return message
 
-    def send(self, send: Send) -> Send:
-        async def watched(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.started = True
-            await send(message)
-
-        return watched
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
     def _timeout(self) -> RequestTimeout:
-        return RequestTimeout(f"the body did not arrive within {self.seconds:g}s")
+        return RequestTimeout(f"the body did not arrive within {self._guard.seconds:g}s")

@@ -26,26 +26,25 @@ log = logging.getLogger(__name__)
 
 APPLY_BATCH = 500  # events per transaction: a few set-based statements, milliseconds
 POLL_SECONDS = 2.0
-# While callbacks keep arriving, the applier takes short turns (BUSY_BATCH events, a few ms: on
-# SQLite recording waits for the one writer connection meanwhile) and pauses BUSY_RATIO times as
-# long as each took, at least MIN_BUSY_PAUSE: recording keeps about nine tenths of the time, and a
-# stream that never pauses is still applied as it comes (over a thousand events/s). The backlog
-# of a burst is applied in full turns once it ends.
+# While callbacks are being recorded, the applier takes short turns (BUSY_BATCH events, a few ms:
+# on SQLite recording waits for the one writer connection meanwhile), at once after each commit,
+# so a job is visible within milliseconds of its callback's 200. Only when recording is at
+# capacity (events wait for a writer, or batches are crowded: Inbox.busy) does it pause, BUSY_RATIO
+# times as long as its turn took and at least MIN_BUSY_PAUSE: recording then keeps about nine
+# tenths of the time, and a stream that never pauses is still applied as it comes (over a
+# thousand events/s). The backlog of a burst is applied in full turns once it ends.
 BUSY_BATCH = 64
 BUSY_RATIO = 9.0
 MIN_BUSY_PAUSE = 0.02
 # A turn that waited out a stalled database (a lock, an outage) is not a measure of the work: 9x
 # its length paused the applier for half a minute after the database came back.
 MAX_BUSY_PAUSE = 0.5
-# A turn starting this soon after the previous one ended belongs to a stream and pauses; an event
-# after a quiet spell is applied at once (it waited the whole pause: ~100 ms at light load).
-STREAM_GAP = 0.1
 
 
 class Applier(Worker):
-    """The applier task of one process; `busy()` tells it when recording is under load. Its
-    stop lets the current turn finish (bounded): cancelling mid-query would strand a
-    connection."""
+    """The applier task of one process. `recording()` says whether callbacks are being recorded
+    (short turns), `busy()` whether recording is at capacity (pause between them). Its stop lets the
+    current turn finish (bounded): cancelling mid-query would strand a connection."""
 
     def __init__(
         self,
@@ -53,6 +52,7 @@ class Applier(Worker):
         *,
         clock: Clock,
         busy: Callable[[], bool],
+        recording: Callable[[], bool] = lambda: False,
         confirm: bool = False,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
@@ -60,21 +60,21 @@ class Applier(Worker):
         self.database = database
         self.clock = clock
         self.busy = busy
+        self.recording = recording
         self.confirm = confirm
         self.poll_seconds = poll_seconds
 
     async def run(self) -> None:
         pause = MIN_BUSY_PAUSE
-        ended = float("-inf")  # when the last turn ended
         while not self.stopping:
             await self.idle(self.poll_seconds)
             try:
                 while not self.stopping:
                     limit = APPLY_BATCH
-                    streaming = time.monotonic() - ended < STREAM_GAP
-                    if self.busy() and streaming:
-                        await self.pause(pause)
+                    if self.recording():
                         limit = BUSY_BATCH
+                        if self.busy():
+                            await self.pause(pause)
                     started = time.monotonic()
                     done = await apply_pending(
                         self.database, self.clock(), confirm=self.confirm, limit=limit

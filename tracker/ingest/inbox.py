@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 # batch while the event loop prepares the next, instead of everyone waiting on one big commit.
 MAX_BATCH = 32
 HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
-BUSY_WINDOW = 0.05  # seconds since the last commit during which recording counts as busy
+RECORDING_WINDOW = 0.1  # seconds since the last commit during which callbacks are arriving
+# A batch this large means callbacks arrive faster than one commit each: recording is at capacity
+# even when the writer has just emptied the queue. A steady 100/s commits them one by one.
+CROWDED_BATCH = 4
 # VOD gives up on a delivery after 5 s (vod-reference.md 6.5): answer 503 before that, so it
 # retries, rather than letting it time out. A late commit is harmless: the retry is a duplicate.
 STORE_TIMEOUT = 4.0
@@ -66,14 +69,26 @@ POSTGRES_CASTS = {"event_time": "timestamptz", "received_at": "timestamptz", "de
 POSTGRES_CASTS |= {"applied": "boolean"}
 
 
-def upsert_sql(dialect: str) -> str:
-    """INSERT ... SELECT FROM <batch> ON CONFLICT (dedup_key) DO UPDATE SET deliveries + n.
+UPSERT = (
+    "ON CONFLICT (dedup_key) DO UPDATE "
+    f"SET deliveries = {EVENTS.name}.deliveries + excluded.deliveries "
+    "RETURNING dedup_key, deliveries"
+)
 
-    The batch is ONE parameter, a JSON array of arrays (COLUMNS order) unpacked by the database,
-    so the statement is fixed whatever the batch size (prepared once on PostgreSQL) and no row
-    is bound or type-processed in Python. DO UPDATE rather than DO NOTHING: the row keeps how
-    often VOD delivered the event (a retry means our 200 did not reach it), and RETURNING yields
-    a row for duplicates too, which tells new from repeated without a read-before-write.
+
+def upsert_sql(dialect: str, rows: int = 1) -> str:
+    """INSERT ... ON CONFLICT (dedup_key) DO UPDATE SET deliveries + n, for a batch.
+
+    DO UPDATE rather than DO NOTHING: the row keeps how often VOD delivered the event (a retry
+    means our 200 did not reach it), and RETURNING yields a row for duplicates too, which
+    tells new from repeated without a read-before-write.
+
+    PostgreSQL: the batch is ONE parameter, a JSON array of arrays (COLUMNS order) unpacked by
+    the server, so the statement is fixed whatever the batch size (prepared once by asyncpg) and
+    no row is type-processed in Python. SQLite: `rows` rows of plain VALUES, bound by the driver
+    in C (one statement text per batch size, kept by sqlite3's statement cache): its json_each
+    re-parsed each row's JSON once per column (SQLite 3.40 caches no parsed JSON), a fifth of
+    the statement's CPU, and building the JSON cost twice what the parameters do.
     """
     names = ", ".join(COLUMNS)
     if dialect == "postgresql":
@@ -82,20 +97,19 @@ def upsert_sql(dialect: str) -> str:
             for i, name in enumerate(COLUMNS)
         )
         source = f"SELECT {values} FROM jsonb_array_elements($1::jsonb) AS r"
-    else:  # json_extract of an object (headers) is its JSON text, as SQLite keeps JSON columns
-        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(COLUMNS)))
-        source = f"SELECT {values} FROM json_each(?) WHERE true"  # WHERE: parses before ON
-    return (
-        f"INSERT INTO {EVENTS.name} ({names}) {source} "
-        "ON CONFLICT (dedup_key) DO UPDATE "
-        f"SET deliveries = {EVENTS.name}.deliveries + excluded.deliveries "
-        "RETURNING dedup_key, deliveries"
-    )
+    else:
+        row = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+        source = "VALUES " + ", ".join([row] * rows)
+    return f"INSERT INTO {EVENTS.name} ({names}) {source} {UPSERT}"
+
+
+# Compact, as PostgreSQL's jsonb and SQLite's json functions write JSON back.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def batch_json(rows: Sequence[tuple[dict[str, Any], int]], dialect: str) -> str:
-    """The batch parameter: each (row, deliveries) as an array in COLUMNS order."""
-    return json.dumps(
+    """PostgreSQL's batch parameter: each (row, deliveries) as an array in COLUMNS order."""
+    return _COMPACT.encode(
         [
             [
                 row["dedup_key"],
@@ -112,9 +126,29 @@ def batch_json(rows: Sequence[tuple[dict[str, Any], int]], dialect: str) -> str:
                 row["reason"],
             ]
             for row, deliveries in rows
-        ],
-        separators=(",", ":"),
+        ]
     )
+
+
+def batch_values(rows: Sequence[tuple[dict[str, Any], int]]) -> list[Any]:
+    """SQLite's batch parameters: each (row, deliveries) in COLUMNS order, one flat list."""
+    values: list[Any] = []
+    for row, deliveries in rows:
+        values += (
+            row["dedup_key"],
+            row["event_type"],
+            row["job_id"],
+            row["media_id"],
+            row["status"],
+            db_time(row["event_time"], "sqlite"),
+            row["body"],
+            _COMPACT.encode(row["headers"]),
+            db_time(row["received_at"], "sqlite"),
+            deliveries,
+            row["applied"],
+            row["reason"],
+        )
+    return values
 
 
 Pending = tuple[dict[str, Any], asyncio.Future[Recorded]]
@@ -139,11 +173,15 @@ class Inbox:
             database,
             clock=clock,
             busy=self.busy,
+            recording=self.recording,
             confirm=confirm,
             poll_seconds=poll_seconds,
         )
         self._dialect = database.writer.dialect.name
         self._sql = upsert_sql(self._dialect)
+        self._sqlite_sql: dict[int, str] = {}  # by batch size
+        self._linger = not database.is_sqlite  # see _write_while_busy
+        self._lingering: set[asyncio.Timeout] = set()  # writers waiting with a connection
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
         # Each waiter's deadline, in arrival order (all share one timeout): see _expire_loop.
         # Only waiting futures stay in it, so none lives long enough to burden the GC.
@@ -152,7 +190,8 @@ class Inbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._last_write = 0.0
+        self._last_write = float("-inf")
+        self._last_batch = 0  # events in the last committed batch
         self._closed = True
         self.batches = 0  # statements committed; for tests and diagnostics
 
@@ -167,6 +206,8 @@ class Inbox:
         self._closed = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), 5.0)
+        for lingering in self._lingering:  # nothing more will come: give the connections back
+            lingering.reschedule(asyncio.get_running_loop().time())
         with contextlib.suppress(TimeoutError):  # until no writer holds a connection
             await asyncio.wait_for(self._idle.wait(), 5.0)
         for task in self._tasks:  # writers now wait on the empty queue: safe to cancel
@@ -206,8 +247,20 @@ class Inbox:
                     future.set_exception(StoreFailed("not committed in time"))
 
     def busy(self) -> bool:
-        """Whether events are waiting or were committed in the last BUSY_WINDOW."""
-        return not self._queue.empty() or time.monotonic() - self._last_write < BUSY_WINDOW
+        """Whether recording is at capacity, so the applier yields: events wait for a writer, or
+        the last batch (within RECORDING_WINDOW) was crowded, which under a flood is the case
+        even at the moments the writer has just emptied the queue.
+
+        Not "committed lately": at 100 callbacks/s there is a commit every 10 ms but the writer
+        idles most of the time, and an applier that paused then made each callback wait tens of
+        milliseconds (hundreds on a loaded machine) before its job was visible."""
+        if not self._queue.empty():
+            return True
+        return self._last_batch >= CROWDED_BATCH and self.recording()
+
+    def recording(self) -> bool:
+        """Whether callbacks are arriving: a batch was committed within RECORDING_WINDOW."""
+        return time.monotonic() - self._last_write < RECORDING_WINDOW
 
     async def _write_loop(self) -> None:
         while True:
@@ -231,6 +284,10 @@ class Inbox:
         The statement runs on the driver connection in autocommit: one INSERT is one atomic
         transaction, committed (fsynced) when it returns, in a single round trip (one hop to
         aiosqlite's thread) instead of BEGIN, INSERT, COMMIT and the pool's ping and reset.
+        On PostgreSQL a writer also waits for the next event until the hold ends: several
+        writers share a burst, so the queue is often empty for a moment, and each checkout
+        pays the pool's ping (three round trips, a tenth of the process's CPU under load).
+        SQLite's one writer connection is not kept idle: the applier and the API write on it.
         """
         async with self.database.writer.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
@@ -242,10 +299,19 @@ class Inbox:
                 if not await self._write(driver, batch):
                     await conn.invalidate()  # a failed connection is not given back to the pool
                     return
-                if time.monotonic() >= release_at:
+                left = release_at - time.monotonic()
+                if left <= 0:
                     return
                 with contextlib.suppress(asyncio.QueueEmpty):
                     taken.append(self._queue.get_nowait())
+                if not taken and self._linger and not self._closed:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left) as lingering:
+                            self._lingering.add(lingering)
+                            try:
+                                taken.append(await self._queue.get())
+                            finally:
+                                self._lingering.discard(lingering)
 
     def _drain(self, batch: list[Pending]) -> None:
         while len(batch) < MAX_BATCH:
@@ -265,6 +331,7 @@ class Inbox:
                 self._queue.task_done()
         self.batches += 1
         self._last_write = time.monotonic()
+        self._last_batch = len(batch)
         self.applier.wake()
         answered: set[str] = set()
         for row, future in batch:
@@ -290,11 +357,13 @@ class Inbox:
             key = row["dedup_key"]
             seen = merged.get(key)
             merged[key] = (row, 1) if seen is None else (seen[0], seen[1] + 1)
-        payload = batch_json([merged[key] for key in sorted(merged)], self._dialect)
+        batch = [merged[key] for key in sorted(merged)]
         if self._dialect == "postgresql":
-            returned = await driver.fetch(self._sql, payload)  # asyncpg
-        else:
-            returned = await driver.execute_fetchall(self._sql, (payload,))  # aiosqlite
+            returned = await driver.fetch(self._sql, batch_json(batch, "postgresql"))  # asyncpg
+        else:  # aiosqlite
+            sql = self._sqlite_sql.get(len(batch)) or upsert_sql("sqlite", len(batch))
+            self._sqlite_sql[len(batch)] = sql
+            returned = await driver.execute_fetchall(sql, batch_values(batch))
         results: dict[str, Recorded] = {}
         repeated = 0
         for key, deliveries in returned:
