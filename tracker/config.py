@@ -258,6 +258,12 @@ class Settings(BaseSettings):
     # `json`: one JSON object per log line, for log pipelines (tracker/logs.py).
     log_format: Literal["text", "json"] = "text"
 
+    # The console (tracker/console/): how long a sign-in lasts, and the key that signs its
+    # cookie (unset: derived from TRACKER_API_TOKENS, so replicas agree and a withdrawn token
+    # ends every session signed with the old set).
+    ui_session_ttl: Duration = timedelta(hours=12)
+    ui_secret: SecretStr | None = None
+
     # Spend (tracker/submit/budget.py): minutes of video per job type and UTC day, `AIVideoTag=600`;
     # a type not named has no limit. The price per minute only turns minutes into an estimate.
     daily_minutes: PerType = {}
