@@ -470,6 +470,7 @@ class SchedulerRun(Base):
     ok: Mapped[bool | None] = mapped_column(Boolean)
     summary: Mapped[str | None] = mapped_column(Text)
 
+
 # --- spend (tracker/submit/budget.py) -----------------------------------------------------------
 
 

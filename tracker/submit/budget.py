@@ -218,6 +218,17 @@ async def day_rows(session: AsyncSession, day: date) -> dict[str, BudgetRow]:
     return {row.type: row for row in rows}
 
 
+async def days_since(session: AsyncSession, since: date) -> list[BudgetRow]:
+    """Every row from `since` on, newest day first, types in name order (the console's spend
+    per day): one row per day and type anything was reserved for, so a short read."""
+    query = (
+        select(BudgetRow)
+        .where(BudgetRow.day >= since)
+        .order_by(BudgetRow.day.desc(), BudgetRow.type)
+    )
+    return list(await session.scalars(query))
+
+
 async def _lock_rows(
     session: AsyncSession, budget: Budget, day: date, types: Sequence[str], now: datetime
 ) -> dict[str, int]:
