@@ -422,6 +422,10 @@ SHAPES: dict[str, Any] = {
     )
 }
 SHAPES["VodEvent"] = VodEvent
+# POST /jobs' answers that share a status: a 200 is no news or a dry run; a 429 the daily budget
+# or VOD's throttling.
+SHAPES["SubmittedOrDryRun"] = SubmittedJobs | DryRun
+SHAPES["BudgetOrThrottled"] = BudgetRefusal | SubmitError
 
 
 def components() -> dict[str, Any]:
