@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -96,12 +97,50 @@ def _split_pairs(value: object) -> object:
     return pairs
 
 
+# The job types a per-type setting may name (tracker.vod.JOB_TYPES; this module is imported by
+# tracker.vod, so it cannot import it back: tests/core/test_config.py holds them equal).
+JOB_TYPE_NAMES = ("AIVideoTag", "AIMediaDNA")
+
+
+AMOUNT_LIMIT = 1e9  # minutes or money per minute: far above any real figure, within a BIGINT
+
+
+def _split_amounts(value: object) -> object:
+    """`AIVideoTag=600,AIMediaDNA=1200` (or a dict) -> {type: amount}: known types only, each
+    a finite number from 0 to AMOUNT_LIMIT."""
+    if isinstance(value, str):
+        pairs: dict[str, object] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise ValueError(f"expected type=number, got {item.strip()!r}")
+            pairs[name.strip()] = text.strip()
+        value = pairs
+    if not isinstance(value, dict):
+        return value
+    amounts: dict[str, float] = {}
+    for name, raw in value.items():
+        if name not in JOB_TYPE_NAMES:
+            raise ValueError(f"unknown type {name!r}; the types are {', '.join(JOB_TYPE_NAMES)}")
+        try:
+            amount = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}={raw}: not a number") from None
+        if not math.isfinite(amount) or not 0 <= amount <= AMOUNT_LIMIT:
+            raise ValueError(f"{name}={raw}: must be a number from 0 to {AMOUNT_LIMIT:g}")
+        amounts[name] = amount
+    return amounts
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 # Only where zero means something (reconcile_grace: look at jobs at once).
 NonNegativeDuration = Annotated[
     timedelta, BeforeValidator(parse_duration), AfterValidator(_bounded)
 ]
 Csv = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+PerType = Annotated[dict[str, float], NoDecode, BeforeValidator(_split_amounts)]
 Switch = Literal["on", "off"]
 
 
@@ -224,6 +263,12 @@ class Settings(BaseSettings):
     # ends every session signed with the old set).
     ui_session_ttl: Duration = timedelta(hours=12)
     ui_secret: SecretStr | None = None
+
+    # Spend (tracker/submit/budget.py): minutes of video per job type and UTC day, `AIVideoTag=600`;
+    # a type not named has no limit. The price per minute only turns minutes into an estimate.
+    daily_minutes: PerType = {}
+    price_per_minute: PerType = {}
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # ISO 4217, e.g. USD
 
     @property
     def vod_url(self) -> str:

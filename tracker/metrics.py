@@ -95,3 +95,17 @@ SCHEDULER_STATE = Gauge(
     "(ok, running, late, stuck, failing, never, off)",
     ["job", "state"],
 )
+
+# The spend guard (tracker/submit/budget.py). Minutes this process submitted (VOD accepted, or
+# the outcome is unknown and VOD may have charged): sum them. Minutes left of each limited type's
+# day, read from the database at each scrape like the gauges above: aggregate with max.
+VIDEO_MINUTES_SUBMITTED = Counter(
+    "tracker_video_minutes_submitted_total",
+    "Minutes of video submitted by this process (VOD's durations), by job type and region",
+    ["type", "region"],
+)
+BUDGET_MINUTES_LEFT = Gauge(
+    "tracker_budget_minutes_left",
+    "Minutes of video left of today's budget (UTC) per job type with a limit",
+    ["type"],
+)

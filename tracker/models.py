@@ -3,7 +3,7 @@ change log, subscriptions and deliveries of notifications."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -185,6 +186,10 @@ class Job(Base):
     completed_at: Mapped[datetime | None]
     # Set when `tracker submit --force` resubmitted this media and type as a new job.
     superseded_at: Mapped[datetime | None]
+    # Seconds of video, as VOD's GetVideoInfo(s) said before the submission (migration 0007);
+    # None for jobs VOD told us of by callback, jobs submitted before it, or a media VOD had
+    # not analysed yet.
+    duration_s: Mapped[float | None] = mapped_column(Float)
 
 
 # A stored callback's `reason` once reconciliation has checked it against VOD's ListAIJob.
@@ -466,7 +471,7 @@ class SchedulerRun(Base):
     summary: Mapped[str | None] = mapped_column(Text)
 
 
-# --- test pings of a subscription (tracker/notify/pings.py, migration 0010) --------------------
+# --- test pings of a subscription (tracker/notify/pings.py, migration 0008) ---------------------
 
 
 class SubscriptionPing(Base):
@@ -484,3 +489,24 @@ class SubscriptionPing(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
+
+
+# --- spend (tracker/submit/budget.py) -----------------------------------------------------------
+
+
+class Budget(Base):
+    """The spend guard's ledger: video submitted per UTC day and job type, in milliseconds
+    (integers, so that the check `used + requested <= limit` is exact), the day's limit as last
+    applied, and when the day's budget ran out (set once, with its `budget.exhausted` change).
+    Written in the claim's transaction by a conditional UPDATE, so concurrent submitters on any
+    number of replicas never spend past the limit."""
+
+    __tablename__ = "budgets"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_ms: Mapped[int] = mapped_column(BigInteger)
+    jobs: Mapped[int] = mapped_column(Integer)
+    limit_ms: Mapped[int | None] = mapped_column(BigInteger)
+    exhausted_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

@@ -24,7 +24,7 @@ from tracker.models import JobState, Origin
 
 # What the change log's triggers write (migration 0004): a state change is typed by the new
 # state (`processing` is `job.submitted`), a stale flag turned on alone is `job.stale`.
-CHANGE_TYPES = (
+JOB_CHANGE_TYPES = (
     "job.submitted",
     "job.submit_failed",
     "job.submit_unknown",
@@ -33,6 +33,11 @@ CHANGE_TYPES = (
     "job.lost",
     "job.stale",
 )
+# A type's daily budget ran out: written by the submitter (tracker/submit/budget.py) in the
+# transaction of the reservation that found it so, at most once per UTC day and type. Its
+# `data` is a `BudgetExhausted`, not a job.
+BUDGET_EXHAUSTED = "budget.exhausted"
+CHANGE_TYPES = (*JOB_CHANGE_TYPES, BUDGET_EXHAUSTED)
 
 Time = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 State = Annotated[str, WithJsonSchema({"type": "string", "enum": [s.value for s in JobState]})]
@@ -63,6 +68,13 @@ class Job(TypedDict):
     submitted_at: Time
     updated_at: Time
     completed_at: Time | None
+    duration_s: Annotated[
+        float | None,
+        Field(
+            description="seconds of video, as VOD's GetVideoInfo said before the submission; "
+            "null for jobs VOD told us of by callback and media VOD had not analysed"
+        ),
+    ]
     pending_status: NotRequired[
         Annotated[str, Field(description="a callback outcome awaiting confirmation by ListAIJob")]
     ]
@@ -76,14 +88,29 @@ class ChangedJob(Job):
     previous_state: Annotated[State | None, Field(description="null: the job was created")]
 
 
+class BudgetExhausted(TypedDict):
+    """`budget.exhausted`'s data: a job type's budget for a UTC day ran out (a submission was
+    refused for it, or the day's minutes were all reserved)."""
+
+    type: Annotated[str, Field(examples=["AIVideoTag"], description="the job type")]
+    day: Annotated[str, Field(description="the UTC day, YYYY-MM-DD")]
+    minutes_limit: Annotated[float, Field(description="TRACKER_DAILY_MINUTES of the type")]
+    minutes_used: Annotated[float, Field(description="minutes of video reserved that day")]
+    minutes_requested: Annotated[
+        float, Field(description="minutes of the submission that found the budget exhausted")
+    ]
+    resets_at: Annotated[Time, Field(description="the next UTC midnight")]
+
+
 class Change(TypedDict):
     """One change as the feed, the stream and the webhooks carry it (the webhook's payload is
-    this without `seq`, which its `webhook-id` header carries)."""
+    this without `seq`, which its `webhook-id` header carries). `data` is the job for `job.*`
+    changes, a `BudgetExhausted` for `budget.exhausted`."""
 
     seq: int
     type: ChangeType
     timestamp: Time
-    data: ChangedJob
+    data: ChangedJob | BudgetExhausted
 
 
 class JobFields(Protocol):
@@ -120,6 +147,8 @@ class JobFields(Protocol):
     @property
     def completed_at(self) -> datetime | None: ...
     @property
+    def duration_s(self) -> float | None: ...
+    @property
     def pending_status(self) -> str | None: ...
     @property
     def pending_since(self) -> datetime | None: ...
@@ -144,6 +173,7 @@ def job_json(job: JobFields) -> Job:
         "submitted_at": iso(job.submitted_at),
         "updated_at": iso(job.updated_at),
         "completed_at": iso(job.completed_at),
+        "duration_s": job.duration_s,
     }
     if job.pending_status is not None:
         body["pending_status"] = job.pending_status

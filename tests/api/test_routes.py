@@ -70,6 +70,7 @@ async def test_get_job_shape(client: httpx.AsyncClient, database: Database) -> N
         "submitted_at": "2026-01-01T00:00:00Z",
         "updated_at": "2026-01-01T00:01:00Z",
         "completed_at": "2026-01-01T01:00:00Z",
+        "duration_s": None,
     }
 
 

@@ -71,7 +71,8 @@ async def test_submit_takes_a_region(
     assert code == 0, output
     assert [j.media_id for j in beijing.jobs.values()] == ["b1"]
     assert [j.media_id for j in shanghai.jobs.values()] == ["s1"]
-    assert shanghai.gateway.sts_accepted + beijing.gateway.sts_accepted == 2  # signed with STS
+    # Signed with STS: each submission asks GetVideoInfo, then SubmitAIJob.
+    assert shanghai.gateway.sts_accepted + beijing.gateway.sts_accepted == 4
     async with database.session() as session:
         rows = {j.media_id: (j.region, j.state) for j in await session.scalars(select(Job))}
     assert rows == {
@@ -84,4 +85,4 @@ async def test_submit_takes_a_region(
     )
     assert code != 0
     assert "ap-southeast-1 does not offer AIVideoTag" in output
-    assert shanghai.requests + beijing.requests == 2
+    assert shanghai.requests + beijing.requests == 4

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 
-from tracker.config import Settings, load_settings
+from tracker.config import JOB_TYPE_NAMES, Settings, load_settings
 from tracker.errors import ConfigError
+from tracker.vod import JOB_TYPES
 
 
 @pytest.mark.parametrize(
@@ -90,3 +92,39 @@ def test_public_host_needs_api_tokens() -> None:
 
 def test_public_host_may_open_both_explicitly() -> None:
     Settings(host="0.0.0.0", callback_auth="off", api_auth="off").check_exposure()
+
+
+def test_budgets_and_prices_are_per_type_amounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_DAILY_MINUTES", "AIVideoTag=600, AIMediaDNA=1200.5,")
+    monkeypatch.setenv("TRACKER_PRICE_PER_MINUTE", "AIVideoTag=0.05")
+    monkeypatch.setenv("TRACKER_CURRENCY", "USD")
+    settings = load_settings()
+    assert settings.daily_minutes == {"AIVideoTag": 600.0, "AIMediaDNA": 1200.5}
+    assert settings.price_per_minute == {"AIVideoTag": 0.05}
+    assert settings.currency == "USD"
+    monkeypatch.delenv("TRACKER_DAILY_MINUTES")
+    assert load_settings().daily_minutes == {}  # unset: no limit
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "says"),
+    [
+        ("TRACKER_DAILY_MINUTES", "AIVideoTag", "expected type=number"),
+        ("TRACKER_DAILY_MINUTES", "AIVideoTags=5", "unknown type 'AIVideoTags'"),
+        ("TRACKER_DAILY_MINUTES", "AIVideoTag=lots", "not a number"),
+        ("TRACKER_DAILY_MINUTES", "AIVideoTag=-1", "from 0 to"),
+        ("TRACKER_DAILY_MINUTES", "AIVideoTag=nan", "from 0 to"),
+        ("TRACKER_PRICE_PER_MINUTE", "AIMediaDNA=inf", "from 0 to"),
+        ("TRACKER_CURRENCY", "dollars", ""),
+    ],
+)
+def test_a_bad_budget_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, raw: str, says: str
+) -> None:
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ConfigError, match=rf"^{name}: .*{re.escape(says)}"):
+        load_settings()
+
+
+def test_the_types_a_budget_may_name_are_vod_s_job_types() -> None:
+    assert JOB_TYPE_NAMES == JOB_TYPES  # config cannot import tracker.vod (it imports config)

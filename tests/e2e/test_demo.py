@@ -32,6 +32,16 @@ def test_demo_runs_every_job_to_its_true_state_and_exits_0(tmp_path: Path) -> No
     assert (
         "webhooks: 8 of 8 outcomes delivered and verified with standardwebhooks (0 refused)" in out
     )
+    # The day's spend from /stats: every submitted job counted, with the simulator's durations.
+    spend = re.search(
+        r"spend today: ([\d.]+) of 1200 minutes of AIMediaDNA \((\d+) jobs\); "
+        r"([\d.]+) of 600 minutes of AIVideoTag \((\d+) jobs\) \(minutes of video",
+        out,
+    )
+    assert spend is not None, out
+    assert int(spend[2]) + int(spend[4]) == 8
+    assert float(spend[1]) > 0
+    assert float(spend[3]) > 0
     # One line per change of state, as the jobs move: the dropped callback's job is found by
     # reconciliation, the stuck one is flagged stale and later finishes.
     assert len(re.findall(r"POST /jobs demo-video-\d", out)) == 4
@@ -49,6 +59,7 @@ def test_demo_runs_every_job_to_its_true_state_and_exits_0(tmp_path: Path) -> No
     assert answer["job_id"].startswith(stale[0])
     assert (answer["state"], answer["stale"], answer["status"]) == ("succeeded", False, "success")
     assert answer["stale_at"] is not None
+    assert answer["duration_s"] > 0  # from the simulator's GetVideoInfo, before the submission
     assert answer["result"]["Keyword"]
     assert f"console: {curl[1]}/ui/  (sign in with the API token " in out
 

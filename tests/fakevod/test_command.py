@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import selectors
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from tracker.cli import main
+from tracker.config import Settings
+from tracker.vod import MediaInfos, VodClient, get_video_infos
 
 AK, SECRET, KEY = "LTAIsimulator", "SimulatorSecret", "CallbackKey123"
 LISTENING = re.compile(r"^fake VOD listening on (http://\S+) ")
@@ -107,6 +111,29 @@ def test_startup_line(simulators: list[Simulator]) -> None:
     assert simulator.process.returncode == 0
 
 
+def test_media_durations_and_missing_media_from_the_command_line(
+    simulators: list[Simulator],
+) -> None:
+    simulator = Simulator(
+        "--port", "0", "--seed", "3", "--duration", "600", "--missing-media-rate", "0.5"
+    )
+    simulators.append(simulator)
+    assert "missing_media_rate=0.5" in simulator.line
+    assert "duration=600.0" in simulator.line
+    settings = Settings(
+        access_key_id=AK, access_key_secret=SecretStr(SECRET), vod_endpoint=simulator.url
+    )
+
+    async def ask() -> MediaInfos:
+        async with VodClient(settings) as vod:
+            return await get_video_infos(vod, [f"m{n}" for n in range(20)])
+
+    infos = asyncio.run(ask())
+    assert {info.duration_s for info in infos.found.values()} == {600.0}
+    assert 0 < len(infos.missing) < 20
+    assert len(infos.found) + len(infos.missing) == 20
+
+
 def test_two_simulators_side_by_side_take_no_mns_port(simulators: list[Simulator]) -> None:
     """MNS is served only when asked: a second simulator on the machine starts too (issue 23, F1:
     both once took port 9001 for a queue API nobody asked for, and the second one died)."""
@@ -153,7 +180,14 @@ def test_a_taken_port_is_one_line_not_a_traceback(simulators: list[Simulator]) -
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--drop-rate", "2"), ("--fail-rate", "-0.1"), ("--qps", "0"), ("--mns-port", "70000")],
+    [
+        ("--drop-rate", "2"),
+        ("--fail-rate", "-0.1"),
+        ("--qps", "0"),
+        ("--mns-port", "70000"),
+        ("--duration", "-1"),
+        ("--missing-media-rate", "1.5"),
+    ],
 )
 def test_options_are_validated(option: str, value: str) -> None:
     result = CliRunner().invoke(
@@ -178,6 +212,7 @@ def test_every_fault_is_an_option() -> None:
         "drop_next",
         "stuck_next",
         "lose_submit_next",
+        "submit_error_next",
     }
     for field in options():
         assert "--" + field.name.replace("_", "-") in result.output, field.name

@@ -188,3 +188,138 @@ async def test_tea_sdk_lists_a_media_s_jobs_and_their_details(
             client.list_job_info, models.ListJobInfoRequest(media_id="m", job_type="video")
         )
     assert caught.value.code == "InvalidParameter"  # type: ignore[attr-defined]
+
+
+# --- GetVideoInfo and GetVideoInfos (vod-mediainfo-reference.md 5, 6) ---
+
+
+def legacy_infos(fake: FakeVod, ids: list[str]) -> dict[str, Any]:
+    from aliyunsdkvod.request.v20170321.GetVideoInfosRequest import GetVideoInfosRequest
+
+    request = GetVideoInfosRequest()
+    request.set_VideoIds(",".join(ids))
+    return legacy_call(legacy_client(fake), request)
+
+
+def legacy_info(fake: FakeVod, media_id: str) -> dict[str, Any]:
+    from aliyunsdkvod.request.v20170321.GetVideoInfoRequest import GetVideoInfoRequest
+
+    request = GetVideoInfoRequest()
+    request.set_VideoId(media_id)
+    return legacy_call(legacy_client(fake), request)
+
+
+def tea_infos(fake: FakeVod, algorithm: str | None, ids: list[str]) -> dict[str, Any]:
+    from alibabacloud_vod20170321 import models
+
+    client = tea_client(fake, algorithm)
+    response = client.get_video_infos(models.GetVideoInfosRequest(video_ids=",".join(ids)))
+    # The SDK swallows a body of the wrong shape and leaves None (mediainfo 5): not here.
+    assert response.body is not None
+    body = response.body
+    # Its own model, parsed: each item's Snapshots a plain list, the missing ids a list.
+    assert all(isinstance(item.snapshots, list) for item in body.video_list)
+    assert isinstance(body.non_exist_video_ids, list)
+    return body.to_map()  # type: ignore[no-any-return]
+
+
+def tea_info(fake: FakeVod, algorithm: str | None, media_id: str) -> dict[str, Any]:
+    from alibabacloud_vod20170321 import models
+
+    client = tea_client(fake, algorithm)
+    response = client.get_video_info(models.GetVideoInfoRequest(video_id=media_id))
+    assert response.body is not None
+    assert response.body.video.snapshots.snapshot  # `{"Snapshot": [...]}`, an object here
+    return response.body.to_map()  # type: ignore[no-any-return]
+
+
+INFO_VARIANTS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]] = {
+    "legacy-core": (legacy_infos, legacy_info),
+    "tea-v3": (lambda f, ids: tea_infos(f, None, ids), lambda f, m: tea_info(f, None, m)),
+    "tea-v2": (lambda f, ids: tea_infos(f, "v2", ids), lambda f, m: tea_info(f, "v2", m)),
+}
+
+
+@pytest.mark.parametrize("variant", list(INFO_VARIANTS))
+async def test_official_sdk_reads_durations_and_missing_media(fake: FakeVod, variant: str) -> None:
+    infos, info = INFO_VARIANTS[variant]
+    fake.media.add("short", 125.431)
+    fake.media.add("uploading", None, status="Uploading")  # not analysed: no Duration
+    fake.media.remove("gone")
+    ids = ["short", "uploading", "gone", "drawn"]
+
+    body = await asyncio.to_thread(infos, fake, ids)
+    listed = {item["VideoId"]: item for item in body["VideoList"]}
+    assert set(listed) == {"short", "uploading", "drawn"}
+    assert body["NonExistVideoIds"] == ["gone"]
+    assert listed["short"]["Duration"] == 125.431  # a JSON number, as VOD sends it
+    assert "Duration" not in listed["uploading"]
+    assert listed["uploading"]["Status"] == "Uploading"
+    drawn = listed["drawn"]["Duration"]
+    assert isinstance(drawn, float)
+    assert 30 <= drawn <= 1800
+    assert isinstance(listed["drawn"]["Size"], int)
+    assert listed["drawn"]["CreationTime"].endswith("Z")
+
+    one = await asyncio.to_thread(info, fake, "drawn")
+    assert one["Video"]["VideoId"] == "drawn"
+    assert one["Video"]["Duration"] == drawn  # stable per MediaId
+    assert one["Video"]["Snapshots"]["Snapshot"]
+    assert one["Video"]["RegionId"] == "cn-shanghai"
+
+
+@pytest.mark.parametrize("variant", list(INFO_VARIANTS))
+async def test_official_sdk_sees_vod_s_errors_for_media_info(fake: FakeVod, variant: str) -> None:
+    infos, info = INFO_VARIANTS[variant]
+    fake.media.remove("gone")
+    with pytest.raises(Exception) as missing:  # noqa: PT011 - each SDK has its own class
+        await asyncio.to_thread(info, fake, "gone")
+    with pytest.raises(Exception) as too_many:  # noqa: PT011
+        await asyncio.to_thread(infos, fake, [f"m{i}" for i in range(21)])
+    if variant == "legacy-core":
+        assert missing.value.get_error_code() == "InvalidVideo.NotFound"  # type: ignore[attr-defined]
+        assert missing.value.get_http_status() == 404  # type: ignore[attr-defined]
+        assert too_many.value.get_error_code() == "InvalidParameter"  # type: ignore[attr-defined]
+    else:
+        assert (missing.value.code, missing.value.status_code) == (  # type: ignore[attr-defined]
+            "InvalidVideo.NotFound",
+            404,
+        )
+        assert too_many.value.code == "InvalidParameter"  # type: ignore[attr-defined]
+    assert fake.refused == {"InvalidVideo.NotFound": 1, "InvalidParameter": 1}
+
+
+async def test_missing_media_rate_is_stable_and_refuses_submit_ai_job(fake: FakeVod) -> None:
+    from alibabacloud_vod20170321 import models
+
+    fake.faults.missing_media_rate, fake.faults.duration = 0.5, 600.0
+    ids = [f"m{i}" for i in range(20)]
+    first = await asyncio.to_thread(tea_infos, fake, None, ids)
+    again = await asyncio.to_thread(legacy_infos, fake, ids)
+    missing = first["NonExistVideoIds"]
+    assert missing == again["NonExistVideoIds"]  # the same ids, whoever asks, how often
+    assert 0 < len(missing) < len(ids)
+    assert {item["Duration"] for item in first["VideoList"]} == {600.0}  # --duration
+
+    client = tea_client(fake, None)
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - the SDK's ClientException
+        await asyncio.to_thread(
+            client.submit_aijob, models.SubmitAIJobRequest(media_id=missing[0], types="AIVideoTag")
+        )
+    assert refused.value.code == "InvalidVideo.NotFound"  # type: ignore[attr-defined]
+    known = first["VideoList"][0]["VideoId"]
+    submitted = await asyncio.to_thread(
+        client.submit_aijob, models.SubmitAIJobRequest(media_id=known, types="AIVideoTag")
+    )
+    assert submitted.body.aijob_list.aijob[0].media_id == known
+    assert [job.media_id for job in fake.jobs.values()] == [known]
+
+
+async def test_durations_are_stable_per_seed() -> None:
+    async def durations(seed: int) -> dict[str, float]:
+        async with FakeVod(access_key_id=AK, access_key_secret=SECRET, seed=seed) as fake:
+            body = await asyncio.to_thread(tea_infos, fake, None, ["a", "b", "c"])
+        return {item["VideoId"]: item["Duration"] for item in body["VideoList"]}
+
+    assert await durations(5) == await durations(5)
+    assert await durations(5) != await durations(6)

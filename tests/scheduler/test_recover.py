@@ -163,10 +163,9 @@ async def test_a_job_vod_never_created_is_given_up_and_submit_sends_it_again(
     now_clock: FrozenClock,
 ) -> None:
     # A 500 before anything was done: the outcome is unknown to the tracker, VOD has no job.
-    fake_vod.faults.error_rate = 1.0
+    fake_vod.faults.submit_error_next = 1
     answer = await client.post("/jobs", json={"media_id": "m-none", "types": "AIMediaDNA"})
     assert answer.status_code == 504
-    fake_vod.faults.error_rate = 0.0
     (row,) = await jobs_of(database, "m-none")
     assert row.state == S.SUBMIT_UNKNOWN
 

@@ -16,8 +16,9 @@ from tracker.db import Database
 from tracker.errors import BadRequest
 from tracker.fakevod import FakeVod
 from tracker.models import JobState
-from tracker.submit.batch import Item, dry_run, read_items, run_batch
+from tracker.submit.batch import Item, read_items, run_batch
 from tracker.submit.claims import SubmitRequest
+from tracker.submit.estimate import dry_run
 from tracker.submit.service import TypeOutcome, submit_media
 from tracker.vod import VodClient
 

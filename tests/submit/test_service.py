@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from tests.submit.simulator import BOTH, RefusingVod, jobs_of, truth, vod_settings
@@ -20,7 +21,7 @@ from tracker.models import JobState, Origin, Submission
 from tracker.submit.claims import SubmitRequest, claim_many, record_many
 from tracker.submit.service import TypeOutcome, submit_media
 from tracker.transitions import Applied, apply_outcome
-from tracker.vod import AIJob, SubmitResult, VodClient
+from tracker.vod import AIJob, SubmitResult, VodClient, VodUnreachable
 
 
 async def test_submit_stores_each_job_id_in_processing(
@@ -118,8 +119,10 @@ async def test_too_slow_an_answer_is_submit_unknown_never_a_duplicate(
 ) -> None:
     fake.faults.slow_rate, fake.faults.slow_seconds = 1.0, 3.0
     settings = vod_settings(database_url, fake.url, vod_timeout=timedelta(seconds=0.5))
+    # The duration known already (as the batch looks it up): only SubmitAIJob is slow here.
+    request = SubmitRequest("m1", ("AIVideoTag",), duration_s=60.0)
     async with VodClient(settings) as client:
-        done = await submit_media(database, client, SubmitRequest("m1", ("AIVideoTag",)), clock)
+        done = await submit_media(database, client, request, clock)
         assert done.outcomes == {"AIVideoTag": TypeOutcome.UNKNOWN}
         (job,) = await jobs_of(database)
         assert (job.state, job.job_id) == (JobState.SUBMIT_UNKNOWN, None)
@@ -143,7 +146,13 @@ async def test_unreachable_vod_is_submit_failed_with_a_clear_code(
 ) -> None:
     settings = vod_settings(database_url, f"http://127.0.0.1:{unused_tcp_port}", vod_retries=0)
     async with VodClient(settings) as client:
-        done = await submit_media(database, client, SubmitRequest("m1", BOTH), clock)
+        # Unreachable for GetVideoInfo: nothing is claimed at all.
+        with pytest.raises(VodUnreachable, match="GetVideoInfo"):
+            await submit_media(database, client, SubmitRequest("m1", BOTH), clock)
+        assert await jobs_of(database) == []
+        # Unreachable for SubmitAIJob (the duration known already): claimed, then failed.
+        request = SubmitRequest("m1", BOTH, duration_s=60.0)
+        done = await submit_media(database, client, request, clock)
     assert done.outcomes == dict.fromkeys(BOTH, TypeOutcome.FAILED)
     assert {(j.state, j.code) for j in await jobs_of(database)} == {
         (JobState.SUBMIT_FAILED, "vod_unreachable")

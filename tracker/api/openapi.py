@@ -186,7 +186,11 @@ PATHS["/jobs"]["post"] = {
     },
     "responses": {
         "201": _json("submitted: the jobs of the requested types", "SubmittedJobs"),
-        "200": _json("nothing new: every type already had a live or finished job", "SubmittedJobs"),
+        "200": _json(
+            "nothing new: every type already had a live or finished job; or, with "
+            '`"dry_run": true`, what it would submit and spend (nothing reserved or sent)',
+            "SubmittedOrDryRun",
+        ),
         "400": _json(
             "invalid input (also NaN, Infinity, JSON nested deeper than "
             f"{MAX_DEPTH} levels, Config or UserData over {PARAMETER_LIMIT} bytes); unknown "
@@ -198,7 +202,21 @@ PATHS["/jobs"]["post"] = {
         "408": _json(f"the body did not arrive within {BODY_SECONDS:g} s", "Error"),
         "413": _json(f"the body is over {BODY_LIMIT} bytes", "Error"),
         "415": _json("the body is not sent as application/json", "Error"),
-        "429": _json("VOD still throttling after retries; nothing submitted", "SubmitError"),
+        "404": _json(
+            "VOD does not know the media (`media_not_found`); nothing claimed or submitted", "Error"
+        ),
+        "409": _json(
+            "VOD has no duration for the media yet and a type has a daily budget "
+            "(`duration_unknown`); nothing claimed or submitted",
+            "Error",
+        ),
+        "429": {
+            "description": "`budget_exceeded`: a type's daily budget (TRACKER_DAILY_MINUTES) has "
+            "not enough minutes left, nothing reserved or submitted, `Retry-After` is the seconds "
+            "to the next UTC midnight; or VOD still throttling after retries, nothing submitted",
+            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            "content": {"application/json": {"schema": _ref("BudgetOrThrottled")}},
+        },
         "502": _json(
             "VOD refused, or was not reached: jobs are submit_failed; or VOD's success named no "
             "JobId for a type (`vod_answer_unclear`): those jobs are submit_unknown",

@@ -19,19 +19,22 @@ from starlette.routing import Route
 from tracker.api import queries, schemas
 from tracker.api.auth import require_api_token
 from tracker.api.bodies import read_json_object
+from tracker.api.budget import budget_today, dry_run_json
 from tracker.api.queries import JobFilter, Stats
 from tracker.clock import iso
 from tracker.context import context_of
 from tracker.db import Database
-from tracker.errors import BadRequest, JobNotFound, Unavailable
+from tracker.errors import BadRequest, JobNotFound, TrackerError, Unavailable
 from tracker.ingest.queue import MnsConsumer
 from tracker.models import FINAL, CallbackEvent, Heartbeat, JobState
 from tracker.notify.stream import job_seq, parse_wait, wait_for_job_change
 from tracker.shapes import job_json
+from tracker.submit.budget import Budget
 from tracker.submit.claims import error_fields
+from tracker.submit.estimate import estimate_media
 from tracker.submit.service import submit_media
 from tracker.submit.validate import InvalidSubmission, validate_request
-from tracker.vod import SOURCES_HINT
+from tracker.vod import SOURCES_HINT, VodError, VodUnreachable
 
 
 def event_json(event: CallbackEvent) -> schemas.Event:
@@ -86,6 +89,7 @@ def stats_json(stats: Stats, now: datetime) -> schemas.Stats:
             "deliveries_failed": stats.subscriptions.deliveries_failed,
         },
         "heartbeats": [heartbeat_json(beat) for beat in stats.heartbeats],
+        "budget": {},  # filled by get_stats, fresh
     }
 
 
@@ -281,6 +285,8 @@ async def get_stats(request: Request) -> JSONResponse:
     body = stats_json(stats, now)
     if context.mns is not None:
         body["mns"] = consumer_json(context.mns)
+    async with read_session(request) as session:  # a few rows: fresh, not from the cache
+        body["budget"] = await budget_today(session, Budget.of(context.settings), now)
     return JSONResponse(body)
 
 
@@ -289,9 +295,11 @@ class VodNotConfigured(Unavailable):
 
 
 async def post_jobs(request: Request) -> JSONResponse:
-    """201 with the new jobs; 200 when every type was already live or done; VOD's refusal or an
-    unknown outcome with the error's own status (tracker/vod/errors.py), VOD's Code and
-    RequestId."""
+    """201 with the new jobs; 200 when every type was already live or done, or for a dry run;
+    VOD's refusal or an unknown outcome with the error's own status (tracker/vod/errors.py),
+    VOD's Code and RequestId. Before anything is claimed or sent: 404 `media_not_found`, 409
+    `duration_unknown`, 429 `budget_exceeded` (with Retry-After), or VOD's refusal of
+    GetVideoInfo."""
     require_api_token(request)
     body = await read_json_object(request)
     for name in ("config", "user_data"):
@@ -305,28 +313,48 @@ async def post_jobs(request: Request) -> JSONResponse:
         body.get("user_data"),
         region=_or_default(body.get("region"), context.settings.vod_region),
     )
-    force = body.get("force", False)
-    if not isinstance(force, bool):
-        raise InvalidSubmission("force: must be true or false")
+    force, dry_run = (_flag(body, name) for name in ("force", "dry_run"))
     if context.vod is None:
         raise VodNotConfigured(f"VOD credentials are not configured: set {SOURCES_HINT}")
     assert submit.region is not None  # validate_request sets it
     vod = context.vod.for_region(submit.region)
-    done = await submit_media(context.database, vod, submit, context.clock, force=force)
+    budget = Budget.of(context.settings)
+    try:
+        if dry_run:
+            estimate = await estimate_media(
+                context.database, vod, submit, context.clock, budget, force=force
+            )
+            return JSONResponse(dry_run_json(estimate, budget))
+        done = await submit_media(
+            context.database, vod, submit, context.clock, force=force, budget=budget
+        )
+    except (VodError, VodUnreachable) as exc:  # GetVideoInfo: nothing claimed, nothing sent
+        return _submit_error(exc, [])
     jobs = [job_json(job) for job in done.jobs]
     if done.error is None:
         submitted: schemas.SubmittedJobs = {"jobs": jobs}
         return JSONResponse(submitted, status_code=201 if done.sent else 200)
-    code, request_id = error_fields(done.error)
+    return _submit_error(done.error, jobs)
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidSubmission(f"{name}: must be true or false")
+    return value
+
+
+def _submit_error(error: TrackerError, jobs: list[schemas.Job]) -> JSONResponse:
+    code, request_id = error_fields(error)
     refused: schemas.SubmitError = {
-        "error": done.error.code,
-        "message": done.error.message,
+        "error": error.code,
+        "message": error.message,
         "Code": code,
-        "Message": done.error.message,
+        "Message": error.message,
         "RequestId": request_id,
         "jobs": jobs,
     }
-    return JSONResponse(refused, status_code=done.error.status_code)
+    return JSONResponse(refused, status_code=error.status_code)
 
 
 def _or_default(value: object, default: str) -> object:

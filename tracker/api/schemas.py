@@ -17,6 +17,7 @@ from typing import (
 from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
 from typing_extensions import TypedDict
 
+from tracker.api.budget import BudgetDay, DryRun
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
 from tracker.errors import Error
 from tracker.ingest.queue import STATES as MNS_STATES
@@ -27,6 +28,7 @@ from tracker.notify.pings import PINGS_KEPT
 from tracker.notify.subscriptions import DESCRIPTION_LIMIT, SOURCES
 from tracker.scheduler.heartbeats import SEVERITY
 from tracker.shapes import Change, ChangedJob, ChangeType, Job, Time
+from tracker.submit.budget import BudgetRefusal
 from tracker.submit.validate import EXTEND_LIMIT, REGION_LIMIT, REGION_PATTERN
 from tracker.vod import EVENT_TYPES, JOB_ID, JOB_TYPES, MEDIA_ID
 
@@ -161,6 +163,10 @@ class Stats(TypedDict):
     subscriptions: SubscriptionCounts
     mns: NotRequired[MnsConsumer]
     heartbeats: list[Heartbeat]
+    budget: Annotated[
+        dict[str, BudgetDay],
+        Field(description="today's spend per job type, read fresh (not cached)"),
+    ]
 
 
 class Probe(TypedDict):
@@ -217,6 +223,15 @@ class SubmitRequest(TypedDict):
         ]
     ]
     force: NotRequired[Annotated[bool, Field(description="resubmit even if live")]]
+    dry_run: NotRequired[
+        Annotated[
+            bool,
+            Field(
+                description="only say what it would submit and spend (VOD's durations, the "
+                "day's budget); nothing is reserved or submitted"
+            ),
+        ]
+    ]
 
 
 class SubmittedJobs(TypedDict):
@@ -414,6 +429,8 @@ SHAPES: dict[str, Any] = {
         SubmitRequest,
         SubmittedJobs,
         SubmitError,
+        DryRun,
+        BudgetRefusal,
         CallbackAck,
         Subscription,
         SubscriptionList,
@@ -429,6 +446,10 @@ SHAPES: dict[str, Any] = {
     )
 }
 SHAPES["VodEvent"] = VodEvent
+# POST /jobs' answers that share a status: a 200 is no news or a dry run; a 429 the daily budget
+# or VOD's throttling.
+SHAPES["SubmittedOrDryRun"] = SubmittedJobs | DryRun
+SHAPES["BudgetOrThrottled"] = BudgetRefusal | SubmitError
 
 
 def components() -> dict[str, Any]:

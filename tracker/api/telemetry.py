@@ -13,9 +13,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker import metrics
 from tracker.api.auth import require_metrics_token
+from tracker.api.budget import budget_today, set_budget_gauge
 from tracker.api.routes import read_session
 from tracker.context import context_of
 from tracker.scheduler.heartbeats import SEVERITY, judge_jobs
+from tracker.submit.budget import Budget
 
 UNMATCHED = "<unmatched>"  # one label for every unknown path, so scanners cannot blow up the series
 
@@ -82,6 +84,8 @@ async def refresh_gauges(request: Request) -> None:
     for job, judged in judge_jobs(stats.heartbeats, context.settings, stats.computed_at).items():
         for state in SEVERITY:
             metrics.SCHEDULER_STATE.labels(job, state).set(1 if judged["state"] == state else 0)
+    async with read_session(request) as session:  # the day's budget rows, fresh
+        set_budget_gauge(await budget_today(session, Budget.of(context.settings), now))
 
 
 async def metrics_endpoint(request: Request) -> Response:

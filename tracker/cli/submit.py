@@ -22,8 +22,10 @@ from tracker.clock import utcnow
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import TrackerError
-from tracker.submit.batch import Item, check_items, dry_run, merge_items, read_items, run_batch
+from tracker.submit.batch import Item, check_items, merge_items, read_items, run_batch
+from tracker.submit.budget import Budget
 from tracker.submit.claims import SubmitRequest
+from tracker.submit.estimate import dry_run
 from tracker.submit.tally import Tally
 from tracker.submit.validate import (
     InvalidSubmission,
@@ -51,7 +53,12 @@ from tracker.vod import SOURCES_HINT, VodClient
 )
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 512))
 @click.option("--force", is_flag=True, help="Resubmit media that have a live or done job")
-@click.option("--dry-run", is_flag=True, help="Print what would be submitted; call nothing")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would be submitted and the minutes it would spend (VOD's durations, with "
+    "credentials); reserve and submit nothing",
+)
 def submit(
     media_ids: tuple[str, ...],
     types: str | None,
@@ -127,10 +134,14 @@ def load_items(settings: Settings, options: Options) -> tuple[list[Item], Submit
     return items, template
 
 
+BUDGET_EXIT = 3  # stopped at the daily budget: run it again after the reset
+
+
 async def submit_command(settings: Settings, options: Options, console: Console) -> int:
     """`tracker submit`: 0 when everything was submitted or skipped, 1 when anything failed or
-    is unknown, 130 when interrupted (Ctrl-C: in-flight media finish; twice: they are
-    abandoned as submit_unknown)."""
+    is unknown, 3 when the day's budget stopped it (TRACKER_DAILY_MINUTES; the media not
+    submitted are submitted by a run after the reset), 130 when interrupted (Ctrl-C: in-flight
+    media finish; twice: they are abandoned as submit_unknown)."""
     items, template = load_items(settings, options)
     database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     stop = asyncio.Event()
@@ -139,6 +150,7 @@ async def submit_command(settings: Settings, options: Options, console: Console)
     assert current is not None
     runner: asyncio.Task[Tally] | None = None
     tally = Tally(total=len(items))
+    budget = Budget.of(settings)
 
     def interrupt() -> None:
         if not stop.is_set():
@@ -155,8 +167,13 @@ async def submit_command(settings: Settings, options: Options, console: Console)
         loop.add_signal_handler(signum, interrupt)
     try:
         with show(console, dry_run=options.dry_run) as reporter:
-            if options.dry_run:
+            if options.dry_run and not settings.has_vod_credentials:
                 tally = await dry_run(database, items, reporter, force=options.force)
+            elif options.dry_run:  # GetVideoInfos is free: the durations make the estimate
+                async with VodClient(settings, region=template.region) as vod:
+                    tally = await dry_run(
+                        database, items, reporter, force=options.force, vod=vod, budget=budget
+                    )
             else:
                 async with VodClient(settings, region=template.region) as vod:
                     runner = asyncio.create_task(
@@ -172,6 +189,7 @@ async def submit_command(settings: Settings, options: Options, console: Console)
                             force=options.force,
                             stop=stop,
                             tally=tally,
+                            budget=budget,
                         )
                     )
                     try:
@@ -187,4 +205,6 @@ async def submit_command(settings: Settings, options: Options, console: Console)
         click.echo(line)
     if tally.interrupted:
         return 130
+    if tally.over_budget is not None and not options.dry_run:
+        return BUDGET_EXIT
     return 0 if tally.ok else 1

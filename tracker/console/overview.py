@@ -7,7 +7,9 @@ as at ten.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +19,9 @@ from tracker.console import rollups
 from tracker.console.charts import Chart, Series, draw
 from tracker.console.web import change_head, page, reading, render
 from tracker.context import context_of
+from tracker.models import Budget as BudgetRow
 from tracker.scheduler.heartbeats import scheduler_status
+from tracker.submit.budget import day_of, days_since, minutes
 
 METRICS = ("changes", "duration", "callbacks", "deliveries")
 OUTCOMES = (
@@ -26,6 +30,35 @@ OUTCOMES = (
     ("job.submit_failed", "submit failed", "s-submit_failed"),
     ("job.lost", "lost", "s-lost"),
 )
+
+
+SPEND_DAYS = 7  # the spend table: today and the six UTC days before
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One day and type of the spend guard's ledger, as the overview shows it."""
+
+    day: str
+    type: str
+    minutes: float  # of video reserved (submitted, or outcome unknown): not VOD's bill
+    limit: float | None  # the day's TRACKER_DAILY_MINUTES as last applied; None: no limit
+    jobs: int
+    exhausted_at: datetime | None
+
+
+def spend_of(rows: Sequence[BudgetRow]) -> list[Spend]:
+    return [
+        Spend(
+            row.day.isoformat(),
+            row.type,
+            minutes(row.used_ms),
+            None if row.limit_ms is None else minutes(row.limit_ms),
+            row.jobs,
+            row.exhausted_at,
+        )
+        for row in rows
+    ]
 
 
 def charts(data: dict[str, rollups.Hourly], hours: list[Any]) -> list[Chart]:
@@ -130,6 +163,7 @@ async def overview(request: Request) -> Response:
         oldest = await rollups.oldest_unfinished(session)
         data = await rollups.hourly_metrics(session, METRICS, hours[0])
         scheduler = await scheduler_status(session, context.settings, now)
+        spend = await days_since(session, day_of(now) - timedelta(days=SPEND_DAYS - 1))
     mns_state, mns_text = _mns_line(context)
     return render(
         request,
@@ -148,4 +182,6 @@ async def overview(request: Request) -> Response:
         after=after,
         live="overview",
         window=timedelta(hours=rollups.HOURS),
+        spend=spend_of(spend),
+        spend_days=SPEND_DAYS,
     )

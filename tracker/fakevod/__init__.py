@@ -10,6 +10,7 @@ from tracker.fakevod.faults import Faults
 from tracker.fakevod.gateway import Gateway, Refused
 from tracker.fakevod.jobs import Delivery, FakeJob
 from tracker.fakevod.listen import CannotListen
+from tracker.fakevod.media import FakeMedia, MediaLibrary
 from tracker.fakevod.mns import FakeMns
 from tracker.fakevod.server import FakeVod
 
@@ -17,9 +18,11 @@ __all__ = [
     "CannotListen",
     "Delivery",
     "FakeJob",
+    "FakeMedia",
     "FakeMns",
     "FakeVod",
     "Faults",
     "Gateway",
+    "MediaLibrary",
     "Refused",
 ]

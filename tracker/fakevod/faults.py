@@ -60,6 +60,17 @@ class Faults:
     unsolicited_rate: float = _rate(
         "Chance per SubmitAIJob of an extra AIMediaDNAComplete nobody submitted"
     )
+    # The media (tracker/fakevod/media.py): their duration, and how many VOD does not know.
+    duration: float | None = _option(
+        None,
+        "Seconds of video of every media (GetVideoInfo's Duration) "
+        "[default: drawn per MediaId, stable, from --seed]",
+        Bounds(0.0),
+    )
+    missing_media_rate: float = _rate(
+        "Share of media ids VOD does not know (NonExistVideoIds; InvalidVideo.NotFound on "
+        "GetVideoInfo and SubmitAIJob)"
+    )
     stuck_rate: float = _rate("Share of jobs that stay processing")
     stuck_seconds: float = _option(600.0, "For how much longer")
     # VOD's delivery policy (vod-reference.md 6.5): 3 attempts 1 s apart, 5 s each.
@@ -71,16 +82,23 @@ class Faults:
     drop_next: int = 0
     stuck_next: int = 0
     lose_submit_next: int = 0
+    # The next N SubmitAIJob calls answer 500 InternalError having created nothing (the other
+    # actions, GetVideoInfo first, are answered as usual).
+    submit_error_next: int = 0
 
     def shown(self) -> str:
-        """The rates in use and the QPS, for the startup line: `drop_rate=0.2, qps=10.0`."""
-        return ", ".join(
-            f"{f.name}={getattr(self, f.name)}"
-            for f in fields(self)
-            if (f.name.endswith("_rate") or f.name == "qps") and getattr(self, f.name)
-        )
+        """The rates in use, the QPS and a fixed duration, for the startup line:
+        `drop_rate=0.2, qps=10.0`."""
+        shown = [f.name for f in fields(self) if f.name.endswith("_rate") or f.name == "qps"]
+        values = [(name, getattr(self, name)) for name in shown if getattr(self, name)]
+        if self.duration is not None:
+            values.append(("duration", self.duration))
+        return ", ".join(f"{name}={value}" for name, value in values)
 
-    def take(self, counter: Literal["drop_next", "stuck_next", "lose_submit_next"]) -> bool:
+    def take(
+        self,
+        counter: Literal["drop_next", "stuck_next", "lose_submit_next", "submit_error_next"],
+    ) -> bool:
         """Spend one of an exact count (`drop_next`...): True if one was left."""
         left = int(getattr(self, counter))
         if left > 0:

@@ -25,6 +25,7 @@ from tracker.fakevod.faults import Faults
 from tracker.fakevod.gateway import Gateway, Refused, required
 from tracker.fakevod.jobs import Delivery, FakeJob, json_param, user_data_fields
 from tracker.fakevod.listen import CannotListen, listen
+from tracker.fakevod.media import MediaLibrary, no_such_video
 from tracker.fakevod.mns import FakeMns
 from tracker.vod import JOB_TYPES, LIST_LIMIT
 
@@ -63,6 +64,8 @@ class FakeVod:
             extra_callback_urls=extra_callback_urls,
         )
         self.engine = JobEngine(self.faults, seed, self.callbacks.publish)
+        # The videos and their durations (GetVideoInfo, GetVideoInfos); tests may add their own.
+        self.media = MediaLibrary(self.faults, seed)
         # The same objects, under the names tests and demos read.
         self.jobs: dict[str, FakeJob] = self.engine.jobs
         self.message_callback: dict[str, str] = self.callbacks.config
@@ -76,6 +79,7 @@ class FakeVod:
         self.lost_submits = 0
         self.requests = 0
         self.refused: dict[str, int] = {}  # error code -> how many answers carried it
+        self.calls: dict[str, int] = {}  # action -> signed calls let through to it
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -214,6 +218,7 @@ class FakeVod:
             raise Refused(
                 500, "InternalError", "The request processing has failed due to some unknown error."
             )
+        self.calls[action] = self.calls.get(action, 0) + 1
         handler = self._actions().get(action)
         if handler is None:
             raise Refused(404, "InvalidAction.NotFound", f"Specified api is not found: {action}")
@@ -229,6 +234,8 @@ class FakeVod:
             "SetMessageCallback": self._set_callback,
             "ListJobInfo": self._list_job_info,
             "GetJobDetail": self._job_detail,
+            "GetVideoInfo": self.media.video_info,
+            "GetVideoInfos": self.media.video_infos,
         }
 
     def _assume_role_with_oidc(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -260,6 +267,10 @@ class FakeVod:
         json_param(params, "Config")
         user_data = json_param(params, "UserData")
         callback_url, extend = user_data_fields(user_data)
+        if self.faults.take("submit_error_next"):
+            raise Refused(500, "InternalError", "The request processing has failed.")
+        if self.media.get(media_id) is None:  # the code is a guess (mediainfo 3 [U])
+            raise no_such_video()
         self.submit_calls += 1
         engine = self.engine
         jobs = [engine.create(media_id, t, callback_url, extend) for t in dict.fromkeys(types)]

@@ -22,14 +22,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import iso
 from tracker.models import Job, JobChange
-from tracker.shapes import Change, ChangedJob, job_json
+from tracker.shapes import BUDGET_EXHAUSTED, BudgetExhausted, Change, ChangedJob, job_json
 
 NOTIFY_CHANNEL = "tracker_job_changes"  # PostgreSQL: the sequencing trigger notifies it
 MAX_PAGE = 1_000
@@ -58,6 +58,7 @@ class Snapshot:
     completed_at: datetime | None
     pending_status: str | None
     pending_since: datetime | None
+    duration_s: float | None
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Snapshot:
@@ -79,6 +80,7 @@ class Snapshot:
             completed_at=_time(data.get("completed_at")),
             pending_status=data.get("pending_status"),
             pending_since=_time(data.get("pending_since")),
+            duration_s=data.get("duration_s"),  # changes before migration 0007 have none
         )
 
 
@@ -96,12 +98,16 @@ def change_json(change: JobChange) -> Change:
     data}`, `data` being the job then (`job_json`), plus `seq` and `previous_state`."""
     seq = change.seq
     assert seq is not None, "only committed changes are shown"  # list_changes reads those
+    timestamp = iso(change.occurred_at)
+    if change.type == BUDGET_EXHAUSTED:  # no job: written in its public shape already
+        budget = cast(BudgetExhausted, change.data)
+        return {"seq": seq, "type": change.type, "timestamp": timestamp, "data": budget}
     data: ChangedJob = {
         **job_json(Snapshot.of(change.data)),
         "seq": seq,
         "previous_state": change.previous_state,
     }
-    return {"seq": seq, "type": change.type, "timestamp": iso(change.occurred_at), "data": data}
+    return {"seq": seq, "type": change.type, "timestamp": timestamp, "data": data}
 
 
 @dataclass(frozen=True)

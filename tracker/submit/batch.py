@@ -1,7 +1,10 @@
 """Flows: `tracker submit` over many media, resumable, concurrent, interruptible, with a summary.
 
 Re-running the same input is the way to resume: what is already live or done is skipped (the
-unique index decides, tracker/submit/service.py), so nothing is submitted twice.
+unique index decides, tracker/submit/service.py), so nothing is submitted twice. The media's
+durations are read from VOD INFOS_LIMIT at a time before they are queued; the first submission
+the day's budget refuses stops the batch (tracker/submit/budget.py), which a run on the next
+UTC day resumes.
 
 The functions take the database (and the VOD client) and own their transactions; the statements
 they run are in `claims.py`.
@@ -23,16 +26,19 @@ from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import TrackerError
 from tracker.models import Job
+from tracker.submit.budget import UNLIMITED, Budget, BudgetExceeded
 from tracker.submit.claims import (
     Answer,
     Claim,
     SubmitRequest,
     blocking_jobs,
     claim_many,
+    error_fields,
     record_many,
 )
+from tracker.submit.durations import DurationUnknown, media_infos, with_duration
 from tracker.submit.service import ClaimFailed, Submitted, TypeOutcome, submit_media
-from tracker.submit.tally import Line, Reporter, Tally, lines_of, skip_reason
+from tracker.submit.tally import Line, Reporter, Tally, lines_of
 from tracker.submit.validate import (
     InvalidSubmission,
     check_media_id,
@@ -41,7 +47,7 @@ from tracker.submit.validate import (
     check_user_data,
     parse_types,
 )
-from tracker.vod import VodClient
+from tracker.vod import INFOS_LIMIT, VodClient, VodError, VodUnreachable
 
 log = logging.getLogger(__name__)
 CHUNK = 500  # media looked up per query when planning
@@ -185,9 +191,12 @@ class Grouped(Generic[U, R]):
 class GroupedStore:
     """The batch's Store: claims and answers of all workers grouped into few transactions."""
 
-    def __init__(self, database: Database, clock: Clock, *, force: bool) -> None:
+    def __init__(
+        self, database: Database, clock: Clock, *, force: bool, budget: Budget = UNLIMITED
+    ) -> None:
         async def claim(session: AsyncSession, requests: list[SubmitRequest]) -> list[Claim]:
-            return await claim_many(session, requests, clock(), force=force, read=False)
+            now = clock()
+            return await claim_many(session, requests, now, force=force, read=False, budget=budget)
 
         async def record(session: AsyncSession, answers: list[tuple[Claim, Answer]]) -> list[None]:
             await record_many(session, answers, clock())
@@ -229,28 +238,6 @@ async def plan(
             yield item, {key[1]: found[key] for key in keys if key in found}
 
 
-async def dry_run(
-    database: Database, items: Sequence[Item], reporter: Reporter, *, force: bool
-) -> Tally:
-    """What `run_batch` would submit, without calling VOD or writing anything."""
-    tally = Tally(total=len(items))
-    reporter.started(len(items))
-    async for item, blocked in plan(database, items, force=force):
-        tally.media += 1
-        lines = [
-            Line(TypeOutcome.SKIPPED, [t], skip_reason(j), skip_reason(j))
-            for t, j in blocked.items()
-        ]
-        wanted = [t for t in item.types if t not in blocked]
-        if wanted:
-            lines.append(Line(TypeOutcome.SUBMITTED, wanted, "", "would submit"))
-        for line in lines:
-            tally.add(item.media_id, line)
-            reporter.media(item.media_id, line)
-        reporter.advance()
-    return tally
-
-
 async def run_batch(
     database: Database,
     vod: VodClient,
@@ -265,13 +252,16 @@ async def run_batch(
     stop: asyncio.Event | None = None,
     throttle_pause: float = 1.0,
     tally: Tally | None = None,
+    budget: Budget = UNLIMITED,
 ) -> Tally:
     """Submit every item, `concurrency` at a time (VodClient keeps the shared rate limit).
 
     When `stop` is set no new media is started and the ones in flight finish and are recorded;
     cancelling the call abandons those in flight as `submit_unknown` (never as lost or retried).
-    Each media is counted once, when its outcome is recorded (in `tally`, if given, which is
-    complete even when the call is cancelled).
+    The first media `budget` refuses sets `stop` and `tally.over_budget`; it is not counted,
+    like the media not started. Each media is counted once, when its outcome is recorded (in
+    `tally`, if given, which is complete even when the call is cancelled). A media VOD does not
+    know, or whose duration a budget needs and VOD lacks, fails before anything is claimed.
     """
     stop = stop or asyncio.Event()
     tally = tally or Tally()
@@ -281,12 +271,50 @@ async def run_batch(
 
     def count(done: Submitted) -> None:
         tally.media += 1
-        for line in lines_of(done):
+        lines = lines_of(done)
+        tally.media_submitted += any(line.outcome is TypeOutcome.SUBMITTED for line in lines)
+        for line in lines:
             tally.add(done.request.media_id, line)
             reporter.media(done.request.media_id, line)
         reporter.advance()
 
+    def refuse(item: Item, blocked: dict[str, Job], code: str, detail: str) -> None:
+        """Failed before a claim (nothing sent); its blocked types still count as skipped."""
+        request = SubmitRequest(item.media_id, item.types)
+        done = Submitted(request, _skips(blocked), list(blocked.values()))
+        lines = lines_of(done)
+        wanted = [t for t in item.types if t not in blocked]
+        lines.append(Line(TypeOutcome.FAILED, wanted, code, f"{code}: {detail}"))
+        tally.media += 1
+        for line in lines:
+            tally.add(item.media_id, line)
+            reporter.media(item.media_id, line)
+        reporter.advance()
+
+    async def look_up(waiting: list[tuple[Item, dict[str, Job]]]) -> None:
+        """Durations of up to INFOS_LIMIT media in one call, then each is queued or fails."""
+        try:
+            infos = await media_infos(vod, [item.media_id for item, _ in waiting])
+        except (VodError, VodUnreachable) as exc:
+            code, _ = error_fields(exc)
+            for item, blocked in waiting:
+                refuse(item, blocked, code, f"GetVideoInfo: {exc.message}")
+            return
+        for item, blocked in waiting:
+            request = SubmitRequest(item.media_id, item.types, config, user_data, region=vod.region)
+            info = infos.found.get(item.media_id)
+            if info is None:
+                refuse(item, blocked, "media_not_found", f"VOD ({vod.region}) does not know it")
+                continue
+            try:
+                request = with_duration(request, info, budget)
+            except DurationUnknown as exc:
+                refuse(item, blocked, exc.code, exc.message)
+                continue
+            await queue.put(request)
+
     async def produce() -> None:
+        waiting: list[tuple[Item, dict[str, Job]]] = []
         async for item, blocked in plan(database, items, force=force):
             if stop.is_set():
                 break
@@ -295,9 +323,12 @@ async def run_batch(
                 request = SubmitRequest(item.media_id, item.types)
                 count(Submitted(request, _skips(blocked), list(blocked.values())))
                 continue
-            await queue.put(
-                SubmitRequest(item.media_id, item.types, config, user_data, region=vod.region)
-            )
+            waiting.append((item, blocked))
+            if len(waiting) == INFOS_LIMIT:
+                await look_up(waiting)
+                waiting = []
+        if waiting and not stop.is_set():
+            await look_up(waiting)
         for _ in range(concurrency):
             await queue.put(None)
 
@@ -318,7 +349,14 @@ async def run_batch(
                     load_jobs=False,
                     throttle_rounds=THROTTLE_ROUNDS,
                     throttle_pause=throttle_pause,
+                    budget=budget,
+                    look_up=False,  # `look_up` above asked, INFOS_LIMIT media a call
                 )
+            except BudgetExceeded as exc:  # nothing claimed or sent: stop; tomorrow resumes
+                tally.over_budget = tally.over_budget or exc
+                tally.stopped_by = tally.stopped_by or exc.code
+                stop.set()
+                continue
             except asyncio.CancelledError:
                 # submit_media recorded it as submit_unknown; count it once, as that.
                 reason = "interrupted while waiting for VOD; the job may exist"
@@ -346,7 +384,7 @@ async def run_batch(
         reporter.media(request.media_id, line)
         reporter.advance()
 
-    store = GroupedStore(database, clock, force=force)
+    store = GroupedStore(database, clock, force=force, budget=budget)
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(concurrency)]
     try:

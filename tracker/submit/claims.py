@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, case, delete, select, update
@@ -22,6 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker.db import insert
 from tracker.errors import TrackerError
 from tracker.models import Job, JobState, Origin, Submission, SubmissionState
+from tracker.submit.budget import (
+    UNLIMITED,
+    Budget,
+    BudgetExceeded,
+    day_of,
+    release,
+    reserve,
+    video_ms,
+)
 from tracker.transitions import transition
 from tracker.vod import SubmitResult, VodError
 
@@ -40,6 +49,9 @@ class SubmitRequest:
     # The VOD region to submit in; None: the region of the client it is sent with
     # (tracker.submit.service.submit_media fills it in before anything is claimed).
     region: str | None = None
+    # Seconds of video, from VOD's GetVideoInfo(s) (tracker/submit/durations.py): what the
+    # budget counts, stored on the jobs.
+    duration_s: float | None = None
 
 
 @dataclass
@@ -48,6 +60,11 @@ class Claim:
     submission_id: int | None
     rows: dict[str, int]  # type -> jobs.id of the `submitting` rows we own
     blocked: dict[str, Job]  # type -> the job that made it a duplicate
+    # Milliseconds of video reserved per type of `rows`, on `day` (tracker/submit/budget.py).
+    reserved: dict[str, int] = field(default_factory=dict)
+    day: date | None = None
+    # The budget refused the whole submission: nothing was claimed, nothing may be sent.
+    refused: BudgetExceeded | None = None
 
 
 @dataclass(frozen=True)
@@ -95,17 +112,20 @@ async def claim_many(
     *,
     force: bool = False,
     read: bool = True,
+    budget: Budget = UNLIMITED,
 ) -> list[Claim]:
     """Record a submission and one `submitting` job per type that is not live or done; one
     Claim per request, in order.
 
     Idempotent on (media, type): the INSERT skips any pair the unique index already holds, so
     of two concurrent claims only one owns each row. `force` first retires the current jobs.
-    `read=False` trusts the caller to have looked for jobs of origin `callback` already.
+    `read=False` trusts the caller to have looked for jobs of origin `callback` already. The
+    video of the types to claim is reserved in `budget` first (tracker/submit/budget.py): a
+    request over budget claims nothing and changes nothing (its Claim says `refused`).
     """
     claims: list[Claim | None] = [None] * len(requests)
     for wave in _waves(requests):
-        done = await _claim_wave(session, [requests[i] for i in wave], now, force, read)
+        done = await _claim_wave(session, [requests[i] for i in wave], now, force, read, budget)
         for index, claim in zip(wave, done, strict=True):
             claims[index] = claim
     return [claim for claim in claims if claim is not None]
@@ -133,10 +153,23 @@ async def _claim_wave(
     now: datetime,
     force: bool,
     read: bool,
+    budget: Budget,
 ) -> list[Claim]:
     media_ids = [r.media_id for r in requests]
+    blocked: dict[tuple[str, str], Job] = {}
+    if read and not force:
+        blocked = await blocking_jobs(session, media_ids, _all_types(requests))
+    wanted = {r.media_id: [t for t in r.types if (r.media_id, t) not in blocked] for r in requests}
+    asking = [r for r in requests if wanted[r.media_id]]
+    # The budget first: a refused request must leave no trace, its old jobs not superseded.
+    ms = {r.media_id: video_ms(r.duration_s) for r in asking}
+    verdicts = await reserve(
+        session, budget, [dict.fromkeys(wanted[r.media_id], ms[r.media_id]) for r in asking], now
+    )
+    refused = {r.media_id: v for r, v in zip(asking, verdicts, strict=True) if v is not None}
+    asking = [r for r in asking if r.media_id not in refused]
     if force:
-        for request in requests:
+        for request in asking:
             await session.execute(
                 update(Job)
                 .where(
@@ -148,11 +181,6 @@ async def _claim_wave(
                 .values(superseded_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-    blocked: dict[tuple[str, str], Job] = {}
-    if read and not force:
-        blocked = await blocking_jobs(session, media_ids, _all_types(requests))
-    wanted = {r.media_id: [t for t in r.types if (r.media_id, t) not in blocked] for r in requests}
-    asking = [r for r in requests if wanted[r.media_id]]
     submission_ids: dict[str, int] = {}
     if asking:
         # Core executemany with RETURNING: one cached statement, many rows per round trip.
@@ -193,6 +221,7 @@ async def _claim_wave(
                     "user_data": r.user_data,
                     "submitted_at": now,
                     "updated_at": now,
+                    "duration_s": r.duration_s,
                 }
                 for r in asking
                 for job_type in wanted[r.media_id]
@@ -205,6 +234,8 @@ async def _claim_wave(
         blocked |= await blocking_jobs(
             session, sorted({r.media_id for r, _ in lost}), sorted({t for _, t in lost})
         )
+        for r, t in lost:  # what was reserved for them goes back
+            await release(session, day_of(now), {t: ms[r.media_id]}, now)
     claims = []
     for r in requests:
         mine = {t: rows[(r.media_id, t)] for t in r.types if (r.media_id, t) in rows}
@@ -213,7 +244,10 @@ async def _claim_wave(
         if submission_id is not None and len(mine) < len(wanted[r.media_id]):
             await _fix_submission(session, submission_id, list(mine))
             submission_id = submission_id if mine else None
-        claims.append(Claim(r.media_id, submission_id, mine, theirs))
+        reserved = {t: ms[r.media_id] for t in mine}
+        claim = Claim(r.media_id, submission_id, mine, theirs, reserved, day_of(now))
+        claim.refused = refused.get(r.media_id)
+        claims.append(claim)
     return claims
 
 
@@ -254,6 +288,10 @@ async def record_many(
         await transition(
             session, rows, refusal.target, now, code=code, message=refusal.error.message
         )
+        if refusal.target is S.SUBMIT_FAILED and claim.day is not None:
+            # Nothing was created, so nothing is charged: the minutes go back. An unknown
+            # outcome keeps them: VOD may have the job.
+            await release(session, claim.day, claim.reserved, now)
         state = (
             SubmissionState.SUBMIT_UNKNOWN
             if refusal.target is S.SUBMIT_UNKNOWN

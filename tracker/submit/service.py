@@ -5,6 +5,9 @@ A submission is two units of work around the VOD call, never one transaction acr
    the call leaves a visible row (and a callback can still attach its JobId to it);
 2. record: VOD's JobIds move those jobs to `processing`, or its refusal to `submit_failed`, or an
    unknown outcome to `submit_unknown`, through `tracker.transitions.transition`.
+Before the claim, the media's duration is read from VOD (`durations.py`): a media VOD does not
+know is refused there, and the claim reserves its minutes in the day's budget (`budget.py`); a
+submission over budget claims nothing and is never sent.
 Two submitters of the same media and type race on the unique index
 `uq_jobs_media_id_type_submitted` (tracker/models.py, `claims.py`): one of them calls VOD.
 
@@ -26,17 +29,20 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import TrackerError, Unavailable
-from tracker.metrics import SUBMITTED_JOBS
+from tracker.metrics import SUBMITTED_JOBS, VIDEO_MINUTES_SUBMITTED
 from tracker.models import Job, JobState
+from tracker.submit.budget import UNLIMITED, Budget, minutes
 from tracker.submit.claims import (
     Answer,
     Claim,
     Refusal,
     SubmitRequest,
+    blocking_jobs,
     claim_many,
     jobs_by_row_id,
     record_many,
 )
+from tracker.submit.durations import media_info, with_duration
 from tracker.vod import (
     SubmitResult,
     VodAnswerUnclear,
@@ -98,13 +104,16 @@ class Store(Protocol):
 class DirectStore:
     """One transaction per unit of work (the API; `tracker.submit.batch` groups them instead)."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(self, database: Database, clock: Clock, budget: Budget = UNLIMITED) -> None:
         self.database = database
         self.clock = clock
+        self.budget = budget
 
     async def claim(self, request: SubmitRequest, *, force: bool, read: bool) -> Claim:
         async with self.database.write() as session:
-            (claim,) = await claim_many(session, [request], self.clock(), force=force, read=read)
+            (claim,) = await claim_many(
+                session, [request], self.clock(), force=force, read=read, budget=self.budget
+            )
         return claim
 
     async def record(self, claim: Claim, answer: Answer) -> None:
@@ -124,21 +133,36 @@ async def submit_media(
     load_jobs: bool = True,
     throttle_rounds: int = 0,
     throttle_pause: float = 1.0,
+    budget: Budget = UNLIMITED,
+    look_up: bool = True,
 ) -> Submitted:
-    """Submit one media: claim, call SubmitAIJob once, record VOD's answer.
+    """Submit one media: read its duration, claim within the budget, call SubmitAIJob once,
+    record VOD's answer.
 
     Never resubmits by itself: a claimed job ends `processing`, `submit_failed` or
     `submit_unknown`; only a throttling refusal (VOD created nothing) is sent again, at most
-    `throttle_rounds` more times. Commits its own units of work; none is open during the call.
+    `throttle_rounds` more times. Commits its own units of work; none is open during a call.
     `check_existing=False` skips the read for jobs of origin `callback` (a caller that looked
     already); the unique index still decides between submitters. The jobs take the region of
-    `vod`, the client of the request's region.
+    `vod`, the client of the request's region. `look_up=False` trusts `request.duration_s`
+    (a caller that asked VOD already, many media a call). Raises MediaNotFound,
+    DurationUnknown or BudgetExceeded before anything is claimed or sent, and VOD's own error
+    when GetVideoInfo fails.
     """
     if request.region is None:
         request = replace(request, region=vod.region)
     elif request.region != vod.region:
         raise ValueError(f"a request for {request.region} given the client of {vod.region}")
-    store = store or DirectStore(database, clock)
+    if look_up and request.duration_s is None:
+        if check_existing and not force:
+            # Nothing new to submit (a repeated request): answered without asking VOD.
+            async with database.session() as session:
+                found = await blocking_jobs(session, [request.media_id], request.types)
+            if len(found) == len(request.types):
+                jobs = sorted(found.values(), key=lambda job: (job.type, job.id))
+                return Submitted(request, dict.fromkeys(request.types, TypeOutcome.SKIPPED), jobs)
+        request = with_duration(request, await media_info(vod, request.media_id), budget)
+    store = store or DirectStore(database, clock, budget)
     claiming = asyncio.ensure_future(store.claim(request, force=force, read=check_existing))
     try:
         claim = await asyncio.shield(claiming)
@@ -151,6 +175,8 @@ async def submit_media(
             unsent = VodUnreachable("interrupted before the request was sent; nothing submitted")
             await _record(store, claim, Refusal(unsent, S.SUBMIT_FAILED))
         raise
+    if claim.refused is not None:
+        raise claim.refused
     submitted = Submitted(request)
     submitted.outcomes = {t: TypeOutcome.SKIPPED for t in claim.blocked}
     if claim.rows:
@@ -159,6 +185,10 @@ async def submit_media(
         )
     for job_type, outcome in submitted.outcomes.items():
         SUBMITTED_JOBS.labels(job_type, outcome.value).inc()
+        if outcome in (TypeOutcome.SUBMITTED, TypeOutcome.UNKNOWN) and job_type in claim.rows:
+            # What VOD may charge for: accepted, or perhaps accepted (the minutes are kept).
+            minutes_sent = minutes(claim.reserved.get(job_type, 0))
+            VIDEO_MINUTES_SUBMITTED.labels(job_type, vod.region).inc(minutes_sent)
     submitted.jobs = list(claim.blocked.values())
     if load_jobs and claim.rows:
         async with database.session() as session:

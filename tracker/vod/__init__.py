@@ -6,6 +6,7 @@ A vendor adapter: no database here, and core: it imports no wing.
 from tracker.vod.client import (
     ACTION_QPS,
     IDEMPOTENT,
+    OWN_QPS,
     PARAMETER_LIMIT,
     RateLimiter,
     VodClient,
@@ -27,6 +28,14 @@ from tracker.vod.errors import (
     VodRequestInvalid,
     VodThrottled,
     VodUnreachable,
+)
+from tracker.vod.mediainfo import (
+    INFOS_LIMIT,
+    MediaInfo,
+    MediaInfos,
+    duration_seconds,
+    get_video_info,
+    get_video_infos,
 )
 from tracker.vod.regions import VodClients, vod_clients
 from tracker.vod.results import (
@@ -73,6 +82,13 @@ __all__ = [
     "static_credentials",
     "vod_clients",
     "IDEMPOTENT",
+    "INFOS_LIMIT",
+    "OWN_QPS",
+    "MediaInfo",
+    "MediaInfos",
+    "get_video_info",
+    "get_video_infos",
+    "duration_seconds",
     "JOB_ID",
     "JOB_TYPES",
     "LIST_LIMIT",

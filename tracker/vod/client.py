@@ -41,6 +41,7 @@ from tracker.vod.errors import (
     as_throttled,
     is_throttling,
 )
+from tracker.vod.mediainfo import INFO_QPS
 from tracker.vod.results import (
     LIST_LIMIT,
     AIJob,
@@ -76,11 +77,16 @@ IDEMPOTENT = frozenset(
         "SetMessageCallback",
         "ListJobInfo",
         "GetJobDetail",
+        "GetVideoInfo",
+        "GetVideoInfos",
     }
 )
 # Actions with a per-account limit of their own below the client's rate (joblookup 1, 2): each
 # takes a slot of its own limiter as well as one of the shared one.
 ACTION_QPS: dict[str, float] = {"ListJobInfo": 15.0, "GetJobDetail": 15.0}
+# Actions with a per-account limit of their own above the client's rate: they take a slot of
+# their own limiter only, so that reading durations never slows SubmitAIJob (mediainfo 1, 2).
+OWN_QPS: dict[str, float] = {"GetVideoInfo": INFO_QPS, "GetVideoInfos": INFO_QPS}
 
 
 class RateLimiter:
@@ -260,10 +266,7 @@ class VodClient(Closing):
         attempt = 0
         renewed = False
         while True:
-            if action in ACTION_QPS:
-                rate = min(ACTION_QPS[action], self.limiter.rate)
-                await shared_limiter(self.endpoint, self.credentials.source, rate, action).acquire()
-            await self.limiter.acquire()
+            await self._wait_for_slot(action)
             try:
                 # Fetched after the limiter's wait, so a request never goes out with
                 # credentials that expired while it queued.
@@ -301,6 +304,16 @@ class VodClient(Closing):
                 "VOD %s: %s, retry %d/%d in %.2fs", action, reason, attempt, self.retries, delay
             )
             await asyncio.sleep(delay)
+
+    async def _wait_for_slot(self, action: str) -> None:
+        source = self.credentials.source
+        if action in OWN_QPS:
+            await shared_limiter(self.endpoint, source, OWN_QPS[action], action).acquire()
+            return
+        if action in ACTION_QPS:
+            rate = min(ACTION_QPS[action], self.limiter.rate)
+            await shared_limiter(self.endpoint, source, rate, action).acquire()
+        await self.limiter.acquire()
 
     async def _key(self, action: str) -> AccessKey:
         try:

@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import uvicorn
@@ -272,7 +273,9 @@ class Demo:
                     raise DemoFailed(f"not done after {self.timeout:.0f}s: " + "; ".join(missing))
                 if await self._sleep(POLL):
                     return None
-        self.summarise()
+        async with http.get("/stats") as response:
+            budget = (await response.json())["budget"]
+        self.summarise(budget)
         return True
 
     async def _sleep(self, seconds: float) -> bool:
@@ -327,7 +330,7 @@ class Demo:
             problems.append(f"{stuck.job_id[:8]} (stuck at VOD) not flagged stale yet")
         return problems
 
-    def summarise(self) -> None:
+    def summarise(self, budget: dict[str, Any]) -> None:
         states = [job.body["state"] for job in self.watched.values()]
         counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
         dropped = self._fake_job(self.dropped_id)
@@ -348,6 +351,7 @@ class Demo:
             f"outcomes delivered and verified with standardwebhooks ({self.receiver.forged} "
             "refused)"
         )
+        self.say("spend today: " + spend_line(budget))
         if self.sts_ttl:
             gateway = self.fake.gateway
             expired = self.fake.refused.get("InvalidSecurityToken.Expired", 0)
@@ -381,6 +385,16 @@ class Demo:
                 f'\'{{"media_id": "my-video", "types": ["AIVideoTag"]}}\' {self.url}/jobs'
             )
             self.say("serving until Ctrl-C")
+
+
+def spend_line(budget: dict[str, Any]) -> str:
+    """/stats' budget as one line: minutes of video per type against the demo's daily budget."""
+    parts = []
+    for job_type, day in sorted(budget.items()):
+        limit = day["minutes_limit"]
+        of = "" if limit is None else f" of {limit:g}"
+        parts.append(f"{day['minutes_used']:.1f}{of} minutes of {job_type} ({day['jobs']} jobs)")
+    return "; ".join(parts) + " (minutes of video submitted, from VOD's durations)"
 
 
 def run_demo(

@@ -23,6 +23,7 @@ FAILED_MEDIA = "demo-video-4"  # its AIMediaDNA job fails at VOD
 JOB_SECONDS = 3.0
 STUCK_EXTRA = 9.0
 STALE_AFTER = timedelta(seconds=6)
+DEMO_BUDGET = {"AIVideoTag": 600.0, "AIMediaDNA": 1200.0}  # minutes a UTC day (README: Spend)
 EVERY = timedelta(seconds=1)  # sweep, reconciliation and callback confirmation
 GRACE = timedelta(seconds=4)  # reconciliation also asks about jobs this old that never heard back
 SUBMIT_GAP = 0.5  # seconds between media, so the jobs finish one after another
@@ -108,5 +109,9 @@ def demo_settings(
         notify_allow_private="on",
         mns_endpoint=mns_endpoint,
         mns_queue=MNS_QUEUE if mns_endpoint else None,
+        # A daily budget the demo's few media stay well within, shown in its summary.
+        daily_minutes=DEMO_BUDGET,
+        price_per_minute={},
+        currency=None,
         mns_wait=20,
     )
