@@ -50,7 +50,7 @@ def live(fresh_database_url: str, live_server: Any) -> Iterator[str]:
             new_job(
                 f"j{n}",
                 state,
-                media_id=f"m{n}",  # one live submitted job per media and type (models.py)
+                media_id=f"m{n}",  # one live submitted job per media and type (models/jobs.py)
                 stale=n % 2 == 0,
                 stale_at=T0 if n % 2 == 0 else None,
                 result={"k": [n]},

@@ -52,7 +52,7 @@ async def test_requests_counted_by_route_template(client: httpx.AsyncClient) -> 
 async def test_job_gauges(client: httpx.AsyncClient, database: Database) -> None:
     now = datetime(2026, 1, 2, tzinfo=UTC)
     states = [JobState.PROCESSING, JobState.PROCESSING, JobState.FAILED]
-    # Each on its own media: one live submitted job per media and type (models.py).
+    # Each on its own media: one live submitted job per media and type (models/jobs.py).
     jobs = [
         new_job(f"j{n}", s, type="AIMediaDNA", stale=n == 0, at=now) for n, s in enumerate(states)
     ]

@@ -271,7 +271,7 @@ async def test_a_burst_is_stored_and_applied_in_full(
     http, database, _ = signed_app
     count = 300
     for i in range(0, count, 30):  # some submitted, the others learned from their callback
-        # One media each: a submitted job is unique per media and type (tracker/models.py).
+        # One media each: a submitted job is unique per media and type (tracker/models/jobs.py).
         await add_job(database, f"burst-{i}", media_id=f"media-{i}")
     limit = asyncio.Semaphore(32)
 

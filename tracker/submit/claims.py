@@ -3,7 +3,7 @@
 Claims and records work on many media at once (one statement per step, not per media), because
 the batch submitter groups the claims and answers of its concurrent workers into one transaction
 each. Two submitters of the same media and type race on the unique index
-`uq_jobs_media_id_type_submitted` (tracker/models.py): only one of them gets the row.
+`uq_jobs_media_id_type_submitted` (tracker/models/jobs.py): only one of them gets the row.
 
 Every function here takes a session and never commits (`service.py` and `batch.py` do).
 """

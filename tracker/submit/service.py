@@ -9,7 +9,7 @@ Before the claim, the media's duration is read from VOD (`durations.py`): a medi
 know is refused there, and the claim reserves its minutes in the day's budget (`budget.py`); a
 submission over budget claims nothing and is never sent.
 Two submitters of the same media and type race on the unique index
-`uq_jobs_media_id_type_submitted` (tracker/models.py, `claims.py`): one of them calls VOD.
+`uq_jobs_media_id_type_submitted` (tracker/models/jobs.py, `claims.py`): one of them calls VOD.
 
 `submit_media` takes the database and the VOD client and owns both units of work; the statements
 it runs in them are in `claims.py`.

@@ -1,0 +1,76 @@
+"""The tracker's tables, one module per wing that writes them (jobs, notify, console, spend) on one
+declarative base; every name is importable from `tracker.models` as before."""
+
+from tracker.models.base import NAMING, Base, BigId, Json, UTCDateTime
+from tracker.models.console import (
+    NOT_APPLIED_SQL,
+    CallbackRefusal,
+    ConsoleSession,
+    JobCount,
+    Rollup,
+    SchedulerRun,
+)
+from tracker.models.jobs import (
+    CLAIM_PREDICATE,
+    CONFIRMED,
+    CONTRADICTED,
+    FINAL,
+    PENDING_SQL,
+    UNCONFIRMED_SQL,
+    UNFINISHED,
+    UNFLAGGED_SQL,
+    CallbackEvent,
+    Heartbeat,
+    Job,
+    JobState,
+    Lease,
+    Origin,
+    Submission,
+    SubmissionState,
+)
+from tracker.models.notify import (
+    DELIVERY_DUE_SQL,
+    Delivery,
+    DeliveryAttempt,
+    JobChange,
+    Subscription,
+    SubscriptionPing,
+)
+from tracker.models.spend import Budget
+
+__all__ = [
+    "UTCDateTime",
+    "BigId",
+    "Json",
+    "NAMING",
+    "Base",
+    "JobState",
+    "UNFINISHED",
+    "UNFLAGGED_SQL",
+    "PENDING_SQL",
+    "FINAL",
+    "CLAIM_PREDICATE",
+    "Origin",
+    "SubmissionState",
+    "Submission",
+    "Job",
+    "CONFIRMED",
+    "CONTRADICTED",
+    "UNCONFIRMED_SQL",
+    "CallbackEvent",
+    "Lease",
+    "Heartbeat",
+    "DELIVERY_DUE_SQL",
+    "JobChange",
+    "Subscription",
+    "Delivery",
+    "DeliveryAttempt",
+    "SubscriptionPing",
+    "ConsoleSession",
+    "CallbackRefusal",
+    "NOT_APPLIED_SQL",
+    "Rollup",
+    "JobCount",
+    "SchedulerRun",
+    "Budget",
+]
