@@ -169,7 +169,9 @@ async def test_no_channel_quotes_a_secret_of_a_hostile_credentials_answer(
         assert "answered HTTP 500" in said, said
     if source == "uri":
         assert f"ALIBABA_CLOUD_CREDENTIALS_URI at {hostile.url}/..." in said, said
-        assert f"VOD credentials from ALIBABA_CLOUD_CREDENTIALS_URI at {hostile.url}/" in caplog.text
+        assert (
+            f"VOD credentials from ALIBABA_CLOUD_CREDENTIALS_URI at {hostile.url}/" in caplog.text
+        )
     if source == "profile-malformed":
         assert "not a valid ini file" in said, said
     assert any(said in text for text in seen[1:-2]), "the job's message is the same"
