@@ -280,6 +280,10 @@ class Settings(BaseSettings):
     notify_disable_after: Duration = timedelta(days=5)
     notify_allow_private: Switch = "off"
     notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
+    # Requests held open for changes (`GET /jobs/{id}?wait=` and `GET /changes/stream`), per
+    # process: per caller (API token, or address when the API is open) and in all; beyond, 429.
+    wait_per_caller: int = Field(default=50, ge=1, le=100_000)
+    wait_max: int = Field(default=500, ge=1, le=100_000)
 
     # VOD's events from an MNS queue (tracker/mns/): consumed when both are set.
     mns_endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s?#]+/?$")
