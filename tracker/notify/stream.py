@@ -167,6 +167,9 @@ class Waiters:
 
     def _start(self) -> None:
         if self._poller is None or self._poller.done():
+            # A new poller starts from the newest change, not from where the last one stopped
+            # (that backlog would only wake waiters for nothing); its first look wakes all.
+            self.seen = -1
             self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     def _idle(self) -> bool:
