@@ -9,10 +9,12 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event
 
 from tests.conftest import LiveServer
 from tests.factories import add_job
+from tracker.api import notify as notify_api
 from tracker.app import create_app
 from tracker.config import Settings
 from tracker.context import context_of
@@ -127,3 +129,32 @@ async def _settled(tasks: list[asyncio.Task[httpx.Response]], count: int) -> lis
         if len(done) == count:
             break
     return done
+
+
+async def test_streams_and_long_polls_share_the_cap(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify_api, "STREAM_LIFE", 5.0)
+    settings = Settings(
+        database_url=database_url,
+        scheduler="off",
+        notify="off",
+        api_tokens=A,  # type: ignore[arg-type]
+        wait_per_caller=1,
+    )
+    auth = {"Authorization": f"Bearer {A}"}
+    with LiveServer(create_app(settings)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=auth) as http:
+            async with http.stream("GET", "/changes/stream") as first:
+                assert first.status_code == 200
+                second = await http.get("/changes/stream")
+                assert second.status_code == 429
+                assert second.headers["retry-after"] == "5"
+                assert second.json()["error"] == "too_many_waiting"
+            # Once the stream has ended its place is free again.
+            for _ in range(100):
+                again = await http.get("/changes/stream", params={"after": 0})
+                if again.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert again.status_code == 200
