@@ -171,11 +171,15 @@ class Bench:
         assert spec.loader is not None
         v0004 = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(v0004)
-        found = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'jobs'"
+        names = ("trg_jobs_change_on_update", "trg_jobs_change_on_insert")
+        found = (  # only the change log's own: the console's counters stay as they are
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN "
+            f"('{names[0]}', '{names[1]}')"
+        )
         media = "ix_job_changes_media_id_seq"
         async with self.database.writer.begin() as conn:
             current = list((await conn.exec_driver_sql(found)).scalars())
-            for name in ("trg_jobs_change_on_update", "trg_jobs_change_on_insert"):
+            for name in names:
                 await conn.exec_driver_sql(f"DROP TRIGGER {name}")
             for statement in v0004.SQLITE:
                 await conn.exec_driver_sql(statement)
@@ -184,7 +188,7 @@ class Bench:
             yield
         finally:
             async with self.database.writer.begin() as conn:
-                for name in ("trg_jobs_change_on_update", "trg_jobs_change_on_insert"):
+                for name in names:
                     await conn.exec_driver_sql(f"DROP TRIGGER {name}")
                 for statement in current:
                     await conn.exec_driver_sql(statement)

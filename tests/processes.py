@@ -75,7 +75,7 @@ class TrackerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_ready(self, path: str = "/healthz", seconds: float = 30) -> httpx.Response:
+    def wait_ready(self, path: str = "/healthz", seconds: float = 60) -> httpx.Response:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

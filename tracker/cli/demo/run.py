@@ -319,6 +319,9 @@ class Demo:
                 problems.append(
                     f"{job.job_id[:8]} is {job.body['state']} in the tracker, {expected} at VOD"
                 )
+        for job in self.watched.values():  # and each outcome reached the user's webhook
+            if job.body["state"] in FINAL and job.job_id not in self.receiver.delivered:
+                problems.append(f"{job.job_id[:8]}'s outcome not at the webhook receiver yet")
         stuck = self.watched.get(self.stuck_id or "")
         if stuck is not None and not stuck.body.get("stale_at"):
             problems.append(f"{stuck.job_id[:8]} (stuck at VOD) not flagged stale yet")
