@@ -57,7 +57,7 @@ class TrackerProcess:
     def url(self) -> str:
         """Where it listens: the port given, or the one its startup line names."""
         if self._url is None:
-            self._url = self._listening(seconds=30)
+            self._url = self._listening(seconds=60)  # as wait_ready: migrations first
         return self._url
 
     def _listening(self, seconds: float) -> str:
