@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+# uvicorn's startup line (logged by `tracker serve`), with the port it bound.
+_RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
 
 
 def free_port() -> int:
@@ -37,16 +41,35 @@ class TrackerProcess:
     """A long-running `tracker ...` command (serve, scheduler, fake-vod) in the background."""
 
     def __init__(self, *args: str, env: dict[str, str], port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Without a port the server binds port 0 and says which it got (uvicorn's startup line):
+        # a port picked here and handed over could be taken by anyone in between.
+        self._url = f"http://127.0.0.1:{port}" if port else None
         self.log_path = Path(tempfile.mkstemp(suffix=".log")[1])
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tracker", *args],
-                env={**os.environ, "TRACKER_PORT": str(self.port), **env},
+                env={**os.environ, "TRACKER_PORT": str(port or 0), **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    @property
+    def url(self) -> str:
+        """Where it listens: the port given, or the one its startup line names."""
+        if self._url is None:
+            self._url = self._listening(seconds=60)  # as wait_ready: migrations first
+        return self._url
+
+    def _listening(self, seconds: float) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = _RUNNING.search(self.log)
+            if found:
+                return found.group(1)
+            if self.process.poll() is not None:
+                raise AssertionError(f"process exited before listening:\n{self.log}")
+            time.sleep(0.05)
+        raise AssertionError(f"no startup line in {seconds}s:\n{self.log}")
 
     @property
     def log(self) -> str:

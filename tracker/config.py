@@ -7,6 +7,7 @@ import math
 import re
 from datetime import timedelta
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -82,18 +83,83 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# A VOD region id as VOD writes them (cn-shanghai, ap-southeast-1, cn-north-2-gov-1:
+# vod-reference.md 1.1). It becomes part of a host name (vod.<region>.aliyuncs.com), so a job's
+# region (tracker/submit/validate.py) and TRACKER_VOD_REGION follow this one rule.
+REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+){1,3}$"
+REGION_LIMIT = 32  # the width of jobs.region
+REGION_RULE = "a VOD region id such as cn-shanghai (lower-case letters and digits, dashes)"
+ENDPOINT_RULE = (
+    "an http or https URL of a host and port, such as http://127.0.0.1:9000 (no user or "
+    "password, path, query or fragment)"
+)
+
+
+def is_region_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) <= REGION_LIMIT
+        and re.fullmatch(REGION_PATTERN, value) is not None
+    )
+
+
+def check_region(value: str) -> str:
+    if not is_region_id(value):
+        raise ValueError(f"not {REGION_RULE}")
+    return value
+
+
+def check_endpoint(value: str) -> str:
+    """A VOD endpoint: `http(s)://host[:port][/]`. Signed requests go there with the key pair's
+    signature and the STS token, so nothing else is taken; the value is never quoted back (it
+    may carry a password or a token)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise ValueError(f"not {ENDPOINT_RULE}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "?" in value
+        or "#" in value
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(f"not {ENDPOINT_RULE}")
+    return value
+
+
+def _optional_endpoint(value: object) -> object:
+    """An empty value is unset: docker-compose passes `${TRACKER_VOD_ENDPOINT:-}` so."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value.strip() if isinstance(value, str) else value
+
+
 def _split_pairs(value: object) -> object:
-    """`cn-shanghai=http://127.0.0.1:9000,cn-beijing=http://127.0.0.1:9001` -> a dict."""
+    """`cn-shanghai=http://127.0.0.1:9000,cn-beijing=http://127.0.0.1:9001` -> a dict, each
+    region of VOD's shape, once, each URL an endpoint (`check_endpoint`)."""
     if not isinstance(value, str):
         return value
     pairs: dict[str, str] = {}
     for item in value.split(","):
         if not item.strip():
             continue
-        name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            raise ValueError(f"expected region=url, got {item.strip()!r}")
-        pairs[name.strip()] = url.strip()
+        name, sep, url = (part.strip() for part in item.partition("="))
+        if not sep or not name or not url:
+            raise ValueError("expected region=url, comma-separated")
+        if not is_region_id(name):
+            raise ValueError(f"a region is not {REGION_RULE}")
+        if name in pairs:
+            raise ValueError(f"{name} is given twice")
+        try:
+            pairs[name] = check_endpoint(url)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     return pairs
 
 
@@ -134,6 +200,10 @@ def _split_amounts(value: object) -> object:
     return amounts
 
 
+def _endpoint_or_none(value: str | None) -> str | None:
+    return None if value is None else check_endpoint(value)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 # Only where zero means something (reconcile_grace: look at jobs at once).
 NonNegativeDuration = Annotated[
@@ -157,8 +227,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
-    vod_region: str = "cn-shanghai"
-    vod_endpoint: str | None = None
+    vod_region: Annotated[str, AfterValidator(check_region)] = "cn-shanghai"
+    vod_endpoint: Annotated[
+        str | None, BeforeValidator(_optional_endpoint), AfterValidator(_endpoint_or_none)
+    ] = None
     # Per-region endpoints (`region=url,...`), e.g. one simulator per region; a region not
     # listed goes to TRACKER_VOD_ENDPOINT if set, else to vod.<region>.aliyuncs.com.
     vod_endpoints: Annotated[dict[str, str], NoDecode, BeforeValidator(_split_pairs)] = {}
@@ -247,6 +319,10 @@ class Settings(BaseSettings):
     notify_disable_after: Duration = timedelta(days=5)
     notify_allow_private: Switch = "off"
     notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
+    # Requests held open for changes (`GET /jobs/{id}?wait=` and `GET /changes/stream`), per
+    # process: per caller (API token, or address when the API is open) and in all; beyond, 429.
+    wait_per_caller: int = Field(default=50, ge=1, le=100_000)
+    wait_max: int = Field(default=500, ge=1, le=100_000)
 
     # VOD's events from an MNS queue (tracker/mns/): consumed when both are set.
     mns_endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s?#]+/?$")

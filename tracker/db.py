@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -108,18 +109,86 @@ class Database:
             await self.writer.dispose()
 
 
+# The deepest JSON the tracker takes in (a callback's body and result, VOD's answers): deeper is
+# kept as its text. VOD's results nest about four levels; Python's parser and encoder recurse
+# once per level, so a value a thousand levels deep fails wherever the stack is already deep.
+MAX_JSON_DEPTH = 64
+# What `read_json` hands back whole: a result at MAX_JSON_DEPTH inside a change's snapshot (two
+# levels more) reads as it was stored.
+READ_JSON_DEPTH = 2 * MAX_JSON_DEPTH
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_PAIRS = re.compile(r"\[\]|\{\}")
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON `text` nests containers deeper than `limit` levels. Counted without
+    parsing (so without recursion) and at C speed: strings out, then each pass takes away the
+    innermost pairs of brackets, so a result a few levels deep costs a few passes."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _outside_strings(text))
+    for _ in range(limit):
+        inner = _PAIRS.sub("", brackets)  # one scan: the pairs innermost now, not what they bare
+        if not inner:
+            return False
+        brackets = inner
+    return True
+
+
+def _outside_strings(text: str) -> str:
+    """What of valid JSON `text` lies outside its strings. Escaped backslashes, then escaped
+    quotes go first; every quote left opens or closes a string (faster than a regex per string)."""
+    bare = text.replace("\\\\", "").replace('\\"', "")
+    return "".join(bare.split('"')[::2])
+
+
 def read_json(text: str) -> Any:
     """A stored JSON value as any reader can pass it on: NaN, Infinity and numbers beyond a
     double read as null. SQLite keeps them as text and PostgreSQL's numeric holds `1e999`, but
     no JSON response can carry them (Starlette's JSONResponse raises). The receiver refuses
     them; rows written before it did, or by a path that missed them, must not break a read.
-    PostgreSQL writes `1e5000` out as 5,001 digits, past what Python reads as an int: null too."""
+    PostgreSQL writes `1e5000` out as 5,001 digits, past what Python reads as an int: null too.
+    A value nested deeper than READ_JSON_DEPTH keeps its outer level, and each member too deep
+    to render is read as its JSON text (the receiver keeps such results as text from the start;
+    this is for rows it stored before, or anything that missed the bound)."""
+    if too_deep(text, READ_JSON_DEPTH):
+        text = _members_as_text(text, READ_JSON_DEPTH)
     try:
         return json.loads(text, parse_constant=_null, parse_float=_finite_or_null)
     except ValueError:  # only the integer digits limit: the database holds valid JSON
         return json.loads(
             text, parse_constant=_null, parse_float=_finite_or_null, parse_int=_int_or_null
         )
+
+
+def _members_as_text(text: str, limit: int) -> str:
+    """`text` with each member of its outermost container (or the whole value, if a member is
+    not where the depth lies) that nests `limit` levels or more replaced by a JSON string of
+    its text. A loop over the brackets with an explicit stack: no recursion."""
+    spans: list[tuple[int, int]] = []
+    depth = deepest = start = 0
+    for token in _TOKENS.finditer(text):
+        char = token.group()[0]
+        if char == '"':
+            continue
+        if char in "[{":
+            depth += 1
+            if depth == 2:
+                start, deepest = token.start(), 2
+            deepest = max(deepest, depth)
+        else:
+            if depth == 2 and deepest - 1 >= limit:
+                spans.append((start, token.end()))
+            depth -= 1
+    if not spans:
+        return json.dumps(text)  # the outermost level alone is too deep: all of it as text
+    pieces, done = [], 0
+    for begin, end in spans:
+        pieces += [text[done:begin], json.dumps(text[begin:end])]
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _null(_constant: str) -> None:

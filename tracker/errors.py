@@ -2,11 +2,18 @@
 
 Core, no I/O. The body (`Error`) is declared here because every layer raises these; it is listed
 with the other HTTP bodies in tracker/api/schemas.py.
+
+One rule for every error that crosses a boundary (an HTTP answer, a job's message, hence the
+change log and the webhooks, a log line): it names the source and the kind of failure, and never
+quotes a peer's answer (a credentials service, a proxy or a gateway may echo a secret in it) nor
+what follows a URL's host (tokens ride in its query, and in some paths). `redact_url` and
+`unreadable_answer` are how a URL and an answer are shown.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from typing_extensions import TypedDict, Unpack
@@ -108,3 +115,28 @@ def describe(exc: BaseException) -> str:
     """An exception in one short line for logs and summaries: its type and first line."""
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first[:200]}"
+
+
+def redact_url(url: str) -> str:
+    """A URL as an error or a log may show it: its scheme, host and port; anything after them
+    (a path, a query, a fragment) is `/...` and a user or password `...@`, since each may carry
+    a token (a webhook's path, a credentials URI's query)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(a URL that does not parse)"
+    if not parts.scheme or not host:
+        return "(a URL without a scheme and host)"
+    if ":" in host:
+        host = f"[{host}]"
+    user = "...@" if "@" in parts.netloc else ""
+    rest = "/..." if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{user}{host}{f':{port}' if port else ''}{rest}"
+
+
+def unreadable_answer(status: int | None, raw: bytes) -> str:
+    """A peer's answer that is not what was expected, as its status and size, never its text."""
+    said = f"HTTP {status}" if status is not None else "an answer"
+    return f"{said}, {len(raw)} bytes not in the expected format"

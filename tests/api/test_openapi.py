@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from pydantic import TypeAdapter
+from schemathesis.core.parameters import ParameterLocation
 from starlette.routing import Route
 
 from tests.factories import add_rows, new_event, new_heartbeat, new_job
@@ -82,7 +83,20 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, live: str
     if case.query and "wait" in case.query and not negative:
         # A long-poll holds its answer up to a minute; tests/notify/test_pull.py covers it.
         del case.query["wait"]
-    case.call_and_validate(base_url=live, headers={"Authorization": f"Bearer {TOKEN}"})
+    case.call_and_validate(base_url=live, headers=auth_headers(case))
+
+
+def auth_headers(case: schemathesis.Case) -> dict[str, str]:
+    """The API token, unless the case's headers are what it negates: schemathesis takes the
+    bearer scheme for a required header and may drop it (issue 23, F2). It strips the caller's
+    header for such a case itself, except when the case negates the query too: a random run
+    found `GET /changes` with Authorization dropped and a query key of an empty name (no URL
+    carries it, so `?after=0` on the wire); the token added back made it valid, the server
+    rightly answered 200, and schemathesis judged "schema-violating request accepted" (ST201).
+    Sent as generated, such a case must be refused (401)."""
+    if case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER):
+        return {}
+    return {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_served_document_is_the_checked_one(live: str) -> None:

@@ -128,3 +128,60 @@ def test_a_bad_budget_names_the_variable(
 
 def test_the_types_a_budget_may_name_are_vod_s_job_types() -> None:
     assert JOB_TYPE_NAMES == JOB_TYPES  # config cannot import tracker.vod (it imports config)
+
+
+# --- regions and endpoints (issue 23, P7): the rule of a job's region, for the settings too ---
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRACKER_VOD_REGION", "x@127.0.0.1:9000/"),
+        ("TRACKER_VOD_REGION", "attacker.example/x?"),
+        ("TRACKER_VOD_REGION", "CN-SHANGHAI"),
+        ("TRACKER_VOD_REGION", ""),
+        ("TRACKER_VOD_ENDPOINTS", "cn-shanghai=ftp://x"),
+        ("TRACKER_VOD_ENDPOINTS", "cn-shanghai=http://127.0.0.1:9000,cn-shanghai=http://a"),
+        ("TRACKER_VOD_ENDPOINTS", "cn-shanghai=http://user:pw@127.0.0.1:9000"),
+        ("TRACKER_VOD_ENDPOINTS", "x@127.0.0.1=http://127.0.0.1:9000"),
+        ("TRACKER_VOD_ENDPOINTS", "cn-shanghai=http://127.0.0.1:9000/x?token=s3cret"),
+        ("TRACKER_VOD_ENDPOINT", "javascript:alert(1)"),
+        ("TRACKER_VOD_ENDPOINT", "http://user:s3cret@127.0.0.1:9000"),
+        ("TRACKER_VOD_ENDPOINT", "http://127.0.0.1:9000/?token=s3cret"),
+        ("TRACKER_VOD_ENDPOINT", "http://127.0.0.1:99999"),
+        ("TRACKER_VOD_ENDPOINT", "http://"),
+        ("TRACKER_VOD_ENDPOINT", "vod.cn-shanghai.aliyuncs.com"),
+    ],
+)
+def test_a_bad_region_or_endpoint_names_the_variable_and_quotes_no_secret(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=rf"^{variable}: ") as refused:
+        load_settings()
+    said = str(refused.value)
+    assert "\n" not in said
+    assert "s3cret" not in said
+    assert "pw@" not in said
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRACKER_VOD_REGION", "ap-southeast-1"),
+        ("TRACKER_VOD_ENDPOINT", "http://127.0.0.1:9000"),
+        ("TRACKER_VOD_ENDPOINT", "https://vod.cn-shanghai.aliyuncs.com/"),
+        ("TRACKER_VOD_ENDPOINT", "http://[::1]:9000"),
+        ("TRACKER_VOD_ENDPOINT", ""),  # docker-compose passes an unset variable as empty
+        ("TRACKER_VOD_ENDPOINTS", "cn-shanghai=http://127.0.0.1:9000,cn-beijing=http://h:1"),
+        ("TRACKER_VOD_ENDPOINTS", ""),
+    ],
+)
+def test_regions_and_endpoints_of_vods_shape_are_taken(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    settings = load_settings()
+    assert settings.vod_url.startswith(("http://", "https://"))
+    if variable == "TRACKER_VOD_ENDPOINT" and not value:
+        assert settings.vod_endpoint is None

@@ -14,7 +14,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -500,29 +499,28 @@ class Cluster:
         )
 
 
-def _port_in_range() -> int:
-    """A free port of issue 8's range (10800-10899)."""
-    for port in random.sample(range(10800, 10900), 100):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port in 10800-10899")
-
-
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     programs.postgres_bindir()
-    # Directly under the temp root: the `postgres` user must be able to reach it.
-    directory = Path(tempfile.gettempdir()) / f"tracker-faults-pg-{uuid.uuid4().hex[:8]}"
-    own = Cluster(directory, _port_in_range())
-    try:
-        own.start()
-        yield own
-    finally:
-        own.remove()
+    # PostgreSQL cannot be told to pick a free port and say which, so it is given one the OS
+    # just handed out; if another program takes it first, the start fails and a new port is
+    # tried (never a fixed port or range: another run on the machine may hold it).
+    for attempt in range(1, 6):
+        # Directly under the temp root: the `postgres` user must be able to reach it.
+        directory = Path(tempfile.gettempdir()) / f"tracker-faults-pg-{uuid.uuid4().hex[:8]}"
+        own = Cluster(directory, free_port())
+        try:
+            own.start()
+        except subprocess.CalledProcessError:
+            own.remove()
+            if attempt == 5:
+                raise
+            continue
+        try:
+            yield own
+        finally:
+            own.remove()
+        return
 
 
 @postgres_only

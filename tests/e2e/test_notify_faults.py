@@ -5,6 +5,7 @@ duplicates (the same webhook-id twice) are counted."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from tests.factories import new_job
 from tests.notify.receivers import Receiver
-from tests.processes import TrackerProcess, free_port
+from tests.processes import TrackerProcess
 from tracker.db import Database
 from tracker.models import JobState
 from tracker.notify.subscriptions import SubscriptionInput, create_subscription
@@ -130,8 +131,11 @@ async def test_two_replicas_share_the_work_without_sending_one_delivery_twice(
 async def test_a_receiver_down_then_up_gets_its_delivery_on_the_schedule(
     database_url: str, database: Database, spawn: Callable[..., TrackerProcess]
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/hook"
+    # The receiver's port is bound here and held, not listened on, until the receiver is up:
+    # the first attempts are refused, and no other program can take the port meanwhile.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{held.getsockname()[1]}/hook"
     secret = await subscribe(database, url)
     tracker = spawn(env_for(database_url))
     await ready(tracker)
@@ -142,7 +146,7 @@ async def test_a_receiver_down_then_up_gets_its_delivery_on_the_schedule(
     app.router.add_route("*", "/{tail:.*}", late.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.SockSite(runner, held).start()  # aiohttp listens on the socket and closes it
     try:
         await late.wait_for(1, within=15)
         assert late.received[0].verified

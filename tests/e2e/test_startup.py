@@ -98,3 +98,18 @@ def test_jobs_on_a_missing_database_file_is_one_line_and_creates_nothing(tmp_pat
     env = {"TRACKER_DATABASE_URL": f"sqlite+aiosqlite:///{path}"}
     assert "does not exist" in refused(("jobs", "list"), env, "TRACKER_DATABASE_URL")
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRACKER_VOD_REGION", "x@127.0.0.1:9/"),
+        ("TRACKER_VOD_ENDPOINTS", "cn-shanghai=ftp://x"),
+        ("TRACKER_VOD_ENDPOINT", "javascript:alert(1)"),
+    ],
+)
+def test_a_region_or_endpoint_not_of_vods_shape_is_one_line(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = {"TRACKER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/t.db", variable: value}
+    refused(("serve",), env, variable)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -128,8 +129,16 @@ async def test_concurrent_events_are_committed_in_groups(database: Database) -> 
 
 
 async def test_an_unreachable_database_fails_the_batch() -> None:
-    # Nothing listens on this port of our range (a refused connection, at once).
-    database = Database("postgresql+asyncpg://postgres@127.0.0.1:10599/nothing")
+    # A port this test holds bound but never listens on: a refused connection, at once, and no
+    # other program can take the port meanwhile (a fixed port could be anyone's).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        await _refused(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing")
+
+
+async def _refused(url: str) -> None:
+    database = Database(url)
     inbox = Inbox(database, clock=utcnow)
     await inbox.start()
     try:

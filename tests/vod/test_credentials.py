@@ -139,11 +139,22 @@ async def test_profile_file(tmp_path: Path) -> None:
     assert await credentials.get() == AccessKey("tracker-id", "s1")
 
 
-async def test_oidc_rrsa_assumes_the_role_with_the_current_token(
-    sts_fake: FakeVod, tmp_path: Path
-) -> None:
+async def test_oidc_rrsa_assumes_the_role_with_the_current_token(tmp_path: Path) -> None:
     """RRSA as on ACK: the pod's token file is read at each refresh (kubelet rotates it) and
     AssumeRoleWithOIDC, here the simulator's over loopback, hands out STS credentials."""
+    # Credentials that live a minute of real time: the simulator checks them by its own clock,
+    # so a loaded machine cannot let the first ones expire before VOD is asked.
+    sts_fake = FakeVod(access_key_id=KEY_ID, access_key_secret=KEY_SECRET, sts_ttl=60)
+    await sts_fake.start()
+    try:
+        await _assume_the_role_twice(sts_fake, tmp_path)
+    finally:
+        await sts_fake.stop()
+    assert sts_fake.oidc_tokens == ["oidc-token-1", "oidc-token-2"]
+    assert sts_fake.gateway.sts_accepted == 2
+
+
+async def _assume_the_role_twice(sts_fake: FakeVod, tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("oidc-token-1")
     settings = Settings(
@@ -161,10 +172,12 @@ async def test_oidc_rrsa_assumes_the_role_with_the_current_token(
     async with VodClient(settings, credentials=credentials) as vod:
         await vod.list_ai_jobs(["a"])
         token.write_text("oidc-token-2")
-        now[0] += 2.1  # a refresh is due
+        # A refresh is due: the wall moves past the credentials' expiry, which the simulator set
+        # by the real clock at issue, so at most `sts_ttl` from now. (A fixed step from the wall
+        # read at the start was not always enough: the expiry counts from the first fetch,
+        # which a loaded machine makes later, and is rounded to the second.)
+        now[0] = time.time() + 60
         await vod.list_ai_jobs(["b"])
-    assert sts_fake.oidc_tokens == ["oidc-token-1", "oidc-token-2"]
-    assert sts_fake.gateway.sts_accepted == 2
 
 
 async def test_a_source_that_fails_is_an_unavailable_error(tmp_path: Path) -> None:

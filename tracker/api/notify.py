@@ -4,7 +4,7 @@ stream). Thin: parse, call one `tracker.notify` function, shape the response
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -15,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tracker.api import schemas
 from tracker.api.auth import require_api_token
-from tracker.api.routes import UNREACHABLE, parse_time, read_session
+from tracker.api.routes import UNREACHABLE, caller_of, parse_time, read_session
 from tracker.api.subscriptions import MAX_PAGE as MAX_DELIVERIES
 from tracker.api.subscriptions import PAGE as DELIVERIES_PAGE
 from tracker.api.subscriptions import list_deliveries, subscription_json
@@ -35,6 +36,7 @@ from tracker.notify.changes import (
 )
 from tracker.notify.deliveries import replay_failed, retry_delivery
 from tracker.notify.egress import check_url
+from tracker.notify.stream import waiters_of
 from tracker.notify.subscriptions import (
     SubscriptionInput,
     create_subscription,
@@ -214,6 +216,9 @@ def parse_change_filter(request: Request) -> ChangeFilter:
     media = request.query_params.getlist("media_id")
     if len(media) > 1:
         raise BadRequest("media_id: given more than once", parameter="media_id")
+    if media and "\x00" in media[0]:
+        # No media id holds one (PostgreSQL's text cannot), and the driver raises on it.
+        raise BadRequest("media_id: contains a NUL byte", parameter="media_id")
     return ChangeFilter(types=tuple(types), media_id=media[0] if media else None)
 
 
@@ -259,12 +264,19 @@ async def get_changes_stream(request: Request) -> Response:
         if after is None:
             after = await latest_seq(session)
     life = STREAM_LIFE
+    waiters, settings = waiters_of(context.database), context.settings
+    # Counted from here to the stream's end; refused (429) before any byte is sent.
+    held = contextlib.ExitStack()
+    held.enter_context(
+        waiters.hold(caller_of(request), settings.wait_per_caller, settings.wait_max)
+    )
 
     async def events() -> AsyncIterator[bytes]:
         cursor = after or 0
         began = last_sent = time.monotonic()
         yield b"retry: 1000\n\n"
         while time.monotonic() - began < life:
+            looked = waiters.seen  # what the query below covers at least
             async with context.database.session() as session:
                 changes = await list_changes(session, cursor, MAX_PAGE, where)
             for change in changes:
@@ -277,14 +289,30 @@ async def get_changes_stream(request: Request) -> Response:
             if time.monotonic() - last_sent >= HEARTBEAT:
                 yield b": heartbeat\n\n"
                 last_sent = time.monotonic()
-            await asyncio.sleep(STREAM_POLL)
+            # Woken by the shared poller once the log moves past what the query saw (any
+            # change: the filter is the query's), or for the next heartbeat.
+            idle = max(STREAM_POLL, HEARTBEAT - (time.monotonic() - last_sent))
+            await waiters.wait_past(looked, min(idle, life - (time.monotonic() - began)))
         yield b'event: reconnect\ndata: {"type":"reconnect"}\n\n'
 
-    return StreamingResponse(
+    return _HeldStream(
+        held,
         events(),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+class _HeldStream(StreamingResponse):
+    """A stream that releases its place among the held requests when it ends, however."""
+
+    def __init__(self, held: contextlib.ExitStack, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = held
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.held:
+            await super().__call__(scope, receive, send)
 
 
 routes = [

@@ -10,7 +10,7 @@ from tracker.api.notify import ID_DIGITS
 from tracker.api.subscriptions import MAX_PAGE as MAX_DELIVERIES
 from tracker.api.subscriptions import PAGE as DELIVERIES_PAGE
 from tracker.notify.changes import DEFAULT_PAGE, MAX_PAGE
-from tracker.notify.stream import MAX_WAIT
+from tracker.notify.stream import MAX_WAIT, RETRY_AFTER
 from tracker.shapes import CHANGE_TYPES
 
 
@@ -43,6 +43,12 @@ CHANGE_FILTERS = [
     _query("media_id", {"type": "string"}, "changes of one media"),
 ]
 SUBSCRIPTION_ONE = "/subscriptions/{sub_id}"
+
+# Beyond TRACKER_WAIT_PER_CALLER or TRACKER_WAIT_MAX held requests (tracker/notify/stream.py).
+TOO_MANY_WAITING = {
+    **_json(f"too many requests held open; retry after {RETRY_AFTER}s", "Error"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+}
 
 PATHS: dict[str, Any] = {
     "/subscriptions": {
@@ -177,6 +183,7 @@ PATHS: dict[str, Any] = {
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 "410": _json("`after` is older than the changes kept", "Error"),
+                "429": TOO_MANY_WAITING,
                 **ERRORS,
             },
         }

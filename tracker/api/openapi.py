@@ -272,6 +272,7 @@ PATHS["/callbacks/vod"] = {
 PATHS.update(notify_openapi.PATHS)
 PATHS.update(pings.PATHS)
 PATHS["/jobs/{job_id}"]["get"]["parameters"].append(notify_openapi.WAIT)
+PATHS["/jobs/{job_id}"]["get"]["responses"]["429"] = notify_openapi.TOO_MANY_WAITING
 PATHS["/jobs/{job_id}"]["get"]["responses"]["400"] = _json("`wait` is not a duration", "Error")
 
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tracker.api import queries, schemas
-from tracker.api.auth import require_api_token
+from tracker.api.auth import presented_token, require_api_token
 from tracker.api.bodies import read_json_object
 from tracker.api.budget import budget_today, dry_run_json
 from tracker.api.queries import JobFilter, Stats
@@ -27,7 +27,13 @@ from tracker.db import Database
 from tracker.errors import BadRequest, JobNotFound, TrackerError, Unavailable
 from tracker.ingest.queue import MnsConsumer
 from tracker.models import FINAL, CallbackEvent, Heartbeat, JobState
-from tracker.notify.stream import job_seq, parse_wait, wait_for_job_change
+from tracker.notify.stream import (
+    caller_key,
+    job_seq,
+    parse_wait,
+    wait_for_job_change,
+    waiters_of,
+)
 from tracker.shapes import job_json
 from tracker.submit.budget import Budget
 from tracker.submit.claims import error_fields
@@ -224,6 +230,11 @@ def read_session(request: Request) -> AbstractAsyncContextManager[AsyncSession]:
     return reading(context_of(request).database)
 
 
+def caller_of(request: Request) -> str:
+    """Whom a held request counts against (TRACKER_WAIT_PER_CALLER)."""
+    return caller_key(presented_token(request), request.client.host if request.client else None)
+
+
 async def get_job(request: Request) -> JSONResponse:
     """The job; with `?wait=30s` (at most 60s) a long-poll: at once when the job is final, else
     when it next changes, else at the timeout, with its state then (tracker/notify/stream.py)."""
@@ -235,13 +246,17 @@ async def get_job(request: Request) -> JSONResponse:
     if job is None:
         raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
     if wait and job.state not in FINAL:
-        database = context_of(request).database
-        seen = await job_seq(database, job.id)
-        async with read_session(request) as session:  # a change may have come meanwhile
-            job = await queries.get_job(session, job_id) or job
-        if job.state not in FINAL and await wait_for_job_change(database, job.id, seen, wait):
-            async with read_session(request) as session:
+        context = context_of(request)
+        database, settings = context.database, context.settings
+        with waiters_of(database).hold(
+            caller_of(request), settings.wait_per_caller, settings.wait_max
+        ):
+            seen = await job_seq(database, job.id)
+            async with read_session(request) as session:  # a change may have come meanwhile
                 job = await queries.get_job(session, job_id) or job
+            if job.state not in FINAL and await wait_for_job_change(database, job.id, seen, wait):
+                async with read_session(request) as session:
+                    job = await queries.get_job(session, job_id) or job
     return JSONResponse(job_json(job))
 
 

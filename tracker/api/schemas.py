@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 
 from tracker.api.budget import BudgetDay, DryRun
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
+from tracker.config import REGION_LIMIT, REGION_PATTERN
 from tracker.errors import Error
 from tracker.ingest.queue import STATES as MNS_STATES
 from tracker.ingest.receiver import MAX_BODY
@@ -29,7 +30,7 @@ from tracker.notify.subscriptions import DESCRIPTION_LIMIT, SOURCES
 from tracker.scheduler.heartbeats import SEVERITY
 from tracker.shapes import Change, ChangedJob, ChangeType, Job, Time
 from tracker.submit.budget import BudgetRefusal
-from tracker.submit.validate import EXTEND_LIMIT, REGION_LIMIT, REGION_PATTERN
+from tracker.submit.validate import EXTEND_LIMIT
 from tracker.vod import EVENT_TYPES, JOB_ID, JOB_TYPES, MEDIA_ID
 
 __all__ = ["Change", "ChangedJob", "Error", "Job"]  # declared in the core, listed here

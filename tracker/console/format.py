@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
+from tracker.db import too_deep
+
 
 def ago(moment: datetime | None, now: datetime) -> str:
     """`3 min ago`, `in 2 h`, `just now`: the relative half of a time (the exact UTC is its
@@ -60,6 +62,8 @@ def utc_text(moment: datetime | None) -> str:
 def pretty_json(value: Any) -> str:
     """Indented JSON for a raw-data toggle; a string that holds JSON is opened up."""
     if isinstance(value, str):
+        if too_deep(value):  # kept as text for its depth (issue 23, P2): shown as it is
+            return value
         try:
             value = json.loads(value)
         except ValueError:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracker.db import too_deep
+
 TAG_KINDS = ("Keyword", "Category", "Person", "Location", "Time")
 STRIP = 1000.0  # the width of a timeline strip in SVG units
 
@@ -73,6 +75,8 @@ def clock_text(seconds: float) -> str:
 
 def _parsed(result: Any) -> Any:
     if isinstance(result, str):  # kept as text when it was not clean JSON
+        if too_deep(result):  # or nested too deep to be read (issue 23, P2): no tags in it
+            return None
         try:
             return json.loads(result)
         except ValueError:

@@ -55,9 +55,12 @@ def parse_callback(raw: bytes) -> tuple[dict[str, Any], str | None]:
     }
     try:
         text = raw.decode()
-        body = parse_json(text)  # NaN, Infinity or 1e999 anywhere: not JSON, so malformed
-    except (ValueError, RecursionError):
-        return _malformed(row, raw, "body is not UTF-8 JSON")
+        # NaN, Infinity or 1e999 anywhere: not JSON, so malformed; nesting past MAX_JSON_DEPTH
+        # too (VOD's bodies are flat, `Data` a string), as no reader could render it.
+        body = parse_json(text)
+    except (ValueError, RecursionError) as exc:
+        deep = "nested" in str(exc)
+        return _malformed(row, raw, f"body is not UTF-8 JSON{' of bounded depth' * deep}")
     if not isinstance(body, dict):
         return _malformed(row, raw, "body is not a JSON object")
     # The body is kept as its text (escapes and all); only the fields taken into columns must be
@@ -152,7 +155,8 @@ def outcome_of(row: Any) -> Outcome:
 
 def parse_data(data: Any) -> Any:
     """VOD sends the result as a JSON string; keep the raw string if it is not clean JSON
-    (NaN, Infinity and 1e999 are not: `parse_json`)."""
+    (NaN, Infinity and 1e999 are not, nor nesting deeper than MAX_JSON_DEPTH: `parse_json`),
+    so every reader can render what is stored (issue 23, P2)."""
     if not isinstance(data, str):
         return data if is_clean(data) else escape_unstorable(json.dumps(data))
     try:

@@ -20,7 +20,7 @@ import aiohttp
 from yarl import URL
 
 from tracker.closing import Closing, HttpSession
-from tracker.errors import TrackerError
+from tracker.errors import TrackerError, unreadable_answer
 from tracker.mns.signing import API_VERSION, CredentialSource, authorization, sign, string_to_sign
 
 XMLNS = "http://mns.aliyuncs.com/doc/v1/"
@@ -357,7 +357,8 @@ def _error(
         return _BatchErrors(failures, status, request_id)
     fields = _fields(root) if root is not None else {}
     code = str(fields.get("Code") or f"HTTP{status}")
-    message = str(fields.get("Message") or raw[:200].decode("utf-8", "replace"))
+    # An answer that is not MNS's error XML is told by status and size, never quoted.
+    message = str(fields.get("Message") or unreadable_answer(status, raw))
     request_id = fields.get("RequestId") or request_id
     transient = status >= 500 or status == 429 or code in TRANSIENT_CODES
     kind = MnsUnavailable if transient else MnsError

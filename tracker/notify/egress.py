@@ -4,9 +4,10 @@ A URL is checked when a subscription is created or changed and again before ever
 HTTP client resolves through `GuardedResolver` as well, so a name that resolves to a public
 address when checked and to a private one when connecting (DNS rebinding) is still refused.
 Loopback, private, link-local (which holds the cloud metadata address 169.254.169.254),
-shared (100.64.0.0/10, where Alibaba Cloud's metadata 100.100.100.200 lives) and every other
-non-global range are refused unless TRACKER_NOTIFY_ALLOW_PRIVATE=on
-(notifications-reference.md, section 5, item 10).
+shared (100.64.0.0/10, where Alibaba Cloud's metadata 100.100.100.200 lives), every IPv6 form
+that embeds an IPv4 address (NAT64, IPv4-compatible, -mapped and -translated, 6to4, Teredo), the
+deprecated site-local fec0::/10 and every other non-global range are refused unless
+TRACKER_NOTIFY_ALLOW_PRIVATE=on (notifications-reference.md, section 5, item 10).
 """
 
 from __future__ import annotations
@@ -29,10 +30,34 @@ class EgressRefused(BadRequest):
     code = "egress_refused"
 
 
+# IPv6 ranges that carry an IPv4 address (or, site-local, were never global), refused whole:
+# on a network that translates them (NAT64, 6to4, Teredo) the IPv4 address inside is reached,
+# and which translator prefixes a network uses (RFC 6052 allows its own) cannot be known here,
+# so judging the embedded address would be judging half the cases. No webhook receiver needs
+# to be named through one of these; TRACKER_NOTIFY_ALLOW_PRIVATE=on still allows them.
+EMBEDDING = tuple(
+    (ipaddress.IPv6Network(network), why)
+    for network, why in (
+        ("64:ff9b::/96", "NAT64 (embeds an IPv4 address)"),
+        ("64:ff9b:1::/48", "local NAT64 (embeds an IPv4 address)"),
+        ("::/96", "IPv4-compatible (embeds an IPv4 address)"),
+        ("::ffff:0:0/96", "IPv4-mapped (embeds an IPv4 address)"),
+        ("::ffff:0:0:0/96", "IPv4-translated (embeds an IPv4 address)"),
+        ("2002::/16", "6to4 (embeds an IPv4 address)"),
+        ("2001::/32", "Teredo (embeds an IPv4 address)"),
+        ("fec0::/10", "site-local (deprecated)"),
+    )
+)
+
+
 def refusal(address: IPAddress) -> str | None:
     """Why an address is no place for a webhook, or None when it is a public one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if address.is_loopback:  # ::1 first: it is also in ::/96
+        return "loopback"
+    if isinstance(address, ipaddress.IPv6Address):
+        for network, why in EMBEDDING:
+            if address in network:
+                return why
     if address.is_loopback:
         return "loopback"
     if address.is_link_local:

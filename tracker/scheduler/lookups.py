@@ -71,7 +71,7 @@ async def jobs_to_reconcile(
         .order_by(Job.updated_at, Job.id)
         .limit(MAX_PER_RUN)
     )
-    # Literal UNFLAGGED_SQL so the partial index ix_jobs_unflagged serves it (tracker/models/jobs.py).
+    # Literal UNFLAGGED_SQL so the partial index ix_jobs_unflagged serves it (models/jobs.py).
     aged = (
         select(Job.job_id, Job.region)
         .where(

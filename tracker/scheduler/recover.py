@@ -31,7 +31,7 @@ from tracker.db import Database
 from tracker.scheduler.lookups import Waiting, held_job_ids, jobs_to_recover
 from tracker.scheduler.report import RunReport
 from tracker.scheduler.verdicts import status_outcome
-from tracker.transitions import Outcome, adopt_job_id, give_up_submit
+from tracker.transitions import CREATE_SKEW, Outcome, adopt_job_id, give_up_submit
 from tracker.vod import (
     LIST_LIMIT,
     JobInfo,
@@ -45,9 +45,6 @@ from tracker.vod import (
 
 log = logging.getLogger(__name__)
 
-# VOD's CreateTime has whole seconds (joblookup 1), and its clock is not ours: a job counts as
-# created after an attempt if its CreateTime is no earlier than the attempt's second minus this.
-CREATE_SKEW = timedelta(seconds=5)
 # A run stops after this many VOD error answers in a row.
 MAX_ERRORS = 3
 NO_SUCH_JOB = "NoSuchJob"

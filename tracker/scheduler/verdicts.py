@@ -33,6 +33,7 @@ def status_outcome(status: AIJobStatus) -> Outcome:
         data=status.data,
         event_time=status.complete_time or status.creation_time,
         completed_at=status.complete_time,
+        created_at=status.creation_time,
     )
 
 

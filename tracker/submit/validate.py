@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tracker.config import REGION_LIMIT, REGION_PATTERN
 from tracker.errors import BadRequest
 from tracker.submit.claims import SubmitRequest
 from tracker.vod import (
@@ -25,9 +26,6 @@ REGIONS: dict[str, frozenset[str]] = {
     "AIMediaDNA": frozenset({"cn-beijing", "cn-shanghai", "ap-southeast-1"}),
 }
 EXTEND_LIMIT = 512  # bytes of UserData.Extend (vod-reference.md 6.3, 6.6)
-REGION_LIMIT = 32  # the width of jobs.region
-# A region id as VOD writes them (cn-shanghai, ap-southeast-1); the OpenAPI document states it.
-REGION_PATTERN = r"^[a-z]{2,}(-[a-z0-9]+){1,3}$"
 
 
 class InvalidSubmission(BadRequest):

@@ -7,6 +7,7 @@ with the same guards, set-based.
 from tracker.transitions.bulk import apply_outcomes, finish_many, mark_many, mark_pending_many
 from tracker.transitions.machine import (
     ALLOWED,
+    CREATE_SKEW,
     Applied,
     Outcome,
     adopt_job_id,
@@ -20,6 +21,7 @@ from tracker.transitions.machine import (
 
 __all__ = [
     "ALLOWED",
+    "CREATE_SKEW",
     "Applied",
     "Outcome",
     "adopt_job_id",

@@ -10,7 +10,7 @@ Statements: every function here takes a session and never commits.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -43,6 +43,11 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     S.SUBMIT_FAILED: frozenset(),
 }
 
+
+# VOD's CreateTime has whole seconds (vod-joblookup-reference.md 1), and its clock is not ours:
+# a job counts as created after a submit attempt began if its CreateTime is no earlier than the
+# attempt's second minus this. Recovery (tracker/scheduler/recover.py) and callbacks share it.
+CREATE_SKEW = timedelta(seconds=5)
 
 # States whose job may still learn its outcome: `mark_pending` marks only these.
 NOT_FINAL = [state.value for state in JobState if state not in FINAL]
@@ -115,6 +120,7 @@ class Outcome:
     data: Any = None
     event_time: datetime | None = None
     completed_at: datetime | None = None
+    created_at: datetime | None = None  # VOD's CreationTime, when its answer said (not a callback)
 
     @property
     def target(self) -> JobState | None:
@@ -192,7 +198,12 @@ async def _resolve_submit_unknown(
         return False
     candidate = (
         select(Job.id)
-        .where(Job.media_id == outcome.media_id, Job.type == outcome.type, waiting_for_job_id())
+        .where(
+            Job.media_id == outcome.media_id,
+            Job.type == outcome.type,
+            waiting_for_job_id(),
+            *_attempts_that_may_own(outcome),
+        )
         .order_by(Job.submitted_at)
         .limit(1)
         .scalar_subquery()
@@ -203,6 +214,35 @@ async def _resolve_submit_unknown(
             session, where, target or S.PROCESSING, now, job_id=outcome.job_id, **fields
         )
     )
+
+
+def _attempts_that_may_own(outcome: Outcome) -> list[ColumnElement[bool]]:
+    """The rule recovery uses (`tracker.scheduler.recover.pick`): a job belongs to a submit
+    attempt only if VOD created it after the attempt began (its second, less CREATE_SKEW) and
+    before the next attempt of the media and type began (plus CREATE_SKEW). Otherwise a late
+    callback of an older job, made by something else, would take the waiting row (issue 23,
+    P3); it becomes a job of its own and the row is left to recovery.
+
+    A callback does not say when its job was created, only when it happened (`event_time`),
+    which is no earlier: an attempt that began after that cannot own the job either. The full
+    rule needs VOD's answer, which confirmation asks for before anything is attached."""
+    created = outcome.created_at or outcome.event_time
+    if created is None:
+        return []
+    # floor(submitted_at) - SKEW <= created, with `created` in whole seconds as VOD writes it.
+    rules = [Job.submitted_at < created.replace(microsecond=0) + CREATE_SKEW + timedelta(seconds=1)]
+    if outcome.created_at is not None:
+        later = aliased(Job)
+        rules.append(
+            ~exists().where(
+                later.media_id == Job.media_id,
+                later.type == Job.type,
+                later.origin == Origin.SUBMITTED.value,
+                later.submitted_at > Job.submitted_at,
+                later.submitted_at <= outcome.created_at - CREATE_SKEW,
+            )
+        )
+    return rules
 
 
 async def _awaits_job_id(session: AsyncSession, outcome: Outcome) -> bool:

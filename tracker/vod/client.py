@@ -22,6 +22,7 @@ import aiohttp
 
 from tracker.closing import Closing, HttpSession
 from tracker.config import Settings
+from tracker.errors import unreadable_answer
 from tracker.metrics import VOD_CALLS, VOD_SECONDS
 from tracker.vod.credentials import (
     SOURCES_HINT,
@@ -370,9 +371,10 @@ class VodClient(Closing):
                 recommend=opt_str(body.get("Recommend")),
             )
         else:
-            snippet = _redact(raw[:200].decode("utf-8", "replace"), key)
+            # Not VOD's error shape (a proxy's page, say): told by status and size, never
+            # quoted, as it may echo the request (tracker/errors.py).
             error = VodError(
-                f"unexpected HTTP {status} answer: {snippet!r}",
+                f"unexpected answer: {unreadable_answer(status, raw)}",
                 vod_code="InvalidResponse" if 200 <= status < 300 else f"HTTP{status}",
                 http_status=status,
             )

@@ -13,18 +13,25 @@ Vendor quirks handled here (alibabacloud-credentials 1.0.x, read from its source
 - credentials VOD refuses before their time (revoked) stay in its cache: the provider is
   built anew to fetch others;
 - it reads the environment once, at import, and its `credentials` logger prints to stderr with
-  a handler of its own; every value is passed explicitly and that logger is quietened below.
+  a handler of its own; every value is passed explicitly and that logger is silenced below;
+- its exceptions quote the source's whole answer (the AccessKeySecret and SecurityToken of a
+  200 it refuses, or of a 500) and the credentials URI with its query: a failure is told here
+  as the source and its kind (`_kind`), never with the library's text (tracker/errors.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import configparser
+import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from alibabacloud_credentials.provider import (
     EcsRamRoleCredentialsProvider,
     OIDCRoleArnCredentialsProvider,
@@ -36,13 +43,17 @@ from alibabacloud_credentials.provider import (
 from alibabacloud_credentials_api import ICredentialsProvider
 
 from tracker.config import Settings
-from tracker.errors import Unavailable
+from tracker.errors import Unavailable, redact_url
 
 log = logging.getLogger(__name__)
 
+# Its own stderr handler, added at import, goes; and nothing it says reaches ours: it warns on
+# every fetch of credentials shorter than 15 minutes, and logs a failed fetch's exception, whose
+# text quotes the answer (secrets included) and the URI. Our own line says what failed.
 _vendor_log = logging.getLogger("credentials")
-_vendor_log.handlers.clear()  # its own stderr handler, added at import: ours format the logs
-_vendor_log.setLevel(logging.ERROR)  # it warns on every fetch of credentials shorter than 15 min
+_vendor_log.handlers[:] = [logging.NullHandler()]
+_vendor_log.propagate = False
+_vendor_log.setLevel(logging.CRITICAL + 1)
 
 # Refresh when this share of the credentials' life is left, and at most this long before expiry
 # (the library's own 15 minutes): 10 s STS credentials are renewed with about 3 s to spare.
@@ -163,7 +174,7 @@ class Credentials:
             )
         except (Exception, TimeoutError) as exc:  # the library raises bare Exceptions too
             raise CredentialsUnavailable(
-                f"no credentials from {self.source}: {type(exc).__name__}: {exc}"
+                f"no credentials from {self.source}: {_kind(exc)}"
             ) from None
         key_id = fetched.get_access_key_id()
         secret = fetched.get_access_key_secret()
@@ -181,6 +192,47 @@ class Credentials:
         # No expiry given (a profile wraps its source and drops it): ask the provider every
         # time; the library caches its own STS credentials until 15 minutes before expiry.
         return _Cached(key, asked, None)
+
+
+# What the library's exceptions say, as the kind of failure (read from its source, 1.0.x): the
+# text itself is never passed on, only the HTTP status it names.
+_STATUS = re.compile(r"(?:http_code[=:]\s*|HttpCode=)(\d{3})")
+_KINDS = (
+    ("error retrieving credentials", "an answer without the expected credentials fields"),
+    ("failed to get credential from credentials file", "no such profile in the file"),
+    ("unsupported credential type", "a profile of a type it does not support"),
+    ("Failed to get token from ECS", "no metadata token from the ECS metadata service"),
+    ("Failed to get RAM session credentials", "no credentials from the ECS metadata service"),
+)
+
+
+def _kind(exc: BaseException) -> str:
+    """A failed fetch as its kind and type (`answered HTTP 500 (CredentialException)`), never
+    the exception's text: it may quote the answer and the URI (see the module docstring)."""
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {FETCH_TIMEOUT:g}s"
+    if isinstance(exc, configparser.Error):
+        return f"a profile file that is not a valid ini file ({name})"
+    if isinstance(exc, FileNotFoundError):
+        return "the file does not exist"
+    if isinstance(exc, json.JSONDecodeError):
+        return "an answer that is not JSON"
+    # Tea (the library's HTTP) wraps aiohttp's connection errors in its RetryError.
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(exc, aiohttp.ClientError | OSError) or isinstance(
+        inner, aiohttp.ClientError | OSError | TimeoutError
+    ):
+        return f"unreachable ({name})"
+    if isinstance(exc, TypeError | KeyError | ValueError) and "strptime" in text + repr(exc.args):
+        return f"an answer without a valid Expiration ({name})"
+    if status := _STATUS.search(text):
+        return f"answered HTTP {status[1]} ({name})"
+    for words, kind in _KINDS:
+        if words in text:
+            return f"{kind} ({name})"
+    return f"failed ({name})"
 
 
 def static_credentials(key: AccessKey, source: str = "a static key pair") -> Credentials:
@@ -241,6 +293,8 @@ def credentials_from_settings(settings: Settings) -> Credentials | None:
     if settings.credentials_uri:
         uri = settings.credentials_uri
         return Credentials(
-            lambda: URLCredentialsProvider(uri=uri), f"ALIBABA_CLOUD_CREDENTIALS_URI {uri}"
+            # Its query may hold a token: the source is named by host alone (tracker/errors.py).
+            lambda: URLCredentialsProvider(uri=uri),
+            f"ALIBABA_CLOUD_CREDENTIALS_URI at {redact_url(uri)}",
         )
     return None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tracker.db import MAX_JSON_DEPTH, too_deep
 from tracker.vod.signing import parse_vod_time
 
 JOB_TYPES = ("AIVideoTag", "AIMediaDNA")
@@ -56,7 +57,12 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite
 def parse_json(text: str | bytes) -> Any:
     """JSON as RFC 8259 has it: NaN, Infinity and numbers beyond a double (`1e999`) raise
     ValueError, like any other syntax error. Python's own parser takes them, but no JSON
-    column of PostgreSQL, no JSON response and no other client can hold them."""
+    column of PostgreSQL, no JSON response and no other client can hold them. Nesting deeper
+    than MAX_JSON_DEPTH raises ValueError too (RFC 8259 lets a parser bound it): whatever the
+    tracker stores must render on every read path, each of which recurses once per level."""
+    shown = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if too_deep(shown, MAX_JSON_DEPTH):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(text, str):  # bytes in any UTF, as json.loads takes them
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     if text.startswith("\ufeff"):  # json.loads refuses a BOM in a str: so does this
