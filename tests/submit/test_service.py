@@ -18,6 +18,7 @@ from tracker.clock import FrozenClock
 from tracker.db import Database
 from tracker.fakevod import FakeVod
 from tracker.models import JobState, Origin, Submission
+from tracker.submit.budget import Budget
 from tracker.submit.claims import SubmitRequest, claim_many, record_many
 from tracker.submit.service import TypeOutcome, submit_media
 from tracker.transitions import Applied, apply_outcome
@@ -145,14 +146,14 @@ async def test_unreachable_vod_is_submit_failed_with_a_clear_code(
     database_url: str, database: Database, clock: FrozenClock, unused_tcp_port: int
 ) -> None:
     settings = vod_settings(database_url, f"http://127.0.0.1:{unused_tcp_port}", vod_retries=0)
+    budget = Budget({"AIVideoTag": 60_000})
     async with VodClient(settings) as client:
-        # Unreachable for GetVideoInfo: nothing is claimed at all.
+        # Unreachable for GetVideoInfo with a budget on a type: nothing is claimed at all.
         with pytest.raises(VodUnreachable, match="GetVideoInfo"):
-            await submit_media(database, client, SubmitRequest("m1", BOTH), clock)
+            await submit_media(database, client, SubmitRequest("m1", BOTH), clock, budget=budget)
         assert await jobs_of(database) == []
-        # Unreachable for SubmitAIJob (the duration known already): claimed, then failed.
-        request = SubmitRequest("m1", BOTH, duration_s=60.0)
-        done = await submit_media(database, client, request, clock)
+        # Without a budget the duration only counts: claimed, then failed at SubmitAIJob.
+        done = await submit_media(database, client, SubmitRequest("m1", BOTH), clock)
     assert done.outcomes == dict.fromkeys(BOTH, TypeOutcome.FAILED)
     assert {(j.state, j.code) for j in await jobs_of(database)} == {
         (JobState.SUBMIT_FAILED, "vod_unreachable")

@@ -36,7 +36,7 @@ from tracker.submit.claims import (
     error_fields,
     record_many,
 )
-from tracker.submit.durations import DurationUnknown, media_infos, with_duration
+from tracker.submit.durations import DurationUnknown, media_infos, unmeasured, with_duration
 from tracker.submit.service import ClaimFailed, Submitted, TypeOutcome, submit_media
 from tracker.submit.tally import Line, Reporter, Tally, lines_of
 from tracker.submit.validate import (
@@ -298,7 +298,13 @@ async def run_batch(
         except (VodError, VodUnreachable) as exc:
             code, _ = error_fields(exc)
             for item, blocked in waiting:
-                refuse(item, blocked, code, f"GetVideoInfo: {exc.message}")
+                request = SubmitRequest(
+                    item.media_id, item.types, config, user_data, region=vod.region
+                )
+                try:
+                    await queue.put(unmeasured(request, budget, exc))
+                except (VodError, VodUnreachable):
+                    refuse(item, blocked, code, f"GetVideoInfo: {exc.message}")
             return
         for item, blocked in waiting:
             request = SubmitRequest(item.media_id, item.types, config, user_data, region=vod.region)

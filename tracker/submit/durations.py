@@ -8,6 +8,7 @@ GetVideoInfos, at most INFOS_LIMIT a call, within their own rate limit (tracker/
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -20,10 +21,13 @@ from tracker.vod import (
     MediaInfos,
     VodClient,
     VodError,
+    VodUnreachable,
     get_video_info,
     get_video_infos,
 )
 from tracker.vod.mediainfo import NOT_FOUND
+
+log = logging.getLogger(__name__)
 
 
 class MediaNotFound(NotFound):
@@ -82,3 +86,16 @@ def with_duration(request: SubmitRequest, info: MediaInfo, budget: Budget) -> Su
             parameter="media_id",
         )
     return replace(request, duration_s=info.duration_s)
+
+
+def unmeasured(
+    request: SubmitRequest, budget: Budget, error: VodError | VodUnreachable
+) -> SubmitRequest:
+    """The request without a duration when GetVideoInfo failed (refused, for example by a RAM
+    policy without `vod:GetVideoInfo`, or unanswered) and no budget applies to its types: the
+    duration only counts minutes, so the submission goes on. With a budget it re-raises: what
+    cannot be counted is not submitted."""
+    if any(budget.limit_ms(t) is not None for t in request.types):
+        raise error
+    log.warning("no duration for media %s (GetVideoInfo: %s)", request.media_id, error.message)
+    return request

@@ -42,7 +42,7 @@ from tracker.submit.claims import (
     jobs_by_row_id,
     record_many,
 )
-from tracker.submit.durations import media_info, with_duration
+from tracker.submit.durations import media_info, unmeasured, with_duration
 from tracker.vod import (
     SubmitResult,
     VodAnswerUnclear,
@@ -161,7 +161,12 @@ async def submit_media(
             if len(found) == len(request.types):
                 jobs = sorted(found.values(), key=lambda job: (job.type, job.id))
                 return Submitted(request, dict.fromkeys(request.types, TypeOutcome.SKIPPED), jobs)
-        request = with_duration(request, await media_info(vod, request.media_id), budget)
+        try:
+            info = await media_info(vod, request.media_id)
+        except (VodError, VodUnreachable) as exc:
+            request = unmeasured(request, budget, exc)
+        else:
+            request = with_duration(request, info, budget)
     store = store or DirectStore(database, clock, budget)
     claiming = asyncio.ensure_future(store.claim(request, force=force, read=check_existing))
     try:
