@@ -174,20 +174,26 @@ async def rotate_secret(session: AsyncSession, sub_id: int, now: datetime) -> Su
     return sub
 
 
-def signing_secrets(sub: Subscription, now: datetime) -> list[str]:
+def signing_secrets(sub: Subscription, now: datetime) -> tuple[str, ...]:
+    """The secrets that sign a request now (`secrets_of`)."""
+    return secrets_of(sub.secret, sub.old_secret, sub.old_secret_expires_at, now)
+
+
+def secrets_of(
+    secret: str, old: str | None, old_expires: datetime | None, now: datetime
+) -> tuple[str, ...]:
     """The secrets that sign a request now: the current one, and the previous during its grace."""
-    secrets_ = [sub.secret]
-    expires = sub.old_secret_expires_at
-    if sub.old_secret and expires is not None and now < expires:
-        secrets_.append(sub.old_secret)
-    return secrets_
+    if old and old_expires is not None and now < old_expires:
+        return (secret, old)
+    return (secret,)
 
 
 async def disable_subscription(
     session: AsyncSession, sub_id: int, reason: str, now: datetime
-) -> None:
-    """Disable a subscription and skip its pending deliveries; idempotent."""
-    await session.execute(
+) -> bool:
+    """Disable a subscription and skip its pending deliveries; idempotent. True when it was
+    enabled until now."""
+    disabled = await session.execute(
         update(Subscription)
         .where(Subscription.id == sub_id, Subscription.enabled.is_(True))
         .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
@@ -199,6 +205,7 @@ async def disable_subscription(
         .values(status="skipped", lease_until=None, claim_id=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    return bool(disabled.rowcount)  # type: ignore[attr-defined]
 
 
 async def ensure_env_subscription(
