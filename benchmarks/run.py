@@ -32,7 +32,7 @@ ROOT = HERE.parent
 
 def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
     """The commands, each a script of this folder and its arguments."""
-    names = ("ingest", "api", "sweep", "notify", "mns")
+    names = ("ingest", "api", "sweep", "notify", "mns", "console")
     db = {name: f"{postgres.rsplit('/', 1)[0]}/bench_{name}" for name in names}
     if quick:
         return [
@@ -55,6 +55,19 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
             ["memory.py", "--callbacks", "2000"],
             ["notify.py", "--postgres-url", db["notify"], "--quick"],
             ["mns.py", "--postgres-url", db["mns"], "--messages", "2000", "--rounds", "1"],
+            [
+                "console.py",
+                "--database-url",
+                "sqlite+aiosqlite:///{tmp}/console.db",
+                "--database-url",
+                db["console"],
+                "--jobs",
+                "20000",
+                "--requests",
+                "10",
+                "--rounds",
+                "1",
+            ],
         ]
     return [
         ["ingest.py", "--postgres-url", db["ingest"]],
@@ -70,6 +83,13 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
         ["memory.py"],
         ["notify.py", "--postgres-url", db["notify"]],
         ["mns.py", "--postgres-url", db["mns"]],
+        [
+            "console.py",
+            "--database-url",
+            "sqlite+aiosqlite:///{tmp}/console.db",
+            "--database-url",
+            db["console"],
+        ],
     ]
 
 

@@ -12,7 +12,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tracker.api import dashboard, health, notify, openapi, routes, telemetry
+from tracker import console
+from tracker.api import health, notify, openapi, routes, telemetry
 from tracker.api.bodies import BodyDeadline
 from tracker.api.guards import SameOriginWrites
 from tracker.api.queries import StatsCache
@@ -24,6 +25,7 @@ from tracker.errors import TrackerError
 from tracker.ingest import receiver
 from tracker.ingest.inbox import Inbox
 from tracker.ingest.queue import consumer_for
+from tracker.ingest.refusals import RefusalLog
 from tracker.notify.relay import Relay
 from tracker.scheduler.service import Scheduler
 from tracker.vod import SOURCES_HINT, vod_clients
@@ -60,6 +62,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             database,
             inbox,
             StatsCache(),
+            RefusalLog(database),
             vod=vod,
             scheduler=scheduler,
             mns=mns,
@@ -87,7 +90,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             *notify.routes,
             *openapi.routes,
             *telemetry.routes,
-            *dashboard.routes,
+            *console.routes(settings),
         ],
         middleware=[
             Middleware(BodyDeadline),

@@ -219,6 +219,12 @@ class Settings(BaseSettings):
     # `json`: one JSON object per log line, for log pipelines (tracker/logs.py).
     log_format: Literal["text", "json"] = "text"
 
+    # The console (tracker/console/): how long a sign-in lasts, and the key that signs its
+    # cookie (unset: derived from TRACKER_API_TOKENS, so replicas agree and a withdrawn token
+    # ends every session signed with the old set).
+    ui_session_ttl: Duration = timedelta(hours=12)
+    ui_secret: SecretStr | None = None
+
     @property
     def vod_url(self) -> str:
         return self.vod_url_for(self.vod_region)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from tracker.api.queries import StatsCache
     from tracker.ingest.inbox import Inbox
     from tracker.ingest.queue import MnsConsumer
+    from tracker.ingest.refusals import RefusalLog
     from tracker.notify.relay import Relay
     from tracker.scheduler.service import Scheduler
 
@@ -35,6 +36,7 @@ class AppContext:
     database: Database
     inbox: Inbox
     stats: StatsCache
+    refusals: RefusalLog  # refused callbacks, for the console's inbox page
     vod: VodClients | None = None  # one client per region
     scheduler: Scheduler | None = None
     mns: MnsConsumer | None = None  # with TRACKER_MNS_ENDPOINT and TRACKER_MNS_QUEUE

@@ -265,13 +265,14 @@ DELIVERY_DUE_SQL = "status IN ('pending', 'sending')"
 
 class JobChange(Base):
     """The change log (a transactional outbox): one row per change of a job's state or stale
-    flag, written by database triggers on `jobs` in the transaction of the change (migration
-    0003). `seq` orders the log as the changes were committed; `data` is the job as it was."""
+    flag, written by database triggers on `jobs` in the transaction of the change (migrations
+    0004, 0005). `seq` orders the log as the changes were committed; `data` is the job as it was."""
 
     __tablename__ = "job_changes"
     __table_args__ = (
         Index("ix_job_changes_job_row_id_seq", "job_row_id", "seq"),
-        Index("ix_job_changes_media_id_seq", "media_id", "seq"),
+        # No (media_id, seq) index: its random keys cost every change a page write of its own
+        # (migration 0005); a media's changes are found through its jobs.
         # PostgreSQL numbers a transaction's changes as it commits; until then `seq` is NULL.
         Index(
             "ix_job_changes_unsequenced",
@@ -369,3 +370,97 @@ class DeliveryAttempt(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     # scheduled, or manual (a retry or replay asked for through the API or the CLI)
     trigger: Mapped[str] = mapped_column(String(16))
+
+
+# --- the console (tracker/console/): sessions, refused callbacks, rollups (migration 0006) ------
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds a random id whose hash is the key here, so signing
+    out (deleting the row) ends it on the server, whatever copy of the cookie survives."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's id
+    # HMAC of the API token it signed in with: the session ends when that token is withdrawn.
+    token_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CallbackRefusal(Base):
+    """A callback answered with an error before it reached the inbox (bad or missing signature,
+    stale timestamp, wrong URL, too large), kept for the console's inbox page. Bounded: the
+    receiver keeps the last REFUSALS_KEPT and nothing older than a day (tracker/ingest/
+    refusals.py). Never a secret: `signed_over` names the AuthKey, it does not hold it."""
+
+    __tablename__ = "callback_refusals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    remote: Mapped[str | None] = mapped_column(String(64))
+    # What VOD's signature is computed over, as this tracker computes it (URL|timestamp|key).
+    signed_over: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]]
+    # This refusal and those not recorded one by one since the last row (a flood is sampled).
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+
+
+# Stored callbacks that were not applied, for the console's inbox; literal SQL like UNFLAGGED_SQL.
+NOT_APPLIED_SQL = "applied = false"
+Index(
+    "ix_callback_events_not_applied",
+    CallbackEvent.received_at,
+    sqlite_where=text(NOT_APPLIED_SQL),
+    postgresql_where=text(NOT_APPLIED_SQL),
+)
+
+
+class Rollup(Base):
+    """Hourly counts for the console's charts, kept by triggers in the transaction of what they
+    count (migration 0006): changes by type, time to a result by job type (a histogram),
+    callbacks received, repeated and refused, delivery attempts. `shard` spreads concurrent
+    writers of one hour over several rows on PostgreSQL; readers add the shards up."""
+
+    __tablename__ = "console_rollups"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobCount(Base):
+    """How many jobs there are of each type, region (empty: none yet), state and stale flag,
+    kept by triggers on `jobs` (migration 0006) so the console counts without a scan."""
+
+    __tablename__ = "console_job_counts"
+
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stale: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class SchedulerRun(Base):
+    """The last runs of each scheduled job, copied from `heartbeats` by a trigger as each run
+    finishes (the heartbeat keeps only the latest); at most RUNS_KEPT per job."""
+
+    __tablename__ = "scheduler_runs"
+    __table_args__ = (Index("ix_scheduler_runs_name_id", "name", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    summary: Mapped[str | None] = mapped_column(Text)

@@ -102,7 +102,7 @@ async def test_a_cross_site_text_plain_form_submits_nothing(
     # ... a form from a page that sends no Origin (same-origin check passes) ...
     del browser["Origin"]
     refused = await api.post("/jobs", content=form_body, headers=browser)
-    assert refused.status_code == 401  # Basic is for the dashboard's reads only
+    assert refused.status_code == 401  # Basic opens nothing (browsers sign in to the console)
     # ... and with a token, still only JSON.
     bearer = {"Content-Type": "text/plain", "Authorization": f"Bearer {TOKEN}"}
     unsupported = await api.post("/jobs", content=form_body, headers=bearer)
@@ -136,9 +136,14 @@ async def test_the_same_origin_and_programs_without_origin_may_submit(
     assert fake.submit_calls == 2
 
 
-async def test_basic_credentials_still_open_the_dashboard_reads(api: httpx.AsyncClient) -> None:
-    assert (await api.get("/jobs", headers=basic(TOKEN))).status_code == 200
-    assert (await api.get("/", headers=basic(TOKEN))).status_code == 200
+async def test_basic_credentials_open_nothing(api: httpx.AsyncClient) -> None:
+    """A browser replays a cached Basic login on its own, so it is no credential at all: the
+    console has its own sign-in (tests/console/test_sessions.py)."""
+    assert (await api.get("/jobs", headers=basic(TOKEN))).status_code == 401
+    assert (await api.get("/changes", headers=basic(TOKEN))).status_code == 401
+    console = await api.get("/ui/jobs", headers=basic(TOKEN))
+    assert console.status_code == 303
+    assert console.headers["location"].startswith("/ui/login")
 
 
 async def test_a_real_browser_form_from_another_origin_submits_nothing(

@@ -1,4 +1,4 @@
-"""Subscriptions in GET /stats and on the dashboard: counts, and the disabled ones listed."""
+"""Subscriptions in GET /stats and on the console: counts, and why the disabled ones are."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_stats_count_subscriptions_and_their_deliveries(
     }
 
 
-async def test_dashboard_lists_disabled_subscriptions_escaped(
+async def test_console_lists_subscriptions_with_why_disabled_escaped(
     client: httpx.AsyncClient, database: Database, clock: FrozenClock
 ) -> None:
     await add_subscription(database, at=clock(), deliveries=STATUSES)
@@ -63,23 +63,23 @@ async def test_dashboard_lists_disabled_subscriptions_escaped(
     await add_subscription(
         database, at=clock(), disabled_at=disabled_at, deliveries=["failed", "skipped"], **DISABLED
     )
-    page = (await client.get("/")).text
+    page = (await client.get("/ui/subscriptions")).text
     assert "<img" not in page
-    assert '<b id="subscriptions-enabled">1</b>' in page
-    assert '<b id="subscriptions-disabled">1</b>' in page
-    assert '<span id="deliveries-failed">2</span>' in page
-    panel = page.split('id="disabled-subscriptions"')[1].split("</table>")[0]
-    escaped = "&lt;img src=x onerror=&quot;document.title=&#x27;pwned&#x27;&quot;&gt;"
-    assert f"https://hooks.example.com/in?q={escaped}" in panel
-    assert f"the receiver answered 410 Gone {escaped}" in panel
-    assert "hooks.example.com/1" not in panel  # the enabled one is not listed
+    rows = page.split('id="subscriptions"')[1].split("</table>")[0].split("<tr>")[2:]
+    healthy, dead = rows
+    escaped = "&lt;img src=x onerror=&#34;document.title=&#39;pwned&#39;&#34;&gt;"
+    assert f"https://hooks.example.com/in?q={escaped}" in dead
+    assert f"the receiver answered 410 Gone {escaped}" in dead
+    assert "disabled" in dead
+    assert "enabled" in healthy
+    # backlog (pending and sending) and dead letters, per subscription
+    assert [cell.split("<")[0] for cell in healthy.split('<td class="n">')[2:]] == ["3", "1"]
+    assert [cell.split("<")[0] for cell in dead.split('<td class="n">')[2:]] == ["0", "1"]
 
 
-async def test_dashboard_without_disabled_subscriptions_says_so(
-    client: httpx.AsyncClient,
-) -> None:
-    page = (await client.get("/")).text
-    assert '<p id="disabled-subscriptions" class="muted">no disabled subscriptions</p>' in page
+async def test_console_without_subscriptions_says_so(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/ui/subscriptions")).text
+    assert "No subscription yet" in page
 
 
 @asynccontextmanager
@@ -95,7 +95,7 @@ async def receiver_answering(status: int) -> AsyncIterator[Receiver]:
         await rx.stop()
 
 
-async def test_a_subscription_the_relay_disables_shows_in_stats_and_dashboard(
+async def test_a_subscription_the_relay_disables_shows_in_stats_and_console(
     database_url: str, database: Database
 ) -> None:
     app = create_app(notify_settings(database_url))
@@ -120,8 +120,7 @@ async def test_a_subscription_the_relay_disables_shows_in_stats_and_dashboard(
             "deliveries_pending": 0,
             "deliveries_failed": 1,
         }
-        page = (await http.get("/")).text
-        panel = page.split('id="disabled-subscriptions"')[1].split("</table>")[0]
-        assert f'<td class="n">{dead["id"]}</td><td>{gone.url}</td>' in panel
-        assert "the receiver answered 410 Gone" in panel
-        assert ok.url not in panel
+        page = (await http.get(f"/ui/subscriptions/{dead['id']}")).text
+        assert gone.url in page
+        assert '<span class="badge s-lost" id="sub-state">disabled</span>' in page
+        assert "the receiver answered 410 Gone" in page.split('id="disabled-reason"')[1]

@@ -50,7 +50,7 @@ def test_demo_runs_every_job_to_its_true_state_and_exits_0(tmp_path: Path) -> No
     assert (answer["state"], answer["stale"], answer["status"]) == ("succeeded", False, "success")
     assert answer["stale_at"] is not None
     assert answer["result"]["Keyword"]
-    assert f"dashboard: {curl[1]}/" in out
+    assert f"console: {curl[1]}/ui/  (sign in with the API token " in out
 
     # Its SQLite file lived in a temp directory, removed at exit; the user's was not touched.
     database = re.search(r"SQLite at (\S+),", out)

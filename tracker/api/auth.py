@@ -1,9 +1,7 @@
-"""Bearer-token auth for the status API, the dashboard and /metrics."""
+"""Bearer-token auth for the status API and /metrics; a console sign-in for the console's reads."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from collections.abc import Iterable
 
@@ -14,19 +12,25 @@ from tracker.context import context_of
 from tracker.errors import Unauthorized
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Set in a request's scope by the console (tracker/console/web.py) once it has checked the
+# browser's signed-in session; only the console's own routes run with it.
+SIGNED_IN = "tracker.console.signed_in"
 
 
 def require_api_token(request: Request) -> None:
     """Pass when the API is open (TRACKER_API_AUTH=off, or no tokens: loopback only, see
-    `Settings.check_exposure`) or the request carries one of TRACKER_API_TOKENS; else 401.
+    `Settings.check_exposure`), the request carries one of TRACKER_API_TOKENS, or it is a read
+    the console makes for a signed-in browser (its change stream); else 401.
+
+    No HTTP Basic: a browser replays a cached Basic login on any request to this origin,
+    a form posted from another site included. Browsers sign in to the console instead.
     """
     settings = context_of(request).settings
     if settings.api_open:
         return
-    # A browser replays a cached Basic login on any request to this origin, including a form
-    # posted from another site; only reads may ride on it (the dashboard), never a change.
-    basic = request.method in SAFE_METHODS
-    if not _matches(presented_token(request, basic=basic), settings.api_tokens):
+    if request.method in SAFE_METHODS and request.scope.get(SIGNED_IN) is True:
+        return
+    if not _matches(presented_token(request), settings.api_tokens):
         raise Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
 
@@ -44,19 +48,12 @@ def require_metrics_token(request: Request) -> None:
         raise Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
 
-def presented_token(request: Request, *, basic: bool = True) -> str | None:
-    """The bearer token, or the password of HTTP Basic (so a browser can open the dashboard)
-    when `basic`."""
+def presented_token(request: Request) -> str | None:
+    """The bearer token of the Authorization header, if any."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "bearer" and credentials:
         return credentials
-    if basic and scheme.lower() == "basic" and credentials:
-        try:
-            decoded = base64.b64decode(credentials, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2] or None
     return None
 
 

@@ -125,15 +125,16 @@ PATHS: dict[str, Any] = {
     },
     "/": {
         "get": {
-            "operationId": "dashboard",
-            "summary": "Dashboard for people (HTML); a browser signs in with any user name and "
-            "an API token as the password",
-            "security": [{"bearer": []}, {"basic": []}],
-            "parameters": [_query("q", {"type": "string"}, "a job or media id to look up")],
+            "operationId": "console",
+            "summary": "Redirects (307) to the console for people at `/ui/` (HTML), which has its "
+            "own sign-in: a form taking an API token",
+            "security": [{}],
             "responses": {
-                "200": {"description": "the page", "content": {"text/html": {"schema": {}}}},
-                "401": ERROR_401,
-                "503": ERROR_503,
+                "200": {
+                    "description": "the console, after the redirect",
+                    "content": {"text/html": {"schema": {}}},
+                },
+                "307": {"description": "to `/ui/`"},
             },
         }
     },
@@ -268,7 +269,6 @@ def document() -> dict[str, Any]:
             "schemas": SCHEMAS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
-                "basic": {"type": "http", "scheme": "basic"},
             },
         },
         "security": [{"bearer": []}],

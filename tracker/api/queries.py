@@ -1,4 +1,4 @@
-"""Read-side queries of the status API, the dashboard and `tracker jobs`: one place, indexed.
+"""Read-side queries of the status API, the console and `tracker jobs`: one place, indexed.
 
 Statements: take a session, never commit.
 """

@@ -30,6 +30,7 @@ from tracker.config import Settings
 from tracker.context import context_of
 from tracker.ingest.events import parse_callback
 from tracker.ingest.inbox import StoreFailed
+from tracker.ingest.refusals import refusal_row
 from tracker.vod import sign_callback
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,9 @@ async def receive_callback(app: Starlette, scope: Scope, receive: Receive) -> tu
         metrics.CALLBACKS_REJECTED.labels(rejected.code).inc()
         client = scope["client"][0] if scope.get("client") else "?"
         log.warning("callback from %s rejected: %s", client, rejected.code)
+        await context.refusals.record(
+            refusal_row(settings, scope, headers, *_fields(rejected), now), now
+        )
         return rejected.status, _json({"error": rejected.code, "message": rejected.message})
 
     row, malformed = parse_callback(raw)
@@ -160,6 +164,10 @@ async def receive_callback(app: Starlette, scope: Scope, receive: Receive) -> tu
         metrics.CALLBACKS_REJECTED.labels("malformed").inc()
         return 400, _json({"error": "bad_request", "message": malformed})
     return 200, STORED if recorded.new else DUPLICATE
+
+
+def _fields(rejected: Rejected) -> tuple[str, int, str]:
+    return rejected.code, rejected.status, rejected.message
 
 
 class CallbackReceiver:

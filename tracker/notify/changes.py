@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import iso
-from tracker.models import JobChange
+from tracker.models import Job, JobChange
 from tracker.shapes import Change, ChangedJob, job_json
 
 NOTIFY_CHANNEL = "tracker_job_changes"  # PostgreSQL: the sequencing trigger notifies it
@@ -124,7 +124,9 @@ async def list_changes(
     if where.types:
         query = query.where(JobChange.type.in_(where.types))
     if where.media_id is not None:
-        query = query.where(JobChange.media_id == where.media_id)
+        # Through the media's jobs (a job keeps its media): job_changes has no media index.
+        jobs = select(Job.id).where(Job.media_id == where.media_id)
+        query = query.where(JobChange.job_row_id.in_(jobs), JobChange.media_id == where.media_id)
     if where.job_row_id is not None:
         query = query.where(JobChange.job_row_id == where.job_row_id)
     return list(await session.scalars(query))

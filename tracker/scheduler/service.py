@@ -1,9 +1,9 @@
 """The scheduler: stale sweep, reconciliation with VOD, retention; heartbeats and a lease.
 
 Runs on APScheduler 3 (AsyncIOScheduler) inside `tracker serve`, or alone as `tracker scheduler`.
-Every job is idempotent and safe with several replicas on one database: the sweep is one atomic
-statement, reconciliation runs only on the replica holding the `reconcile` lease, retention is a
-plain idempotent write. The work itself lives in `sweep`, `reconcile`, `retention` and
+Every job is idempotent and safe with several replicas on one database: the sweep flags only jobs
+not flagged yet, reconciliation runs only on the replica holding the `reconcile` lease, retention
+is a plain idempotent write. The work itself lives in `sweep`, `reconcile`, `retention` and
 `heartbeats`; this module only runs it on time.
 
 Flows: each job owns its transactions (the sweep's, the lease's, the heartbeats' around every
@@ -34,7 +34,7 @@ from tracker.scheduler.leases import RECONCILE_LEASE, acquire_lease, new_owner, 
 from tracker.scheduler.reconcile import reconcile_open_jobs
 from tracker.scheduler.recover import recover_lost_job_ids
 from tracker.scheduler.retention import RETENTION_INTERVAL, delete_old_events, prune_changes
-from tracker.scheduler.sweep import count_stale, flag_stale_jobs
+from tracker.scheduler.sweep import count_stale, sweep_stale_jobs
 from tracker.vod import SOURCES_HINT, VodClients, vod_clients
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,7 @@ class Scheduler:
             log.info("lease: %s the reconcile lease as %s", "took" if held else "lost", self.owner)
 
     async def _sweep(self) -> str:
-        async with self.database.write() as session:
-            flagged = await flag_stale_jobs(session, self.settings, self.clock())
+        flagged = await sweep_stale_jobs(self.database, self.settings, self.clock())
         async with self.database.session() as session:
             stale = await count_stale(session)
         metrics.STALE_JOBS.set(stale)

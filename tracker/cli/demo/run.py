@@ -1,7 +1,7 @@
 """`tracker demo`: the VOD simulator and the tracker on loopback, a handful of jobs watched live.
 
 Everything runs in one process and one event loop: the simulator (`FakeVod`), the real app under
-uvicorn (webhook, status API, dashboard, scheduler) on an embedded SQLite file in a fresh temp
+uvicorn (webhook, status API, console, scheduler) on an embedded SQLite file in a fresh temp
 directory, a webhook receiver (`webhooks.py`), and a watcher that reads the status API over HTTP
 like any client would. Jobs go in through `POST /jobs`, the real submit path; the simulator drops
 one callback (reconciliation must find that job) and keeps one job running past the demo's stale
@@ -370,7 +370,7 @@ class Demo:
         self.say(f'$ curl -H "Authorization: Bearer {token}" {self.url}/jobs/{job_id}')
         self.say(one_field_a_line(body))
         self.say("")
-        self.say(f"dashboard: {self.url}/  (browser login: any user name, password {token})")
+        self.say(f"console: {self.url}/ui/  (sign in with the API token {token})")
         if not self.exit_when_done:
             self.say(
                 f"status API: {self.url}/jobs, /stats (Authorization: Bearer {token}); "
