@@ -208,6 +208,9 @@ class Settings(BaseSettings):
     notify_disable_after: Duration = timedelta(days=5)
     notify_allow_private: Switch = "off"
     notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
+    # Subscriptions at most (POST /subscriptions answers 409 beyond): each one costs the relay
+    # a share of its writes, so their number is bounded like any other load.
+    notify_max_subscriptions: int = Field(default=100, ge=1, le=100_000)
 
     # VOD's events from an MNS queue (tracker/mns/): consumed when both are set.
     mns_endpoint: str | None = Field(default=None, pattern=r"^https?://[^/\s?#]+/?$")

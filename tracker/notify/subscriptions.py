@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.errors import BadRequest, NotFound
+from tracker.errors import BadRequest, NotFound, TrackerError
 from tracker.models import Delivery, Subscription
 from tracker.notify.changes import latest_seq
 from tracker.notify.signing import new_secret, secret_key
@@ -28,6 +28,7 @@ ENV_DESCRIPTION = "declared by TRACKER_NOTIFY_URL"
 # Made through the API (or the CLI), or declared by TRACKER_NOTIFY_URL.
 Source = Literal["api", "env"]
 SOURCES: tuple[Source, ...] = get_args(Source)
+SUBSCRIBE_LOCK = 0x7472_6B73_7562  # "trksub": creations counted against the cap take turns
 
 
 class SubscriptionNotFound(NotFound):
@@ -36,6 +37,13 @@ class SubscriptionNotFound(NotFound):
 
 class InvalidSubscription(BadRequest):
     code = "invalid_subscription"
+
+
+class TooManySubscriptions(TrackerError):
+    """TRACKER_NOTIFY_MAX_SUBSCRIPTIONS exist already: each costs the relay a share of writes."""
+
+    status_code = 409
+    code = "too_many_subscriptions"
 
 
 @dataclass(frozen=True)
@@ -100,10 +108,27 @@ def parse_input(body: Mapping[str, Any], *, partial: bool) -> SubscriptionInput:
 
 
 async def create_subscription(
-    session: AsyncSession, data: SubscriptionInput, now: datetime, *, source: Source = "api"
+    session: AsyncSession,
+    data: SubscriptionInput,
+    now: datetime,
+    *,
+    source: Source = "api",
+    limit: int | None = None,
 ) -> Subscription:
-    """A new enabled subscription with a fresh secret; it receives changes from now on."""
+    """A new enabled subscription with a fresh secret; it receives changes from now on. Refused
+    (409) when `limit` subscriptions exist already, enabled or not."""
     assert data.url is not None
+    if limit is not None:
+        if session.get_bind().dialect.name == "postgresql":
+            # Two creations at once must not both see room for one: they take turns (SQLite's
+            # single writer already makes them).
+            await session.execute(select(func.pg_advisory_xact_lock(SUBSCRIBE_LOCK)))
+        existing = int(await session.scalar(select(func.count()).select_from(Subscription)) or 0)
+        if existing >= limit:
+            raise TooManySubscriptions(
+                f"{existing} subscriptions exist and TRACKER_NOTIFY_MAX_SUBSCRIPTIONS is {limit}: "
+                "delete one (DELETE /subscriptions/{id}) or raise the setting",
+            )
     sub = Subscription(
         url=data.url,
         description=data.description,
