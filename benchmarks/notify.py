@@ -68,7 +68,9 @@ def receive(ports: int, parse: bool) -> None:
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         now = time.monotonic()
-        key = request.headers.get("webhook-id", "")
+        # One webhook-id goes to every subscription: a delivery is the id at one receiver.
+        port = request.transport.get_extra_info("sockname")[1] if request.transport else 0
+        key = f"{port}:{request.headers.get('webhook-id', '')}"
         if parse:
             key = json.loads(body)["data"]["job_id"]
         if not state["count"]:

@@ -187,9 +187,10 @@ def webhook_session(settings: Settings) -> aiohttp.ClientSession:
     """The webhooks' client: no redirects (per request), no proxies from the environment, and
     a resolver that refuses forbidden addresses at connect time."""
     allow = settings.notify_allow_private == "on"
-    connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(allow), limit=0, limit_per_host=settings.notify_concurrency * 2
-    )
+    # The lanes bound the requests (TRACKER_NOTIFY_CONCURRENCY per subscription), the pool does
+    # not: a limit per host would make subscriptions on one host wait, inside their timeouts,
+    # for each other's slow requests. Connections are kept alive and reused per receiver.
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow), limit=0, limit_per_host=0)
     return aiohttp.ClientSession(
         connector=connector,
         headers={"user-agent": USER_AGENT},
