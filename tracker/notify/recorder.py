@@ -17,6 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from tracker import metrics
 from tracker.clock import Clock
 from tracker.db import Database
@@ -35,6 +37,16 @@ GATHER = 0.002
 STOP_GRACE = 10.0
 
 Finished = tuple[Claimed, AttemptResult]
+# Set on the writer connection by a transaction that commits no change: its commit wakes no relay
+# (on SQLite the relay writes through the process's one writer, whose commits wake it).
+QUIET = "tracker.notify.quiet"
+
+
+async def quiet(session: AsyncSession) -> None:
+    """Mark this write transaction as one that commits no change of the log."""
+    (await session.connection()).info[QUIET] = True
+
+
 OnRecorded = Callable[[Sequence[Finished], Sequence[int]], None]
 
 
@@ -107,6 +119,7 @@ class Recorder(Worker):
         recorded = None
         try:
             async with self.database.write() as session:
+                await quiet(session)
                 recorded = await record_attempts(
                     session,
                     finished,

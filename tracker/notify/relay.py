@@ -5,9 +5,11 @@ subscription and claims what is due, set-based, in one short write transaction
 (`deliveries.py`, `claims.py`), renders each change's body once, and dispatches the claims to the
 sending half (`send.py`), which sends each subscription's deliveries within its own concurrency
 outside any transaction. The recorder (`recorder.py`) writes what the attempts came to, for all
-subscriptions at once, a commit every few milliseconds. The relay works through a connection pool
-of its own (on SQLite, a writer connection of its own), so the webhook's inbox never waits in a
-queue behind it; its transactions stay short, as SQLite's one write lock is shared.
+subscriptions at once, a commit every few milliseconds. On PostgreSQL the relay works through a
+connection pool of its own, so the webhook's inbox never waits in a queue behind it. On SQLite it
+shares the process's one writer connection: a second one would meet the inbox's in SQLite's busy
+handler, which sleeps up to 100 ms between tries, where the writer's queue takes turns at once;
+its transactions stay a few milliseconds long either way.
 
 It runs inside `tracker serve` (TRACKER_NOTIFY=off turns it off) or alone as `tracker notifier`;
 replicas share the work through leased delivery rows. It wakes when this process commits a change
@@ -48,7 +50,7 @@ from tracker.notify.claims import (
 )
 from tracker.notify.deliveries import count_disabled, fan_out, fan_out_pending
 from tracker.notify.egress import EgressRefused, check_address, check_url, parse_url
-from tracker.notify.recorder import Finished, Recorder
+from tracker.notify.recorder import QUIET, Finished, Recorder, quiet
 from tracker.notify.send import Sender
 from tracker.notify.signing import secret_key
 from tracker.notify.subscriptions import ensure_env_subscription
@@ -153,11 +155,9 @@ class Relay(Worker):
         """A database or a subscriber that cannot be reached yet does not stop the service:
         the environment's subscription is declared by the first turn that can."""
         check_notify_settings(self.settings)
-        self.own = Database(
-            self.settings.database_url,
-            sqlite_synchronous=self.settings.sqlite_synchronous,
-            pool_size=POOL_SIZE,
-        )
+        self.own = self.database
+        if not self.database.is_sqlite:
+            self.own = Database(self.settings.database_url, pool_size=POOL_SIZE)
         self.recorder = Recorder(
             self.own,
             clock=self.clock,
@@ -171,19 +171,26 @@ class Relay(Worker):
                 await self.declare_env_subscription()
         self._loop_ref = asyncio.get_running_loop()
         event.listen(self.database.writer.sync_engine, "commit", self._on_commit)
+        event.listen(self.database.writer.sync_engine, "rollback", self._on_rollback)
         if not self.database.is_sqlite:
             await self._listen()
 
-    def _on_commit(self, _conn: Any) -> None:
+    def _on_commit(self, conn: Any) -> None:
         # Any write of this process may have committed changes; a turn that finds none costs
-        # two indexed reads. The relay's own writes go through its own pool: they wake no one.
+        # two indexed reads. The relay's own writes commit none: they wake no one (quiet).
+        if conn.info.pop(QUIET, False):
+            return
         if self._loop_ref is not None:
             self._loop_ref.call_soon_threadsafe(self.wake)
 
+    def _on_rollback(self, conn: Any) -> None:
+        conn.info.pop(QUIET, None)
+
     async def teardown(self) -> None:
         """After the loop: let the requests in flight finish (bounded), record them, close."""
-        if event.contains(self.database.writer.sync_engine, "commit", self._on_commit):
-            event.remove(self.database.writer.sync_engine, "commit", self._on_commit)
+        for name, listener in (("commit", self._on_commit), ("rollback", self._on_rollback)):
+            if event.contains(self.database.writer.sync_engine, name, listener):
+                event.remove(self.database.writer.sync_engine, name, listener)
         await self.sender.drain(STOP_TIMEOUT)
         if self.recorder is not None:
             await self.recorder.stop()  # records what waits, then ends
@@ -192,9 +199,9 @@ class Relay(Worker):
                 await self._listener.close()
             self._listener = None
         await self.sender.close()
-        if self.own is not None:
+        if self.own is not None and self.own is not self.database:
             await self.own.dispose()
-            self.own = None
+        self.own = None
 
     async def declare_env_subscription(self) -> None:
         """Write TRACKER_NOTIFY_URL's subscription. Its address is checked as any
@@ -212,6 +219,7 @@ class Relay(Worker):
         try:
             checked = await check_url(url, allow_private=allow)
             async with self.own.write() as session:
+                await quiet(session)
                 await ensure_env_subscription(
                     session, checked, secret.get_secret_value(), self.clock()
                 )
@@ -278,6 +286,7 @@ class Relay(Worker):
         fanned: int | None = 0
         if fanning or targets:
             async with own.write() as session:
+                await quiet(session)
                 if fanning:
                     fanned = await fan_out(session, now)
                     if not self.stopping:
@@ -361,6 +370,7 @@ class Relay(Worker):
             )
         if pruned:
             async with self.own.write() as session:
+                await quiet(session)
                 await settle_pruned(session, pruned, self.claim_id, now)
         self.sender.dispatch(claimed)
 
