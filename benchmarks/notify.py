@@ -138,8 +138,9 @@ class Receivers:
 
         asyncio.run(post())
 
-    def wait_for(self, unique: int, within: float) -> dict[str, Any]:
-        """Until `unique` distinct deliveries arrived or nothing arrived for `within` s."""
+    def wait_for(self, unique: int, within: float, first: float = 120.0) -> dict[str, Any]:
+        """Until `unique` distinct deliveries arrived or nothing arrived for `within` s (`first`
+        s for the first: a `tracker notifier` starting on a loaded machine takes a while)."""
         last_change, seen = time.monotonic(), -1
         while True:
             stats = self.stats()
@@ -147,7 +148,7 @@ class Receivers:
                 return stats
             if stats["unique"] != seen:
                 seen, last_change = stats["unique"], time.monotonic()
-            elif time.monotonic() - last_change > within:
+            elif time.monotonic() - last_change > (within if seen else first):
                 return stats
             time.sleep(0.05)
 
