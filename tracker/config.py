@@ -319,6 +319,9 @@ class Settings(BaseSettings):
     notify_disable_after: Duration = timedelta(days=5)
     notify_allow_private: Switch = "off"
     notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
+    # Subscriptions at most (POST /subscriptions answers 409 beyond): each one costs the relay
+    # a share of its writes, so their number is bounded like any other load.
+    notify_max_subscriptions: int = Field(default=100, ge=1, le=100_000)
     # Requests held open for changes (`GET /jobs/{id}?wait=` and `GET /changes/stream`), per
     # process: per caller (API token, or address when the API is open) and in all; beyond, 429.
     wait_per_caller: int = Field(default=50, ge=1, le=100_000)

@@ -289,7 +289,7 @@ async def test_a_delivery_whose_lease_runs_short_in_the_queue_is_given_back_unse
         return web.Response(status=204)
 
     receiver.behaviour = slowing
-    caplog.set_level("INFO", logger="tracker.notify.relay")
+    caplog.set_level("INFO", logger="tracker.notify")
     async with running(database_url, notify_concurrency=1) as live:
         await subscribe(live, receiver.url, event_types=["job.succeeded"])
         for n in range(6):  # successes, turn after turn: the claims ahead grow

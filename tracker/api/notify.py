@@ -103,7 +103,9 @@ async def post_subscriptions(request: Request) -> JSONResponse:
     require_api_token(request)
     data = await _checked(request, parse_input(await _body(request), partial=False))
     async with writing(request) as session:
-        sub = await create_subscription(session, data, context_of(request).clock())
+        context = context_of(request)
+        limit = context.settings.notify_max_subscriptions
+        sub = await create_subscription(session, data, context.clock(), limit=limit)
         body = subscription_json(sub, with_secret=True)
     return JSONResponse(body, status_code=201)
 

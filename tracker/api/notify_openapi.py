@@ -28,6 +28,8 @@ ERRORS = {
     "503": _json("the database cannot be reached; retry later", "Error"),
 }
 NOT_FOUND = {"404": _json("no such subscription or delivery", "Error")}
+FULL = {"409": _json("TRACKER_NOTIFY_MAX_SUBSCRIPTIONS subscriptions exist already", "Error")}
+DISABLED = {"409": _json("the subscription is disabled (the message says why)", "Error")}
 SUB_ID = {"name": "sub_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -64,7 +66,11 @@ PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("NewSubscription")}},
             },
-            "responses": {"201": _json("created, with its secret", "Subscription"), **ERRORS},
+            "responses": {
+                "201": _json("created, with its secret", "Subscription"),
+                **ERRORS,
+                **FULL,
+            },
         },
     },
     SUBSCRIPTION_ONE: {
@@ -131,7 +137,12 @@ PATHS: dict[str, Any] = {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("Replay")}},
             },
-            "responses": {"202": _json("how many", "ReplayAccepted"), **ERRORS, **NOT_FOUND},
+            "responses": {
+                "202": _json("how many", "ReplayAccepted"),
+                **ERRORS,
+                **NOT_FOUND,
+                **DISABLED,
+            },
         }
     },
     "/deliveries/{delivery_id}/retry": {
@@ -146,7 +157,12 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string"},
                 }
             ],
-            "responses": {"202": _json("queued", "RetryAccepted"), **ERRORS, **NOT_FOUND},
+            "responses": {
+                "202": _json("queued", "RetryAccepted"),
+                **ERRORS,
+                **NOT_FOUND,
+                **DISABLED,
+            },
         }
     },
     "/changes": {

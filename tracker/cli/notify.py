@@ -19,6 +19,7 @@ from tracker.api.subscriptions import list_deliveries, subscription_json
 from tracker.cli.runner import print_json, run_on_database
 from tracker.cli.startup import ensure_schema, settings_or_exit, setup_logging
 from tracker.db import Database
+from tracker.errors import ConfigError
 from tracker.notify.changes import (
     ChangeFilter,
     change_json,
@@ -27,7 +28,7 @@ from tracker.notify.changes import (
 )
 from tracker.notify.deliveries import replay_failed
 from tracker.notify.egress import check_url
-from tracker.notify.relay import run_notifier
+from tracker.notify.relay import check_notify_settings, run_notifier
 from tracker.notify.subscriptions import (
     create_subscription,
     delete_subscription,
@@ -65,7 +66,8 @@ def add(url: str, event_types: str | None, description: str | None) -> None:
         data = parse_input(body, partial=False)
         await check_url(data.url, allow_private=settings.notify_allow_private == "on")
         async with database.write() as session:
-            sub = await create_subscription(session, data, datetime.now(UTC))
+            limit = settings.notify_max_subscriptions
+            sub = await create_subscription(session, data, datetime.now(UTC), limit=limit)
             return subscription_json(sub, with_secret=True)
 
     print_json(run_on_database(settings, work))
@@ -163,6 +165,10 @@ def tail(after: int | None, types: str | None, once: bool) -> None:
 def notifier() -> None:
     """Run the notification relay on its own (without the HTTP service), like `scheduler`."""
     settings = settings_or_exit()
+    try:
+        check_notify_settings(settings)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
     setup_logging(settings)
     ensure_schema(settings)
     asyncio.run(run_notifier(settings))

@@ -12,6 +12,7 @@ import click
 
 from tracker.cli.startup import ensure_schema, settings_or_exit, setup_logging
 from tracker.errors import ConfigError
+from tracker.notify.relay import check_notify_settings
 
 
 @click.command()
@@ -31,6 +32,8 @@ def serve(no_scheduler: bool) -> None:
         settings = settings.model_copy(update={"scheduler": "off"})
     try:
         settings.check_exposure()
+        if settings.notify == "on":
+            check_notify_settings(settings)
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     setup_logging(settings)

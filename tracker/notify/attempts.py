@@ -1,8 +1,9 @@
 """Statements: what each attempt to send a delivery came to, recorded, and its retry scheduled.
 
-Each takes a session and never commits; the relay (`relay.py`) owns the transactions and makes
-the HTTP calls (`send.py`) outside them. Recording settles the delivery (succeeded, pending for
-its next attempt, or failed: the dead letter) and judges its subscription's health.
+Each takes a session and never commits; the recorder (`recorder.py`) owns the transactions, and
+the relay's sending half (`send.py`) makes the HTTP calls outside them. Recording settles the
+delivery (succeeded, pending for its next attempt, or failed: the dead letter) and judges its
+subscription's health.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ MAX_RETRY_AFTER = timedelta(hours=24)
 BODY_KEPT = 2_048  # characters of a response body stored with its attempt
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What one HTTP attempt came to."""
 
@@ -43,6 +44,14 @@ class AttemptResult:
     @property
     def gone(self) -> bool:
         return self.status_code == 410
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording a batch came to: each delivery's new status, the subscriptions disabled."""
+
+    statuses: list[str]
+    disabled: list[int]
 
 
 def retry_delay(
@@ -72,9 +81,9 @@ async def record_attempts(
     *,
     schedule: Sequence[timedelta],
     disable_after: timedelta,
-) -> list[str]:
-    """Append the attempts and settle their deliveries, a few statements for any number;
-    return each delivery's new status.
+) -> Recorded:
+    """Append the attempts and settle their deliveries, two statements for any number (across
+    subscriptions), then judge each subscription's health.
 
     2xx: `succeeded`, and the subscription is healthy again. 410: `failed`, and the subscription
     is disabled. Otherwise `pending` for the next attempt of the schedule, or `failed` when it is
@@ -83,7 +92,7 @@ async def record_attempts(
     holds it (a lease taken over by another process leaves the result to that process).
     """
     if not finished:
-        return []
+        return Recorded([], [])
     await session.execute(
         insert(session, DeliveryAttempt.__table__),
         [
@@ -132,36 +141,57 @@ async def record_attempts(
         ),
         settled,
     )
-    await _judge_subscriptions(session, finished, now, disable_after)
-    return statuses
+    disabled = await judge_subscriptions(session, finished, now, disable_after)
+    return Recorded(statuses, disabled)
 
 
-async def _judge_subscriptions(
+async def judge_subscriptions(
     session: AsyncSession,
     finished: Sequence[tuple[Claimed, AttemptResult]],
     now: datetime,
     disable_after: timedelta,
-) -> None:
+) -> list[int]:
     """Health of each subscription after its attempts: a success clears its failing streak, a
-    410 or a streak longer than `disable_after` disables it."""
-    by_sub: dict[int, list[AttemptResult]] = {}
+    410 or a streak longer than `disable_after` disables it; return the ones disabled. A few
+    statements for any number of subscriptions (no ORM object)."""
+    healthy: set[int] = set()
+    gone: set[int] = set()
+    failing: set[int] = set()
     for claimed, result in finished:
-        by_sub.setdefault(claimed.subscription_id, []).append(result)
-    subs = await session.scalars(select(Subscription).where(Subscription.id.in_(list(by_sub))))
-    for sub in list(subs):
-        results = by_sub[sub.id]
-        if any(r.ok for r in results):
-            sub.first_failure_at = None
-            sub.last_success_at = now
-            continue
-        if not sub.enabled:
-            continue
-        if any(r.gone for r in results):
-            await disable_subscription(session, sub.id, "the receiver answered 410 Gone", now)
-            continue
-        first = sub.first_failure_at or now
-        sub.first_failure_at = first
-        if now - first >= disable_after:
-            reason = f"failing without a success since {first.isoformat()}"
-            await disable_subscription(session, sub.id, reason, now)
-    await session.flush()
+        sub = claimed.subscription_id
+        if result.ok:
+            healthy.add(sub)
+        elif result.gone:
+            gone.add(sub)
+        else:
+            failing.add(sub)
+    if healthy:
+        await session.execute(
+            update(Subscription)
+            .where(Subscription.id.in_(sorted(healthy)))
+            .values(first_failure_at=None, last_success_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    gone -= healthy
+    failing -= healthy | gone
+    disabled: list[int] = []
+    for sub in sorted(gone):
+        if await disable_subscription(session, sub, "the receiver answered 410 Gone", now):
+            disabled.append(sub)
+    if not failing:
+        return disabled
+    enabled = Subscription.id.in_(sorted(failing)) & Subscription.enabled.is_(True)
+    await session.execute(
+        update(Subscription)
+        .where(enabled, Subscription.first_failure_at.is_(None))
+        .values(first_failure_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    expired = select(Subscription.id, Subscription.first_failure_at).where(
+        enabled, Subscription.first_failure_at <= now - disable_after
+    )
+    for sub, first in (await session.execute(expired)).all():
+        reason = f"failing without a success since {(first or now).isoformat()}"
+        if await disable_subscription(session, sub, reason, now):
+            disabled.append(sub)
+    return disabled

@@ -1,10 +1,11 @@
-"""Sending: signed webhook POSTs, and the relay's sending half (per-subscription limits).
+"""Sending: signed webhook POSTs, and the relay's sending half (a lane per subscription).
 
-No database here: the relay (`relay.py`) claims deliveries before they come here and records
-what they came to after (`attempts.py`). `Sender` sends each claimed delivery within its
-subscription's concurrency and keeps the results until a turn of the relay records them; at most
-twice the concurrency of a subscription is sent and not recorded yet (all a crash can make come
-twice). `send` is one POST that never raises.
+No database here: the relay (`relay.py`) claims deliveries before they come here, and the
+recorder (`recorder.py`) records what they came to. Each subscription has a lane: its claimed
+deliveries wait in order and at most TRACKER_NOTIFY_CONCURRENCY of them are sent at once, by
+worker tasks that live while the lane has work, so a slow or dead receiver holds only its own
+slots. Every result goes to the recorder, whose bound on results awaiting their commit pauses
+the lanes behind a slow database. `send` is one POST that never raises.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import aiohttp
 
@@ -26,7 +29,7 @@ from tracker.closing import HttpSession
 from tracker.config import Settings
 from tracker.errors import describe
 from tracker.models import Subscription
-from tracker.notify.attempts import AttemptResult
+from tracker.notify.attempts import MAX_RETRY_AFTER, AttemptResult
 from tracker.notify.claims import Claimed
 from tracker.notify.deliveries import webhook_id
 from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
@@ -39,10 +42,29 @@ READ_LIMIT = 64 * 1024  # bytes of a response read at most; the rest is never do
 USER_AGENT = "vod-ai-tracker-webhooks"
 
 
+class Results(Protocol):
+    """Where results go (the recorder): `put` may wait, bounding results not yet committed."""
+
+    async def put(self, claimed: Claimed, result: AttemptResult) -> None: ...
+
+    def give_back(self, claimed: Claimed) -> None: ...
+
+
+@dataclass
+class Lane:
+    """One subscription's deliveries in this process, in the order they were claimed."""
+
+    waiting: deque[Claimed] = field(default_factory=deque)
+    held: int = 0  # claimed and not finished: waiting, or being sent, or its result queued
+    workers: int = 0
+    gone: bool = False  # it answered 410: nothing more is sent until that is recorded
+    asked: bool = False  # it asked the relay for more since its last dispatch
+
+
 class Sender:
-    """The relay's sending half in one process: `dispatch()` what a turn claimed; `take()` at
-    the next turn what finished (to record) and what was given back unsent (to release), and
-    call `recorded()` once those results are in the database (or lost)."""
+    """The relay's sending half in one process: `dispatch()` what a turn claimed; each lane
+    sends within its subscription's concurrency, hands results to `results`, and wakes the
+    relay once its queue is half empty (`low_water`)."""
 
     def __init__(
         self,
@@ -50,62 +72,65 @@ class Sender:
         *,
         clock: Clock,
         send_margin: timedelta,
+        results: Results,
         wake: Callable[[], None],
         stopping: Callable[[], bool],
+        low_water: Callable[[int], int],
     ) -> None:
         self.settings = settings
         self.clock = clock
         # A delivery is sent only while its lease outlasts the request by this much (the
         # address check before the request is not under its timeout).
         self.send_margin = send_margin
-        self._wake = wake  # a turn is needed: results to record, or a delivery given back
+        self.results = results
+        self._wake = wake  # the relay: a lane wants more
         self._stopping = stopping
+        self._low_water = low_water  # a lane holding this many or fewer asks for more
         self.http = HttpSession(lambda: webhook_session(settings))
-        self._slots: dict[int, asyncio.Semaphore] = {}
-        # Sent but not recorded yet, per subscription, at most twice its concurrency: all a
-        # crash can make come twice.
-        self._unrecorded: dict[int, asyncio.Semaphore] = {}
-        self._gone: set[int] = set()  # subscriptions that answered 410 in this process
-        self.in_flight: dict[int, int] = defaultdict(int)  # claimed, not sent or given back yet
-        self.queued: dict[int, int] = defaultdict(int)  # claimed, waiting for a slot
-        self._sends: set[asyncio.Task[None]] = set()
-        self._finished: list[tuple[Claimed, AttemptResult]] = []
-        self._unsent: list[Claimed] = []  # its lease ran short, or the relay stopped, first
+        self.lanes: dict[int, Lane] = {}
+        self._workers: set[asyncio.Task[None]] = set()
 
     @property
     def sending(self) -> bool:
         """Whether some delivery is being sent or waits for a slot."""
-        return bool(self._sends)
+        return bool(self._workers)
 
-    @property
-    def unrecorded(self) -> bool:
-        """Whether results (or deliveries given back) wait for a turn."""
-        return bool(self._finished or self._unsent)
+    def held(self, sub: int) -> int:
+        lane = self.lanes.get(sub)
+        return 0 if lane is None else lane.held
 
     def dispatch(self, claimed: Sequence[Claimed]) -> None:
+        touched: set[int] = set()
         for item in claimed:
-            self.in_flight[item.subscription_id] += 1
-            self.queued[item.subscription_id] += 1
-            task = asyncio.create_task(self._deliver(item))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            lane = self.lanes.get(item.subscription_id)
+            if lane is None:
+                lane = self.lanes[item.subscription_id] = Lane()
+            lane.waiting.append(item)
+            lane.held += 1
+            lane.asked = False
+            touched.add(item.subscription_id)
+        concurrency = self.settings.notify_concurrency
+        for sub in touched:
+            lane = self.lanes[sub]
+            for _ in range(min(concurrency - lane.workers, len(lane.waiting))):
+                lane.workers += 1
+                task = asyncio.create_task(self._work(sub, lane))
+                self._workers.add(task)
+                task.add_done_callback(self._workers.discard)
 
-    def take(self) -> tuple[list[tuple[Claimed, AttemptResult]], list[Claimed]]:
-        """What finished, and what was given back unsent, since the last `take()`."""
-        finished, self._finished = self._finished, []
-        unsent, self._unsent = self._unsent, []
-        return finished, unsent
-
-    def recorded(self, finished: Sequence[tuple[Claimed, AttemptResult]]) -> None:
-        """These results are recorded (or lost): their subscriptions' next sends may start."""
-        for item, _ in finished:
-            self._unrecorded[item.subscription_id].release()
+    def recorded_gone(self, subs: Sequence[int]) -> None:
+        """These subscriptions' 410 is recorded (they are disabled, what they had pending
+        skipped): a lane may send for them again if they are enabled again."""
+        for sub in subs:
+            lane = self.lanes.get(sub)
+            if lane is not None:
+                lane.gone = False
 
     async def drain(self, grace: float) -> None:
-        """Let the sends under way finish, for up to `grace` seconds; cancel the rest (their
-        leases expire and another turn sends them again)."""
-        if self._sends:
-            _, late = await asyncio.wait(set(self._sends), timeout=grace)
+        """Let the sends under way finish, for up to `grace` seconds, giving back what waits;
+        cancel the rest (their leases expire and another turn sends them again)."""
+        if self._workers:
+            _, late = await asyncio.wait(set(self._workers), timeout=grace)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -113,61 +138,59 @@ class Sender:
     async def close(self) -> None:
         await self.http.close()
 
-    async def _deliver(self, claimed: Claimed) -> None:
-        """Send one delivery; its result is recorded by a later turn, with the others'.
+    async def _work(self, sub: int, lane: Lane) -> None:
+        """Send the lane's deliveries one after another until it is empty; as many of these
+        run as the subscription's concurrency allows.
 
-        It is sent only while its lease outlasts the request's timeout: a delivery that
-        waited too long for a slot goes back to pending unsent, so no other process can take
-        it while this one is sending it."""
-        sub = claimed.subscription_id
-        concurrency = self.settings.notify_concurrency
-        slots = self._slots.setdefault(sub, asyncio.Semaphore(concurrency))
-        unrecorded = self._unrecorded.setdefault(sub, asyncio.Semaphore(2 * concurrency))
-        await unrecorded.acquire()  # released by the turn that records this attempt
+        A delivery is sent only while its lease outlasts the request's timeout: one that
+        waited too long goes back to pending unsent, so no other process can take it while this
+        one is sending it. After a 410 the rest is dropped: recording the 410 disables the
+        subscription and skips them."""
+        limit = self.settings.notify_timeout + self.send_margin
         try:
-            async with slots:
-                self.queued[sub] -= 1
-                if sub in self._gone:
-                    # It answered 410 meanwhile: recording that disables it and skips this.
-                    self.in_flight[sub] -= 1
-                    unrecorded.release()
-                    return
-                if (
-                    self._stopping()
-                    or claimed.lease_until - self.clock()
-                    < self.settings.notify_timeout + self.send_margin
-                ):
-                    self.in_flight[sub] -= 1
-                    unrecorded.release()
-                    self._unsent.append(claimed)
-                    self._wake()
-                    return
-                result = await send(
-                    self.http(),
-                    self.settings,
-                    claimed.url,
-                    claimed.secrets,
-                    webhook_id(claimed.seq),
-                    claimed.body,
-                    self.clock(),
-                )
+            while lane.waiting:
+                item = lane.waiting.popleft()
+                if lane.gone:
+                    lane.held -= 1
+                    continue
+                if self._stopping() or item.lease_until - self.clock() < limit:
+                    lane.held -= 1
+                    self.results.give_back(item)
+                    continue
+                try:
+                    result = await send(
+                        self.http(),
+                        self.settings,
+                        item.url,
+                        item.secrets,
+                        webhook_id(item.seq),
+                        item.body,
+                        self.clock(),
+                    )
+                except Exception as exc:  # send() catches what the network does: a bug
+                    log.exception("relay: delivery %s", item.id)
+                    result = AttemptResult(None, 0.0, error=f"internal error: {describe(exc)}")
                 if result.gone:  # before the next request of this subscription starts
-                    self._gone.add(claimed.subscription_id)
-        except Exception as exc:  # send() catches what the network does; this is a bug
-            log.exception("relay: delivery %s", claimed.id)
-            result = AttemptResult(None, 0.0, error=f"internal error: {describe(exc)}")
-        self.in_flight[sub] -= 1  # its slot is free; the result waits for a turn, leased
-        self._finished.append((claimed, result))
-        self._wake()
+                    lane.gone = True
+                await self.results.put(item, result)  # waits while too many await recording
+                lane.held -= 1
+                if not lane.asked and lane.held <= self._low_water(sub):
+                    lane.asked = True
+                    self._wake()
+        finally:
+            lane.workers -= 1
+            if not lane.workers and not lane.held:
+                self._wake()
 
 
 def webhook_session(settings: Settings) -> aiohttp.ClientSession:
     """The webhooks' client: no redirects (per request), no proxies from the environment, and
     a resolver that refuses forbidden addresses at connect time."""
     allow = settings.notify_allow_private == "on"
-    connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(allow), limit=0, limit_per_host=settings.notify_concurrency * 2
-    )
+    # The lanes bound the requests (TRACKER_NOTIFY_CONCURRENCY per subscription), the pool does
+    # not: a limit per host would make subscriptions on one host wait, inside their timeouts,
+    # for each other's slow requests. Connections are kept alive and reused per receiver.
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow), limit=0, limit_per_host=0)
     return aiohttp.ClientSession(
         connector=connector,
         headers={"user-agent": USER_AGENT},
@@ -232,21 +255,23 @@ async def read_bounded(response: aiohttp.ClientResponse) -> bytes:
 
 
 def retry_after(response: aiohttp.ClientResponse, now: datetime) -> timedelta | None:
-    """Retry-After of a 429 or 503: seconds, or an HTTP date."""
+    """Retry-After of a 429 or 503: seconds, or an HTTP date; at most MAX_RETRY_AFTER (a day)
+    whatever the number or the date, and None when it is neither."""
     if response.status not in (429, 503):
         return None
     raw = response.headers.get("retry-after", "").strip()
     if not raw:
         return None
-    if raw.isdigit():
-        return timedelta(seconds=int(raw))
+    if raw.isascii() and raw.isdigit():
+        # Any number of digits: clamped before timedelta sees it (it overflows past ~10^14 s).
+        return timedelta(seconds=min(int(raw), int(MAX_RETRY_AFTER.total_seconds())))
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):  # malformed, or out of range
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(timedelta(), when - now)
+    return min(MAX_RETRY_AFTER, max(timedelta(), when - now))
 
 
 async def send_ping(settings: Settings, sub: Subscription, now: datetime) -> AttemptResult:

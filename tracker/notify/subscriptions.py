@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.errors import BadRequest, NotFound
+from tracker.errors import BadRequest, NotFound, TrackerError
 from tracker.models import Delivery, Subscription
 from tracker.notify.changes import latest_seq
 from tracker.notify.signing import new_secret, secret_key
@@ -28,6 +28,7 @@ ENV_DESCRIPTION = "declared by TRACKER_NOTIFY_URL"
 # Made through the API (or the CLI), or declared by TRACKER_NOTIFY_URL.
 Source = Literal["api", "env"]
 SOURCES: tuple[Source, ...] = get_args(Source)
+SUBSCRIBE_LOCK = 0x7472_6B73_7562  # "trksub": creations counted against the cap take turns
 
 
 class SubscriptionNotFound(NotFound):
@@ -36,6 +37,13 @@ class SubscriptionNotFound(NotFound):
 
 class InvalidSubscription(BadRequest):
     code = "invalid_subscription"
+
+
+class TooManySubscriptions(TrackerError):
+    """TRACKER_NOTIFY_MAX_SUBSCRIPTIONS exist already: each costs the relay a share of writes."""
+
+    status_code = 409
+    code = "too_many_subscriptions"
 
 
 @dataclass(frozen=True)
@@ -100,10 +108,27 @@ def parse_input(body: Mapping[str, Any], *, partial: bool) -> SubscriptionInput:
 
 
 async def create_subscription(
-    session: AsyncSession, data: SubscriptionInput, now: datetime, *, source: Source = "api"
+    session: AsyncSession,
+    data: SubscriptionInput,
+    now: datetime,
+    *,
+    source: Source = "api",
+    limit: int | None = None,
 ) -> Subscription:
-    """A new enabled subscription with a fresh secret; it receives changes from now on."""
+    """A new enabled subscription with a fresh secret; it receives changes from now on. Refused
+    (409) when `limit` subscriptions exist already, enabled or not."""
     assert data.url is not None
+    if limit is not None:
+        if session.get_bind().dialect.name == "postgresql":
+            # Two creations at once must not both see room for one: they take turns (SQLite's
+            # single writer already makes them).
+            await session.execute(select(func.pg_advisory_xact_lock(SUBSCRIBE_LOCK)))
+        existing = int(await session.scalar(select(func.count()).select_from(Subscription)) or 0)
+        if existing >= limit:
+            raise TooManySubscriptions(
+                f"{existing} subscriptions exist and TRACKER_NOTIFY_MAX_SUBSCRIPTIONS is {limit}: "
+                "delete one (DELETE /subscriptions/{id}) or raise the setting",
+            )
     sub = Subscription(
         url=data.url,
         description=data.description,
@@ -174,20 +199,26 @@ async def rotate_secret(session: AsyncSession, sub_id: int, now: datetime) -> Su
     return sub
 
 
-def signing_secrets(sub: Subscription, now: datetime) -> list[str]:
+def signing_secrets(sub: Subscription, now: datetime) -> tuple[str, ...]:
+    """The secrets that sign a request now (`secrets_of`)."""
+    return secrets_of(sub.secret, sub.old_secret, sub.old_secret_expires_at, now)
+
+
+def secrets_of(
+    secret: str, old: str | None, old_expires: datetime | None, now: datetime
+) -> tuple[str, ...]:
     """The secrets that sign a request now: the current one, and the previous during its grace."""
-    secrets_ = [sub.secret]
-    expires = sub.old_secret_expires_at
-    if sub.old_secret and expires is not None and now < expires:
-        secrets_.append(sub.old_secret)
-    return secrets_
+    if old and old_expires is not None and now < old_expires:
+        return (secret, old)
+    return (secret,)
 
 
 async def disable_subscription(
     session: AsyncSession, sub_id: int, reason: str, now: datetime
-) -> None:
-    """Disable a subscription and skip its pending deliveries; idempotent."""
-    await session.execute(
+) -> bool:
+    """Disable a subscription and skip its pending deliveries; idempotent. True when it was
+    enabled until now."""
+    disabled = await session.execute(
         update(Subscription)
         .where(Subscription.id == sub_id, Subscription.enabled.is_(True))
         .values(enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
@@ -199,6 +230,7 @@ async def disable_subscription(
         .values(status="skipped", lease_until=None, claim_id=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    return bool(disabled.rowcount)  # type: ignore[attr-defined]
 
 
 async def ensure_env_subscription(
