@@ -1,7 +1,7 @@
 """The tracker's exceptions, each carrying the HTTP status and JSON body it maps to.
 
 Core, no I/O. The body (`Error`) is declared here because every layer raises these; it is listed
-with the other HTTP bodies in tracker/api/schemas.py.
+with the other HTTP bodies in tracker/api/schemas/.
 
 One rule for every error that crosses a boundary (an HTTP answer, a job's message, hence the
 change log and the webhooks, a log line): it names the source and the kind of failure, and never

@@ -1,7 +1,7 @@
 """The public shape of a job, built by one function: for every answer that shows a job (`GET
 /jobs`, `POST /jobs`, `tracker jobs`) and every change of one (the feed, the stream, the webhooks).
 
-tracker/api/schemas.py is where the HTTP bodies are listed, these two among them; they are declared
+tracker/api/schemas/ is where the HTTP bodies are listed, these two among them; they are declared
 here, in the core, because the notify wing sends them too and the core imports no root. Pure
 builders: no session, no I/O.
 """

@@ -1,6 +1,6 @@
 """HTTP: the spend guard's figures: today's budget per type (`/stats`, `/metrics`) and a dry run's
 answer (`POST /jobs` with `"dry_run": true`). Their bodies are declared here and listed in
-tracker/api/schemas.py; the ledger is the submit wing's (tracker/submit/budget.py).
+tracker/api/schemas/; the ledger is the submit wing's (tracker/submit/budget.py).
 
 Statements: take a session, never commit.
 """

@@ -1,4 +1,4 @@
-"""HTTP: the liveness and readiness probes (their body is `Probe`, tracker/api/schemas.py)."""
+"""HTTP: the liveness and readiness probes (their body is `Probe`, tracker/api/schemas/)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """HTTP: the notification routes (subscriptions and their deliveries, the change feed and its live
 stream). Thin: parse, call one `tracker.notify` function, shape the response
-(tracker/api/schemas.py). The API tokens guard them like the status API."""
+(tracker/api/schemas/). The API tokens guard them like the status API."""
 
 from __future__ import annotations
 

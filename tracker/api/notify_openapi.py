@@ -1,5 +1,5 @@
 """HTTP: the OpenAPI paths of the notification routes (tracker/api/notify.py), merged into
-tracker/api/openapi.py's document. Their bodies are tracker/api/schemas.py's; the limits stated
+tracker/api/openapi.py's document. Their bodies are tracker/api/schemas/'s; the limits stated
 here are imported from where they are enforced."""
 
 from __future__ import annotations

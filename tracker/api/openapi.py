@@ -1,5 +1,5 @@
 """HTTP: the OpenAPI 3.1 document of the API, served at /openapi.json and checked by schemathesis.
-Paths, parameters and answers here; every body's schema is generated from tracker/api/schemas.py."""
+Paths, parameters and answers here; every body's schema is generated from tracker/api/schemas/."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """HTTP: the status API (where is my job?) and `POST /jobs`. Thin routes: parse, call
-`tracker.api.queries` or the submit wing, shape the answer (tracker/api/schemas.py)."""
+`tracker.api.queries` or the submit wing, shape the answer (tracker/api/schemas/)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A subscription and its deliveries as the API and `tracker subscriptions` show them: the shapes
-(tracker/api/schemas.py) built from rows, and the read that lists a subscription's deliveries.
+(tracker/api/schemas/) built from rows, and the read that lists a subscription's deliveries.
 
 Statements: take a session, never commit.
 """

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,17 +22,15 @@ from typing import Protocol
 
 import aiohttp
 
-from tracker.clock import Clock, iso
+from tracker.clock import Clock
 from tracker.closing import HttpSession
 from tracker.config import Settings
 from tracker.errors import describe
-from tracker.models import Subscription
 from tracker.notify.attempts import MAX_RETRY_AFTER, AttemptResult
 from tracker.notify.claims import Claimed
 from tracker.notify.deliveries import webhook_id
 from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
 from tracker.notify.signing import webhook_headers
-from tracker.notify.subscriptions import signing_secrets
 
 log = logging.getLogger(__name__)
 
@@ -272,14 +268,3 @@ def retry_after(response: aiohttp.ClientResponse, now: datetime) -> timedelta | 
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return min(MAX_RETRY_AFTER, max(timedelta(), when - now))
-
-
-async def send_ping(settings: Settings, sub: Subscription, now: datetime) -> AttemptResult:
-    """`POST /subscriptions/{id}/test`: one signed `ping`, not recorded as a delivery."""
-    payload = {"type": "ping", "timestamp": iso(now), "data": {"subscription_id": sub.id}}
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    msg_id = f"ping_{uuid.uuid4().hex}"
-    async with webhook_session(settings) as http:
-        result = await send(http, settings, sub.url, signing_secrets(sub, now), msg_id, body, now)
-    log.info("ping to subscription %s: %s", sub.id, result.status_code or result.error)
-    return result

@@ -2,7 +2,8 @@
 checks each builder against its shape); `components()` turns them into the OpenAPI document's
 schemas (pydantic makes the JSON Schema), with the limits imported from the code that enforces
 them. The job, its change and the error are declared in the core (tracker/shapes.py,
-tracker/errors.py), which builds them for every layer, and listed here with the rest.
+tracker/errors.py), which builds them for every layer, and the notification API's in notify.py;
+all are listed here.
 """
 
 from __future__ import annotations
@@ -14,37 +15,65 @@ from typing import (
     NotRequired,  # pydantic needs these on Python < 3.12
 )
 
-from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
+from pydantic import Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from tracker.api.budget import BudgetDay, DryRun
 from tracker.api.queries import DEFAULT_LIMIT, MAX_LIMIT
+from tracker.api.schemas.common import enum as _enum
+from tracker.api.schemas.notify import (
+    Attempt,
+    ChangePage,
+    Delivery,
+    DeliveryPage,
+    NewSubscription,
+    Ping,
+    PingAccepted,
+    PingList,
+    Replay,
+    ReplayAccepted,
+    RetryAccepted,
+    Subscription,
+    SubscriptionList,
+    SubscriptionPatch,
+)
 from tracker.config import REGION_LIMIT, REGION_PATTERN
 from tracker.errors import Error
 from tracker.ingest.queue import STATES as MNS_STATES
 from tracker.ingest.receiver import MAX_BODY
-from tracker.notify.attempts import BODY_KEPT
-from tracker.notify.egress import MAX_URL
-from tracker.notify.pings import PINGS_KEPT
-from tracker.notify.subscriptions import DESCRIPTION_LIMIT, SOURCES
 from tracker.scheduler.heartbeats import SEVERITY
-from tracker.shapes import Change, ChangedJob, ChangeType, Job, Time
+from tracker.shapes import Change, ChangedJob, Job, Time
 from tracker.submit.budget import BudgetRefusal
 from tracker.submit.validate import EXTEND_LIMIT
 from tracker.vod import EVENT_TYPES, JOB_ID, JOB_TYPES, MEDIA_ID
 
-__all__ = ["Change", "ChangedJob", "Error", "Job"]  # declared in the core, listed here
+# Declared in the core, and the notification bodies in notify.py: listed here with the rest.
+__all__ = [
+    "Change",
+    "ChangedJob",
+    "Error",
+    "Job",
+    "Attempt",
+    "ChangePage",
+    "Delivery",
+    "DeliveryPage",
+    "NewSubscription",
+    "Ping",
+    "PingAccepted",
+    "PingList",
+    "Replay",
+    "ReplayAccepted",
+    "RetryAccepted",
+    "Subscription",
+    "SubscriptionList",
+    "SubscriptionPatch",
+]
 
 JobType = Literal["AIVideoTag", "AIMediaDNA"]
 assert set(JobType.__args__) == set(JOB_TYPES)  # type: ignore[attr-defined]
 TYPE_LIST = f"^({'|'.join(JOB_TYPES)})(,({'|'.join(JOB_TYPES)}))*$"
 MEDIA_ID_PATTERN = f"^{MEDIA_ID.pattern}$"
 PAGE = {"minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
-
-
-def _enum(*values: str) -> Any:
-    """A string the code writes from a fixed set (a plain `str` column, so not a Literal)."""
-    return WithJsonSchema({"type": "string", "enum": list(values)})
 
 
 class JobPage(TypedDict):
@@ -246,127 +275,6 @@ class SubmitError(TypedDict):
     Message: str
     RequestId: str | None
     jobs: list[Job]
-
-
-# --- notifications (tracker/api/notify.py) ---------------------------------------------------
-
-DeliveryStatus = Annotated[str, _enum("pending", "sending", "succeeded", "failed", "skipped")]
-
-
-class Subscription(TypedDict):
-    id: int
-    url: str
-    description: str | None
-    event_types: list[ChangeType]
-    enabled: bool
-    disabled_reason: str | None
-    source: Annotated[str, _enum(*SOURCES)]
-    created_at: Time
-    last_success_at: Time | None
-    failing_since: Time | None
-    secret: NotRequired[
-        Annotated[str, Field(description="`whsec_` + base64; shown on creation and rotation only")]
-    ]
-
-
-class SubscriptionList(TypedDict):
-    items: list[Subscription]
-
-
-EventTypes = Annotated[
-    list[ChangeType] | None,
-    Field(min_length=1, description="omitted or null: every event type"),
-]
-Description = Annotated[str, Field(max_length=DESCRIPTION_LIMIT)] | None
-
-
-@with_config(ConfigDict(extra="forbid"))
-class NewSubscription(TypedDict):
-    url: Annotated[str, Field(max_length=MAX_URL, description="http(s); public addresses")]
-    event_types: NotRequired[EventTypes]
-    description: NotRequired[Description]
-
-
-@with_config(ConfigDict(extra="forbid"))
-class SubscriptionPatch(TypedDict, total=False):
-    url: Annotated[str, Field(max_length=MAX_URL, description="http(s); public addresses")]
-    event_types: EventTypes
-    description: Description
-    enabled: bool
-
-
-class Attempt(TypedDict):
-    attempted_at: Time
-    status_code: int | None
-    duration_ms: float
-    error: str | None
-    response_body: Annotated[
-        str | None, Field(description=f"the first {BODY_KEPT} characters of the answer")
-    ]
-    trigger: Annotated[str, _enum("scheduled", "manual")]
-
-
-class Delivery(TypedDict):
-    id: int
-    subscription_id: int
-    seq: int
-    webhook_id: str
-    type: Annotated[ChangeType | None, Field(description="null: its change was pruned")]
-    status: DeliveryStatus
-    attempts: list[Attempt]
-    next_attempt_at: Time | None
-    last_error: str | None
-    created_at: Time
-
-
-class DeliveryPage(TypedDict):
-    items: list[Delivery]
-    next_cursor: Annotated[str | None, Field(description="pass as `cursor` for the next page")]
-
-
-class Replay(TypedDict):
-    since: Time
-
-
-class PingAccepted(TypedDict):
-    accepted: Literal[True]
-    type: Literal["ping"]
-    webhook_id: Annotated[
-        str, Field(description="the ping's `webhook-id`; its outcome is listed under /pings")
-    ]
-
-
-class Ping(TypedDict):
-    """What a test ping came to, recorded as a delivery's attempt is (never retried)."""
-
-    id: int
-    subscription_id: int
-    webhook_id: str
-    attempted_at: Time
-    status_code: Annotated[int | None, Field(description="null: no answer (see `error`)")]
-    duration_ms: float
-    error: str | None
-    response_body: Annotated[
-        str | None, Field(description=f"the first {BODY_KEPT} characters of the answer")
-    ]
-
-
-class PingList(TypedDict):
-    items: Annotated[list[Ping], Field(description=f"newest first; the last {PINGS_KEPT} are kept")]
-
-
-class ReplayAccepted(TypedDict):
-    queued: Annotated[int, Field(description="failed deliveries queued again")]
-
-
-class RetryAccepted(TypedDict):
-    id: int
-    status: DeliveryStatus
-
-
-class ChangePage(TypedDict):
-    items: list[Change]
-    next_after: Annotated[int, Field(description="pass as `after` for the next page")]
 
 
 # --- POST /callbacks/vod (tracker/ingest/receiver.py) -----------------------------------------
