@@ -62,8 +62,14 @@ def _cursor(request: Request) -> int | None:
 
 @page
 async def subscription_page(request: Request) -> Response:
-    sub_id = _id(request, "sub_id")
-    before = _cursor(request)
+    return await _subscription(request, _id(request, "sub_id"), _cursor(request))
+
+
+async def _subscription(
+    request: Request, sub_id: int, before: int | None = None, secret: str | None = None
+) -> Response:
+    """A subscription's page: health, deliveries from `before` on, the latest test pings, and
+    a new `secret` when this answer is the one that shows it."""
     async with reading(request) as session:
         sub = await get_subscription(session, sub_id)
         health = await reads.subscription_health(session, sub)
@@ -83,7 +89,7 @@ async def subscription_page(request: Request) -> Response:
         ),
         paged=before is not None,
         pings=pings,
-        secret=None,
+        secret=secret,
     )
 
 
@@ -137,23 +143,7 @@ async def rotate(request: Request) -> Response:
     async with writing(request) as session:
         sub = await rotate_secret(session, sub_id, context.clock())
         secret = sub.secret
-    async with reading(request) as session:
-        sub = await get_subscription(session, sub_id)
-        health = await reads.subscription_health(session, sub)
-        items, next_cursor = await list_deliveries(session, sub_id, limit=50)
-        pings = await list_pings(session, sub_id, PINGS_SHOWN)
-    return render(
-        request,
-        "subscription.html",
-        sub=sub,
-        health=health,
-        cap=reads.COUNT_CAP,
-        deliveries=items,
-        next_url=None,
-        paged=False,
-        pings=pings,
-        secret=secret,
-    )
+    return await _subscription(request, sub_id, secret=secret)
 
 
 async def _failed_since(request: Request, sub_id: int, since: datetime) -> int:
