@@ -352,4 +352,10 @@ async def test_the_change_log_stays_linear_after_a_small_update_on_the_connectio
     scans = re.findall(r"Named Tuplestore Scan .*\(actual rows=(\d+) loops=(\d+)\)", plan)
     assert scans == [("300", "1"), ("300", "1")], plan
     assert "Nested Loop" not in plan
+    # The console's job counts join the same transition tables (migration 0006): linear too.
+    (counts,) = (p for p in plans if "INSERT INTO console_job_counts" in p and "old_jobs" in p)
+    loops = re.findall(r"Named Tuplestore Scan .*\(actual rows=\d+ loops=(\d+)\)", counts)
+    assert len(loops) >= 2, counts
+    assert set(loops) == {"1"}, counts
+    assert "Nested Loop" not in counts
     assert len(await changes(database, 301)) == 301
