@@ -293,27 +293,24 @@ async def run_batch(
 
     async def look_up(waiting: list[tuple[Item, dict[str, Job]]]) -> None:
         """Durations of up to INFOS_LIMIT media in one call, then each is queued or fails."""
+        failed: VodError | VodUnreachable | None = None
         try:
             infos = await media_infos(vod, [item.media_id for item, _ in waiting])
         except (VodError, VodUnreachable) as exc:
-            code, _ = error_fields(exc)
-            for item, blocked in waiting:
-                request = SubmitRequest(
-                    item.media_id, item.types, config, user_data, region=vod.region
-                )
-                try:
-                    await queue.put(unmeasured(request, budget, exc))
-                except (VodError, VodUnreachable):
-                    refuse(item, blocked, code, f"GetVideoInfo: {exc.message}")
-            return
+            failed = exc
         for item, blocked in waiting:
             request = SubmitRequest(item.media_id, item.types, config, user_data, region=vod.region)
-            info = infos.found.get(item.media_id)
-            if info is None:
-                refuse(item, blocked, "media_not_found", f"VOD ({vod.region}) does not know it")
-                continue
             try:
-                request = with_duration(request, info, budget)
+                if failed is not None:
+                    request = unmeasured(request, budget, failed)
+                elif (info := infos.found.get(item.media_id)) is None:
+                    refuse(item, blocked, "media_not_found", f"VOD ({vod.region}) does not know it")
+                    continue
+                else:
+                    request = with_duration(request, info, budget)
+            except (VodError, VodUnreachable) as exc:
+                refuse(item, blocked, error_fields(exc)[0], f"GetVideoInfo: {exc.message}")
+                continue
             except DurationUnknown as exc:
                 refuse(item, blocked, exc.code, exc.message)
                 continue
