@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import contextlib
 import json
 import os
@@ -498,10 +499,11 @@ async def test_every_acknowledged_callback_survives_kill_9(tmp_path: Path) -> No
     assert set(jobs.values()) == {JobState.SUCCEEDED}
 
 
-async def test_recording_is_behind_while_events_wait_or_batches_crowd(database: Database) -> None:
-    """The applier's two signals: `recording()` right after a commit, `busy()` while events
-    wait for a writer or the last batch was crowded, never merely because one was committed."""
-    inbox = Inbox(database, clock=utcnow, writers=1)  # one writer: the crowd is one batch
+async def test_recording_is_busy_only_at_capacity(database: Database) -> None:
+    """The applier's two signals: `recording()` right after a commit; `busy()` while a crowd
+    waits for a writer or the writers were busy most of the recent time, never merely because
+    one event was committed or waits (a steady 100/s does both, far from capacity)."""
+    inbox = Inbox(database, clock=utcnow, writers=1)
     assert not inbox.recording()
     assert not inbox.busy()
     await inbox.start()
@@ -509,16 +511,21 @@ async def test_recording_is_behind_while_events_wait_or_batches_crowd(database: 
         await inbox.record(row_for(TAG_EVENT, utcnow()))
         assert inbox.recording()
         assert not inbox.busy()
-        inbox._queue.put_nowait((row_for({**TAG_EVENT, "JobId": "queued"}, utcnow()), None))  # type: ignore[arg-type]
-        assert inbox.busy()
-        inbox._queue.get_nowait()
-        inbox._queue.task_done()
+        queued = [row_for({**TAG_EVENT, "JobId": f"queued{n}"}, utcnow()) for n in range(8)]
+        for row in queued[:-1]:
+            inbox._queue.put_nowait((row, None))  # type: ignore[arg-type]
+        assert not inbox.busy()  # a few wait behind a commit
+        inbox._queue.put_nowait((queued[-1], None))  # type: ignore[arg-type]
+        assert inbox.busy()  # a crowd
+        while not inbox._queue.empty():
+            inbox._queue.get_nowait()
+            inbox._queue.task_done()
         assert not inbox.busy()
-        crowd = [row_for({**TAG_EVENT, "JobId": f"crowd{n}"}, utcnow()) for n in range(8)]
-        await asyncio.gather(*(inbox.record(row) for row in crowd))  # queued before a writer runs
-        assert inbox.batches == 2  # the crowd in one batch
-        assert inbox.busy()  # at capacity, though the queue is empty again
-        await asyncio.sleep(inbox_module.RECORDING_WINDOW * 1.5)
+        now = time.monotonic()
+        inbox._wrote(now - inbox_module.LOAD_SECONDS, now)  # writing the whole recent time
+        assert inbox.load() > inbox_module.BUSY_SHARE
+        assert inbox.busy()  # at capacity, though the queue is empty
+        await asyncio.sleep(inbox_module.LOAD_SECONDS * 2)
         assert not inbox.recording()
         assert not inbox.busy()
     finally:

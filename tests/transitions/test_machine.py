@@ -268,7 +268,7 @@ async def test_apply_outcomes_refuses_two_outcomes_of_one_job(database: Database
 
 @pytest.mark.parametrize("statement", [finish_many, mark_many])
 def test_sqlite_looks_up_each_job_of_a_batch_by_job_id(
-    tmp_path: Path, statement: Callable[[str, datetime], Update]
+    tmp_path: Path, statement: Callable[[str], Update]
 ) -> None:
     """Without statistics SQLite once chose to scan every job in a source state, for every
     batch (140 events/s with 10,000 processing jobs): the plan must search by JobId."""
@@ -282,7 +282,7 @@ def test_sqlite_looks_up_each_job_of_a_batch_by_job_id(
         seen.append((statement, parameters))
 
     with engine.connect() as conn:
-        conn.execute(statement("sqlite", T0), {"outcomes": "[]"})
+        conn.execute(statement("sqlite"), {"outcomes": "[]", "now": T0})
         statement, parameters = seen[-1]
         plan = [
             row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)

@@ -29,10 +29,10 @@ POLL_SECONDS = 2.0
 # While callbacks are being recorded, the applier takes short turns (BUSY_BATCH events, a few ms:
 # on SQLite recording waits for the one writer connection meanwhile), at once after each commit,
 # so a job is visible within milliseconds of its callback's 200. Only when recording is at
-# capacity (events wait for a writer, or batches are crowded: Inbox.busy) does it pause, BUSY_RATIO
-# times as long as its turn took and at least MIN_BUSY_PAUSE: recording then keeps about nine
-# tenths of the time, and a stream that never pauses is still applied as it comes (over a
-# thousand events/s). The backlog of a burst is applied in full turns once it ends.
+# capacity (its writers mostly busy, or a crowd waiting for one: Inbox.busy) does it pause,
+# BUSY_RATIO times as long as its turn took and at least MIN_BUSY_PAUSE: recording then keeps
+# about nine tenths of the time, and a stream that never pauses is still applied as it comes
+# (over a thousand events/s). The backlog of a burst is applied in full turns once it ends.
 BUSY_BATCH = 64
 BUSY_RATIO = 9.0
 MIN_BUSY_PAUSE = 0.02

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +34,14 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 32
 HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
 RECORDING_WINDOW = 0.1  # seconds since the last commit during which callbacks are arriving
-# A batch this large means callbacks arrive faster than one commit each: recording is at capacity
-# even when the writer has just emptied the queue. A steady 100/s commits them one by one.
-CROWDED_BATCH = 4
+# Recording is at capacity when its writers spent more than BUSY_SHARE of the last moments
+# (a decaying average over LOAD_SECONDS) writing, or this many events wait for one. A steady
+# 100/s keeps a writer busy a few percent of the time, with now and then an event or two queued
+# behind a commit: neither is capacity, and an applier that paused then made each callback wait
+# hundreds of milliseconds before its job was visible.
+BUSY_SHARE = 0.5
+LOAD_SECONDS = 0.2
+CROWDED_QUEUE = 8
 # VOD gives up on a delivery after 5 s (vod-reference.md 6.5): answer 503 before that, so it
 # retries, rather than letting it time out. A late commit is harmless: the retry is a duplicate.
 STORE_TIMEOUT = 4.0
@@ -191,7 +197,7 @@ class Inbox:
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write = float("-inf")
-        self._last_batch = 0  # events in the last committed batch
+        self._load = 0.0  # seconds of writing, decayed by LOAD_SECONDS, per LOAD_SECONDS
         self._closed = True
         self.batches = 0  # statements committed; for tests and diagnostics
 
@@ -247,16 +253,22 @@ class Inbox:
                     future.set_exception(StoreFailed("not committed in time"))
 
     def busy(self) -> bool:
-        """Whether recording is at capacity, so the applier yields: events wait for a writer, or
-        the last batch (within RECORDING_WINDOW) was crowded, which under a flood is the case
-        even at the moments the writer has just emptied the queue.
+        """Whether recording is at capacity, so the applier yields: the writers were busy more
+        than BUSY_SHARE of the recent time, or CROWDED_QUEUE events wait for one (the applier
+        holds SQLite's one writer connection meanwhile, which no share of writing shows).
+        Not "committed lately", nor "an event waits": at 100 callbacks/s both are often true
+        while the writer idles most of the time (see BUSY_SHARE)."""
+        return self._queue.qsize() >= CROWDED_QUEUE or self.load() > BUSY_SHARE
 
-        Not "committed lately": at 100 callbacks/s there is a commit every 10 ms but the writer
-        idles most of the time, and an applier that paused then made each callback wait tens of
-        milliseconds (hundreds on a loaded machine) before its job was visible."""
-        if not self._queue.empty():
-            return True
-        return self._last_batch >= CROWDED_BATCH and self.recording()
+    def load(self) -> float:
+        """The share of the recent time (LOAD_SECONDS) each writer spent writing, 0 to 1."""
+        since = time.monotonic() - self._last_write
+        return self._load * math.exp(-since / LOAD_SECONDS) / self.writers
+
+    def _wrote(self, started: float, ended: float) -> None:
+        decay = math.exp(min(0.0, self._last_write - ended) / LOAD_SECONDS)
+        self._load = self._load * decay + (ended - started) / LOAD_SECONDS
+        self._last_write = ended
 
     def recording(self) -> bool:
         """Whether callbacks are arriving: a batch was committed within RECORDING_WINDOW."""
@@ -321,6 +333,7 @@ class Inbox:
                 return
 
     async def _write(self, driver: Any, batch: list[Pending]) -> bool:
+        started = time.monotonic()
         try:
             results = await self._store(driver, [row for row, _ in batch])
         except Exception as exc:  # any failure means: not committed
@@ -330,8 +343,7 @@ class Inbox:
             for _ in batch:
                 self._queue.task_done()
         self.batches += 1
-        self._last_write = time.monotonic()
-        self._last_batch = len(batch)
+        self._wrote(started, time.monotonic())
         self.applier.wake()
         answered: set[str] = set()
         for row, future in batch:

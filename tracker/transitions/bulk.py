@@ -8,6 +8,7 @@ Statements: every function here takes a session and never commits.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -15,7 +16,9 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Table,
+    Insert,
     Update,
+    bindparam,
     false,
     func,
     literal,
@@ -59,6 +62,9 @@ OUTCOME_COLUMNS: dict[str, Any] = {
         "pending_since",
     )
 }
+# The statements below are built once per dialect (building one costs more than running it):
+# the time of the change travels as this parameter.
+NOW = bindparam("now", type_=JOBS.c.updated_at.type)
 
 
 async def apply_outcomes(
@@ -80,8 +86,7 @@ async def apply_outcomes(
     rows = outcome_rows(terminal, now, dialect)
     if terminal:
         moved = await session.scalars(
-            finish_many(dialect, now),
-            {"outcomes": _json(rows.values())},
+            finish_many(dialect), {"outcomes": _json(rows.values()), "now": now}
         )
         results.update({job_id: Applied.APPLIED for job_id in moved if job_id})
     rest = [o for o in terminal if o.job_id not in results]
@@ -122,9 +127,18 @@ async def _create_unseen(
     fresh = [o for o in outcomes if (o.media_id, o.type) not in waiting]
     if not fresh:
         return {}
+    created = await session.scalars(
+        create_many(dialect), {"outcomes": _json(rows[o.job_id] for o in fresh), "now": now}
+    )
+    return {job_id: result for job_id in created if job_id}
+
+
+@functools.cache
+def create_many(dialect: str) -> Insert:
+    """INSERT the `outcomes` rows as jobs of origin `callback`, those whose JobId is new."""
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
     columns = list(OUTCOME_COLUMNS)
-    created = await session.scalars(
+    return (
         insert(dialect, JOBS)
         .from_select(
             [*columns, "origin", "stale", "updated_at"],
@@ -132,17 +146,16 @@ async def _create_unseen(
                 *(batch.c[name] for name in columns),
                 literal(Origin.CALLBACK.value),
                 false(),
-                literal(now, JOBS.c.updated_at.type),
+                NOW,
             ).where(true()),  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
         )
         .on_conflict_do_nothing(index_elements=["job_id"])
-        .returning(Job.job_id),
-        {"outcomes": _json(rows[o.job_id] for o in fresh)},
+        .returning(Job.job_id)
     )
-    return {job_id: result for job_id in created if job_id}
 
 
-def finish_many(dialect: str, now: datetime) -> Update:
+@functools.cache
+def finish_many(dialect: str) -> Update:
     """`transition` to each terminal outcome's state for the jobs of the `outcomes` rows, with
     its guard: allowed source states, and no outcome older than the job's."""
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
@@ -167,7 +180,7 @@ def finish_many(dialect: str, now: datetime) -> Update:
             result=batch.c.result,
             event_time=batch.c.event_time,
             completed_at=batch.c.completed_at,
-            updated_at=now,
+            updated_at=NOW,
             stale=False,
             pending_status=None,
             pending_since=None,
@@ -176,7 +189,8 @@ def finish_many(dialect: str, now: datetime) -> Update:
     )
 
 
-def mark_many(dialect: str, now: datetime) -> Update:
+@functools.cache
+def mark_many(dialect: str) -> Update:
     """`mark_pending`'s UPDATE for the jobs of the `outcomes` rows: unfinished jobs only, and
     `pending_since` keeps the first time."""
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
@@ -188,8 +202,8 @@ def mark_many(dialect: str, now: datetime) -> Update:
         )
         .values(
             pending_status=batch.c.pending_status,
-            pending_since=func.coalesce(JOBS.c.pending_since, now),
-            updated_at=now,
+            pending_since=func.coalesce(JOBS.c.pending_since, NOW),
+            updated_at=NOW,
         )
         .returning(JOBS.c.job_id)
     )
@@ -244,11 +258,12 @@ async def mark_pending_many(
     terminal = [o for o in outcomes if o.target is not None]
     if terminal:
         marked = await session.scalars(
-            mark_many(dialect, now),
+            mark_many(dialect),
             {
                 "outcomes": _json(
                     {"job_id": o.job_id, "pending_status": o.status.lower()} for o in terminal
-                )
+                ),
+                "now": now,
             },
         )
         results.update({job_id: Applied.PENDING for job_id in marked if job_id})
