@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import contextlib
 import json
 import os
@@ -11,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    Table,
     Insert,
+    Table,
     Update,
     bindparam,
     false,
