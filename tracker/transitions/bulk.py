@@ -138,7 +138,7 @@ def create_many(dialect: str) -> Insert:
     """INSERT the `outcomes` rows as jobs of origin `callback`, those whose JobId is new."""
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
     columns = list(OUTCOME_COLUMNS)
-    return (
+    statement: Insert = (
         insert(dialect, JOBS)
         .from_select(
             [*columns, "origin", "stale", "updated_at"],
@@ -152,6 +152,7 @@ def create_many(dialect: str) -> Insert:
         .on_conflict_do_nothing(index_elements=["job_id"])
         .returning(Job.job_id)
     )
+    return statement
 
 
 @functools.cache
