@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Starlette:
             await scheduler.start()
         relay = None
         if settings.notify == "on":  # off: TRACKER_NOTIFY=off, or `tracker notifier` elsewhere
-            relay = Relay(settings, database, clock=clock)
+            relay = Relay(settings, database, clock=clock, busy=inbox.busy)
             await relay.start()
         app.state.context = AppContext(
             settings,

@@ -500,15 +500,16 @@ async def test_every_acknowledged_callback_survives_kill_9(tmp_path: Path) -> No
 
 
 async def test_recording_is_busy_only_at_capacity(database: Database) -> None:
-    """The applier's two signals: `recording()` right after a commit; `busy()` while a crowd
-    waits for a writer or the writers were busy most of the recent time, never merely because
-    one event was committed or waits (a steady 100/s does both, far from capacity)."""
+    """The applier's two signals: `recording()` right after a commit; `busy()` while batches
+    are crowded, a crowd waits for a writer or the writers were busy most of the recent time,
+    never merely because one event was committed or waits (a steady 100/s does both)."""
     inbox = Inbox(database, clock=utcnow, writers=1)
     assert not inbox.recording()
     assert not inbox.busy()
     await inbox.start()
     try:
-        await inbox.record(row_for(TAG_EVENT, utcnow()))
+        for n in range(10):  # one at a time
+            await inbox.record(row_for({**TAG_EVENT, "JobId": f"one{n}"}, utcnow()))
         assert inbox.recording()
         assert not inbox.busy()
         queued = [row_for({**TAG_EVENT, "JobId": f"queued{n}"}, utcnow()) for n in range(8)]
@@ -522,10 +523,16 @@ async def test_recording_is_busy_only_at_capacity(database: Database) -> None:
             inbox._queue.task_done()
         assert not inbox.busy()
         now = time.monotonic()
-        inbox._wrote(now - inbox_module.LOAD_SECONDS, now)  # writing the whole recent time
+        inbox._wrote(now - inbox_module.LOAD_SECONDS, now, 1)  # writing the whole recent time
         assert inbox.load() > inbox_module.BUSY_SHARE
         assert inbox.busy()  # at capacity, though the queue is empty
         await asyncio.sleep(inbox_module.LOAD_SECONDS * 2)
+        assert not inbox.busy()
+        for _ in range(3):  # queued before a writer runs: crowded batches
+            crowd = [row_for({**TAG_EVENT, "JobId": f"crowd{n}"}, utcnow()) for n in range(8)]
+            await asyncio.gather(*(inbox.record(row) for row in crowd))
+        assert inbox.busy()
+        await asyncio.sleep(inbox_module.RECORDING_WINDOW * 1.5)
         assert not inbox.recording()
         assert not inbox.busy()
     finally:

@@ -34,11 +34,15 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 32
 HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
 RECORDING_WINDOW = 0.1  # seconds since the last commit during which callbacks are arriving
-# Recording is at capacity when its writers spent more than BUSY_SHARE of the last moments
-# (a decaying average over LOAD_SECONDS) writing, or this many events wait for one. A steady
-# 100/s keeps a writer busy a few percent of the time, with now and then an event or two queued
-# behind a commit: neither is capacity, and an applier that paused then made each callback wait
-# hundreds of milliseconds before its job was visible.
+# Recording is at capacity when callbacks arrive faster than one commit each (the average
+# batch, over the last few, holds CROWDED_BATCH or more events: on PostgreSQL the CPU runs out
+# before its writers do), when its writers spent more than BUSY_SHARE of the last moments (a
+# decaying average over LOAD_SECONDS) writing, or when CROWDED_QUEUE events wait for one. A
+# steady 100/s commits one event at a time and keeps a writer busy a few percent of the time,
+# with now and then an event or two queued behind a commit: none of that is capacity, and an
+# applier that paused then made each callback wait hundreds of milliseconds to be visible.
+CROWDED_BATCH = 3.0
+BATCH_WEIGHT = 0.2  # of the newest batch in the average
 BUSY_SHARE = 0.5
 LOAD_SECONDS = 0.2
 CROWDED_QUEUE = 8
@@ -198,6 +202,7 @@ class Inbox:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_write = float("-inf")
         self._load = 0.0  # seconds of writing, decayed by LOAD_SECONDS, per LOAD_SECONDS
+        self._batch = 0.0  # events per batch, on average over the last few
         self._closed = True
         self.batches = 0  # statements committed; for tests and diagnostics
 
@@ -253,19 +258,20 @@ class Inbox:
                     future.set_exception(StoreFailed("not committed in time"))
 
     def busy(self) -> bool:
-        """Whether recording is at capacity, so the applier yields: the writers were busy more
-        than BUSY_SHARE of the recent time, or CROWDED_QUEUE events wait for one (the applier
-        holds SQLite's one writer connection meanwhile, which no share of writing shows).
-        Not "committed lately", nor "an event waits": at 100 callbacks/s both are often true
-        while the writer idles most of the time (see BUSY_SHARE)."""
-        return self._queue.qsize() >= CROWDED_QUEUE or self.load() > BUSY_SHARE
+        """Whether recording is at capacity, so the applier (and the relay) yield: see
+        CROWDED_BATCH. The queue counts apart: the applier holds SQLite's one writer connection
+        meanwhile, which neither batches nor a share of writing show."""
+        if self._queue.qsize() >= CROWDED_QUEUE:
+            return True
+        return self.recording() and (self._batch >= CROWDED_BATCH or self.load() > BUSY_SHARE)
 
     def load(self) -> float:
         """The share of the recent time (LOAD_SECONDS) each writer spent writing, 0 to 1."""
         since = time.monotonic() - self._last_write
         return self._load * math.exp(-since / LOAD_SECONDS) / self.writers
 
-    def _wrote(self, started: float, ended: float) -> None:
+    def _wrote(self, started: float, ended: float, events: int) -> None:
+        self._batch += BATCH_WEIGHT * (events - self._batch)
         decay = math.exp(min(0.0, self._last_write - ended) / LOAD_SECONDS)
         self._load = self._load * decay + (ended - started) / LOAD_SECONDS
         self._last_write = ended
@@ -343,7 +349,7 @@ class Inbox:
             for _ in batch:
                 self._queue.task_done()
         self.batches += 1
-        self._wrote(started, time.monotonic())
+        self._wrote(started, time.monotonic(), len(batch))
         self.applier.wake()
         answered: set[str] = set()
         for row, future in batch:

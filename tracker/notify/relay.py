@@ -26,7 +26,7 @@ import logging
 import signal
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,6 +74,12 @@ BODIES_KEPT = 8_192  # rendered bodies kept: a change fanned out to many is rend
 POOL_SIZE = 4  # the relay's own connections (PostgreSQL), beside the service's pool
 FAN_OUT_WAIT = 0.05  # seconds before looking again while another replica fans out
 ENV_RETRY = 10.0  # seconds between tries to declare TRACKER_NOTIFY_URL's subscription
+# Inside `tracker serve`, callbacks come first: while their recording is at capacity (`busy`),
+# the relay's turns and each send wait, in steps of GIVE_WAY_STEP and GIVE_WAY_MAX at most, so
+# a flood of callbacks is answered at the speed it would be without subscribers, and deliveries
+# never starve (they go on at a trickle and catch up once the flood ends).
+GIVE_WAY_STEP = 0.02
+GIVE_WAY_MAX = 0.5
 
 
 def check_notify_settings(settings: Settings) -> None:
@@ -113,8 +119,10 @@ class Relay(Worker):
         *,
         clock: Clock = utcnow,
         poll_seconds: float = POLL_SECONDS,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         super().__init__("relay", grace=STOP_TIMEOUT)
+        self.busy = busy  # whether this process records callbacks at capacity
         self.settings = settings
         self.database = database  # the process's: its commits wake the relay
         self.own: Database | None = None  # the relay's pools, while it runs
@@ -133,6 +141,7 @@ class Relay(Worker):
             wake=self.wake,
             stopping=lambda: self.stopping,
             low_water=lambda sub: self.ahead.get(sub, self.base_ahead) // 2,
+            give_way=self.give_way,
         )
         self._undeclared = bool(settings.notify_url)  # its subscription not written yet
         self._declare_after = 0.0
@@ -261,12 +270,20 @@ class Relay(Worker):
             if self.stopping:
                 break
             await asyncio.sleep(MIN_TURN)  # coalesce the wake-ups of a burst of commits
+            await self.give_way()
             try:
                 wait = await self.run_once()
             except Exception as exc:  # keep going: the database may come back
                 if not isinstance(exc, EgressRefused):
                     log.warning("relay: %s", describe(exc))
                 wait = self.poll_seconds
+
+    async def give_way(self) -> None:
+        """While callbacks are recorded at capacity, wait (GIVE_WAY_MAX at most)."""
+        waited = 0.0
+        while waited < GIVE_WAY_MAX and self.busy() and not self.stopping:
+            await asyncio.sleep(GIVE_WAY_STEP)
+            waited += GIVE_WAY_STEP
 
     async def run_once(self) -> float:
         """One turn: fan out new changes and claim what is due in at most one short write

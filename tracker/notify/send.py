@@ -15,7 +15,7 @@ import email.utils
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -72,6 +72,7 @@ class Sender:
         wake: Callable[[], None],
         stopping: Callable[[], bool],
         low_water: Callable[[int], int],
+        give_way: Callable[[], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -82,6 +83,7 @@ class Sender:
         self._wake = wake  # the relay: a lane wants more
         self._stopping = stopping
         self._low_water = low_water  # a lane holding this many or fewer asks for more
+        self._give_way = give_way  # before each request: callbacks first (the relay's)
         self.http = HttpSession(lambda: webhook_session(settings))
         self.lanes: dict[int, Lane] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -146,6 +148,7 @@ class Sender:
         try:
             while lane.waiting:
                 item = lane.waiting.popleft()
+                await self._give_way()
                 if lane.gone:
                     lane.held -= 1
                     continue
