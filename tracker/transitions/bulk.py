@@ -19,12 +19,12 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    exists,
     false,
     func,
     literal,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,10 +73,10 @@ async def apply_outcomes(
     """`apply_outcome` for many outcomes of distinct jobs, with the same guards and results.
 
     The common cases are set-based, a few statements whatever the count: terminal outcomes of
-    known jobs in one conditional UPDATE (the guard of `transition`), jobs that did not move
-    classified by one SELECT, and JobIds never seen with no `submit_unknown` job to resolve
-    created by one INSERT. Everything else, and the loser of any race, goes through
-    `apply_outcome` one by one.
+    known jobs in one conditional UPDATE (the guard of `transition`), JobIds never seen with no
+    `submit_unknown` job to resolve created by one INSERT, and jobs that did neither classified
+    by one SELECT. Everything else, and the loser of any race, goes through `apply_outcome` one
+    by one.
     """
     if len({o.job_id for o in outcomes}) != len(outcomes):
         raise ValueError("apply_outcomes takes one outcome per job")
@@ -91,16 +91,16 @@ async def apply_outcomes(
         results.update({job_id: Applied.APPLIED for job_id in moved if job_id})
     rest = [o for o in terminal if o.job_id not in results]
     if rest:
+        results.update(await _create_unseen(session, rest, rows, now, dialect))
+    left = [o for o in rest if o.job_id not in results]
+    if left:
         found = await session.execute(
-            select(Job.job_id, Job.state).where(Job.job_id.in_([o.job_id for o in rest]))
+            select(Job.job_id, Job.state).where(Job.job_id.in_([o.job_id for o in left]))
         )
         states = {job_id: state for job_id, state in found}
-        for o in rest:
+        for o in left:
             if (state := states.get(o.job_id)) is not None:
                 results[o.job_id] = Applied.ALREADY_FINAL if state in FINAL else Applied.OLDER
-        unseen = [o for o in rest if o.job_id not in states]
-        if unseen:
-            results.update(await _create_unseen(session, unseen, rows, now, dialect))
     for o in outcomes:  # non-terminal outcomes, the unresolved and the races: one by one
         if o.job_id not in results:
             results[o.job_id] = await apply_outcome(session, o, now)
@@ -115,20 +115,11 @@ async def _create_unseen(
     dialect: str,
     result: Applied = Applied.CREATED,
 ) -> dict[str, Applied]:
-    """Insert `rows` as jobs of origin `callback` for the JobIds never seen whose media and type
-    have no `submit_unknown`/`submitting` job waiting for a JobId (those are resolved one by
-    one)."""
-    found = await session.execute(
-        select(Job.media_id, Job.type).where(
-            waiting_for_job_id(), Job.media_id.in_({o.media_id for o in outcomes if o.media_id})
-        )
-    )
-    waiting = {(media_id, type_) for media_id, type_ in found}
-    fresh = [o for o in outcomes if (o.media_id, o.type) not in waiting]
-    if not fresh:
-        return {}
+    """Insert `rows` as jobs of origin `callback`: those of the JobIds never seen whose media
+    and type have no `submit_unknown`/`submitting` job waiting for a JobId (resolved one by
+    one by the caller); one statement."""
     created = await session.scalars(
-        create_many(dialect), {"outcomes": _json(rows[o.job_id] for o in fresh), "now": now}
+        create_many(dialect), {"outcomes": _json(rows[o.job_id] for o in outcomes), "now": now}
     )
     return {job_id: result for job_id in created if job_id}
 
@@ -138,6 +129,7 @@ def create_many(dialect: str) -> Insert:
     """INSERT the `outcomes` rows as jobs of origin `callback`, those whose JobId is new."""
     batch = json_rows("outcomes", OUTCOME_COLUMNS, dialect)
     columns = list(OUTCOME_COLUMNS)
+    waiting = JOBS.alias("waiting")
     statement: Insert = (
         insert(dialect, JOBS)
         .from_select(
@@ -147,7 +139,16 @@ def create_many(dialect: str) -> Insert:
                 literal(Origin.CALLBACK.value),
                 false(),
                 NOW,
-            ).where(true()),  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+            ).where(  # (a WHERE SQLite needs anyway to parse INSERT ... SELECT ... ON CONFLICT)
+                or_(
+                    batch.c.media_id == "",
+                    ~exists().where(
+                        waiting.c.media_id == batch.c.media_id,
+                        waiting.c.type == batch.c.type,
+                        waiting_for_job_id(waiting),
+                    ),
+                )
+            ),
         )
         .on_conflict_do_nothing(index_elements=["job_id"])
         .returning(Job.job_id)

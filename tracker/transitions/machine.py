@@ -53,13 +53,16 @@ CREATE_SKEW = timedelta(seconds=5)
 NOT_FINAL = [state.value for state in JobState if state not in FINAL]
 
 
-def waiting_for_job_id() -> ColumnElement[bool]:
-    """Jobs a callback for an unknown JobId may resolve (with a matching media and type).
+def waiting_for_job_id(jobs: Any = Job) -> ColumnElement[bool]:
+    """Jobs a callback for an unknown JobId may resolve (with a matching media and type); `jobs`:
+    the Job class, or an alias of its table.
 
     A `submitting` row too: the callback can beat the submitter's own commit of the JobId, or
     find the row a killed submitter left behind (tracker/submit/service.py).
     """
-    return and_(Job.state.in_([S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]), Job.job_id.is_(None))
+    columns = jobs if jobs is Job else jobs.c
+    waiting = [S.SUBMIT_UNKNOWN.value, S.SUBMITTING.value]
+    return and_(columns.state.in_(waiting), columns.job_id.is_(None))
 
 
 def sources_of(target: JobState) -> list[str]:
