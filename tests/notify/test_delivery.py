@@ -22,6 +22,7 @@ from tracker.app import create_app
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import Delivery, DeliveryAttempt, JobState
+from tracker.notify import relay as relay_module
 from tracker.notify.attempts import retry_delay
 from tracker.notify.signing import sign, webhook_headers
 from tracker.transitions import Outcome, apply_outcome
@@ -315,6 +316,36 @@ async def test_a_delivery_whose_lease_runs_short_in_the_queue_is_given_back_unse
         seq = int(r.headers["webhook-id"].removeprefix("chg_"))
         requests[seq] = requests.get(seq, 0) + 1
     assert {by_seq[i]: n for i, n in sent.items()} == requests
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+async def test_the_relay_in_serve_gives_way_to_callbacks_at_capacity(
+    database_url: str,
+    receiver: Receiver,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    stuck: bool,
+) -> None:
+    """While the inbox records at capacity nothing is sent; once it is not, the delivery goes.
+    Stuck at capacity, it still goes after GIVE_WAY_MAX per turn and request: never starved."""
+    monkeypatch.setattr(relay_module, "GIVE_WAY_MAX", 0.3 if stuck else 30.0)
+    app = create_app(notify_settings(database_url))
+    async with LifespanManager(app):
+        context = app.state.context
+        assert context.relay.busy == context.inbox.busy
+        busy = True
+        context.relay.busy = lambda: busy
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            await subscribe(http, receiver.url, event_types=["job.succeeded"])
+        await add_job(context.database, "busy1", JobState.PROCESSING, media_id="m1")
+        await finish(context.database, "busy1")  # its commit wakes the relay at once
+        if not stuck:
+            await asyncio.sleep(1.0)
+            assert receiver.received == []
+            busy = False
+        await receiver.wait_for(1)
+    assert [r.payload["data"]["job_id"] for r in receiver.received] == ["busy1"]
 
 
 async def test_retry_after_is_honoured(
