@@ -75,7 +75,7 @@ POOL_SIZE = 4  # the relay's own connections (PostgreSQL), beside the service's 
 FAN_OUT_WAIT = 0.05  # seconds before looking again while another replica fans out
 ENV_RETRY = 10.0  # seconds between tries to declare TRACKER_NOTIFY_URL's subscription
 # Inside `tracker serve`, callbacks come first: while their recording is at capacity (`busy`),
-# the relay's turns and each send wait, in steps of GIVE_WAY_STEP and GIVE_WAY_MAX at most, so
+# the relay's turns and each send wait, looking every GIVE_WAY_STEP, GIVE_WAY_MAX at most, so
 # a flood of callbacks is answered at the speed it would be without subscribers, and deliveries
 # never starve (they go on at a trickle and catch up once the flood ends).
 GIVE_WAY_STEP = 0.02
@@ -123,6 +123,9 @@ class Relay(Worker):
     ) -> None:
         super().__init__("relay", grace=STOP_TIMEOUT)
         self.busy = busy  # whether this process records callbacks at capacity
+        self._way_clear = asyncio.Event()  # cleared while a watcher sees `busy`
+        self._way_clear.set()
+        self._watcher: asyncio.Task[None] | None = None
         self.settings = settings
         self.database = database  # the process's: its commits wake the relay
         self.own: Database | None = None  # the relay's pools, while it runs
@@ -200,6 +203,8 @@ class Relay(Worker):
         for name, listener in (("commit", self._on_commit), ("rollback", self._on_rollback)):
             if event.contains(self.database.writer.sync_engine, name, listener):
                 event.remove(self.database.writer.sync_engine, name, listener)
+        if self._watcher is not None:
+            await self._watcher  # it ends within a step of the stop
         await self.sender.drain(STOP_TIMEOUT)
         if self.recorder is not None:
             await self.recorder.stop()  # records what waits, then ends
@@ -279,11 +284,23 @@ class Relay(Worker):
                 wait = self.poll_seconds
 
     async def give_way(self) -> None:
-        """While callbacks are recorded at capacity, wait (GIVE_WAY_MAX at most)."""
-        waited = 0.0
-        while waited < GIVE_WAY_MAX and self.busy() and not self.stopping:
-            await asyncio.sleep(GIVE_WAY_STEP)
-            waited += GIVE_WAY_STEP
+        """While callbacks are recorded at capacity, wait (GIVE_WAY_MAX at most). The turn and
+        every send share one watcher, which looks again every GIVE_WAY_STEP."""
+        if self.stopping or not self.busy():
+            return
+        if self._way_clear.is_set():
+            self._way_clear.clear()
+            self._watcher = asyncio.create_task(self._watch())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GIVE_WAY_MAX):
+                await self._way_clear.wait()
+
+    async def _watch(self) -> None:
+        try:
+            while self.busy() and not self.stopping:  # nothing tells when it ends: look
+                await self.pause(GIVE_WAY_STEP)
+        finally:
+            self._way_clear.set()
 
     async def run_once(self) -> float:
         """One turn: fan out new changes and claim what is due in at most one short write
