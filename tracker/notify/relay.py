@@ -11,7 +11,8 @@ shares the process's one writer connection: a second one would meet the inbox's 
 handler, which sleeps up to 100 ms between tries, where the writer's queue takes turns at once;
 its transactions stay a few milliseconds long either way.
 
-It runs inside `tracker serve` (TRACKER_NOTIFY=off turns it off) or alone as `tracker notifier`;
+It runs inside `tracker serve` (TRACKER_NOTIFY=off turns it off), where it gives way to the
+callbacks while their recording is at capacity (`give_way`), or alone as `tracker notifier`;
 replicas share the work through leased delivery rows. It wakes when this process commits a change
 (`wake`), on PostgreSQL when any replica does (LISTEN), when a lane runs low, when the next
 delivery falls due, and at least every POLL_SECONDS.
