@@ -31,9 +31,11 @@ from tracker.worker import Worker
 log = logging.getLogger(__name__)
 
 RECORD_LIMIT = 256  # results sent and not committed yet, per process
-# Results gather this long after the first of a quiet spell before a commit: a burst costs few
-# commits, one delivery waits for nothing (recording is off the delivery's path).
+# Results gather before a commit while they keep coming: GATHER after the last one, GATHER_MAX
+# in all, until a quarter of RECORD_LIMIT waits. A stream of deliveries costs a commit every few
+# dozen, not one every few; a lone delivery waits GATHER (recording is off the delivery's path).
 GATHER = 0.002
+GATHER_MAX = 0.02
 STOP_GRACE = 10.0
 
 Finished = tuple[Claimed, AttemptResult]
@@ -106,9 +108,17 @@ class Recorder(Worker):
                     return
                 await self.idle(1.0)
                 continue
-            if len(self._finished) < RECORD_LIMIT // 4:
-                await asyncio.sleep(GATHER)
+            await self._gather()
             await self.flush()
+
+    async def _gather(self) -> None:
+        waited, seen = 0.0, -1
+        while len(self._finished) < RECORD_LIMIT // 4 and waited < GATHER_MAX:
+            if len(self._finished) == seen:
+                return  # none came meanwhile
+            seen = len(self._finished)
+            await asyncio.sleep(GATHER)
+            waited += GATHER
 
     async def flush(self) -> None:
         """Record everything waiting in one transaction. If it fails the results are lost and
