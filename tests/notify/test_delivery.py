@@ -348,6 +348,39 @@ async def test_the_relay_in_serve_gives_way_to_callbacks_at_capacity(
     assert [r.payload["data"]["job_id"] for r in receiver.received] == ["busy1"]
 
 
+async def test_an_idle_relay_takes_no_turn_per_commit_until_a_subscription_comes(
+    database_url: str, receiver: Receiver, database: Database
+) -> None:
+    """With no enabled subscription the relay's turns find nothing: the commits that wake it
+    start none until a poll; a subscription created in the process ends that at once."""
+    app = create_app(notify_settings(database_url))
+    async with LifespanManager(app):
+        context = app.state.context
+        relay = context.relay
+        relay.poll_seconds = 60.0  # however slow the machine: no turn comes from the poll
+        await add_job(context.database, "idle0", JobState.PROCESSING)  # a turn goes quiet
+        await asyncio.sleep(0.3)
+        turns = 0
+        run_once = relay.run_once
+
+        async def counted() -> float:
+            nonlocal turns
+            turns += 1
+            return await run_once()
+
+        relay.run_once = counted
+        for n in range(20):  # each commit wakes the relay
+            await add_job(context.database, f"idle{n + 1}", JobState.PROCESSING)
+        await asyncio.sleep(0.3)
+        assert turns == 0
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            await subscribe(http, receiver.url, event_types=["job.succeeded"])
+        await finish(context.database, "idle1")
+        await receiver.wait_for(1, within=5.0)
+        assert turns > 0
+
+
 async def test_retry_after_is_honoured(
     live: httpx.AsyncClient, receiver: Receiver, database: Database
 ) -> None:

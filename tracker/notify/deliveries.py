@@ -135,6 +135,11 @@ async def fan_out_pending(session: AsyncSession) -> bool:
     return bool(await session.scalar(query))
 
 
+async def any_enabled(session: AsyncSession) -> bool:
+    """Whether some subscription is enabled (a read)."""
+    return bool(await session.scalar(select(exists().where(Subscription.enabled.is_(True)))))
+
+
 async def count_disabled(session: AsyncSession) -> int:
     query = select(func.count()).where(Subscription.enabled.is_(False))
     return int(await session.scalar(query) or 0)

@@ -49,12 +49,12 @@ from tracker.notify.claims import (
     render_bodies,
     settle_pruned,
 )
-from tracker.notify.deliveries import count_disabled, fan_out, fan_out_pending
+from tracker.notify.deliveries import any_enabled, count_disabled, fan_out, fan_out_pending
 from tracker.notify.egress import EgressRefused, check_address, check_url, parse_url
 from tracker.notify.recorder import QUIET, Finished, Recorder, quiet
 from tracker.notify.send import Sender
 from tracker.notify.signing import secret_key
-from tracker.notify.subscriptions import ensure_env_subscription
+from tracker.notify.subscriptions import SUBSCRIBED, ensure_env_subscription
 from tracker.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,11 @@ class Relay(Worker):
         self._way_clear = asyncio.Event()  # cleared while a watcher sees `busy`
         self._way_clear.set()
         self._watcher: asyncio.Task[None] | None = None
+        # With no enabled subscription a turn has nothing to do: until this (loop) time the
+        # commits that wake the relay start none, so an idle relay costs a turn a poll, not one
+        # per commit. A subscription written in this process ends it at once, elsewhere within
+        # a poll.
+        self._quiet_until = 0.0
         self.settings = settings
         self.database = database  # the process's: its commits wake the relay
         self.own: Database | None = None  # the relay's pools, while it runs
@@ -191,6 +196,8 @@ class Relay(Worker):
     def _on_commit(self, conn: Any) -> None:
         # Any write of this process may have committed changes; a turn that finds none costs
         # two indexed reads. The relay's own writes commit none: they wake no one (quiet).
+        if conn.info.pop(SUBSCRIBED, False):
+            self._quiet_until = 0.0
         if conn.info.pop(QUIET, False):
             return
         if self._loop_ref is not None:
@@ -198,6 +205,7 @@ class Relay(Worker):
 
     def _on_rollback(self, conn: Any) -> None:
         conn.info.pop(QUIET, None)
+        conn.info.pop(SUBSCRIBED, None)
 
     async def teardown(self) -> None:
         """After the loop: let the requests in flight finish (bounded), record them, close."""
@@ -271,10 +279,13 @@ class Relay(Worker):
 
     async def run(self) -> None:
         wait = 0.0
+        loop = asyncio.get_running_loop()
         while not self.stopping:
             await self.idle(wait)
             if self.stopping:
                 break
+            if (wait := self._quiet_until - loop.time()) > 0:
+                continue
             await asyncio.sleep(MIN_TURN)  # coalesce the wake-ups of a burst of commits
             await self.give_way()
             try:
@@ -337,6 +348,8 @@ class Relay(Worker):
             return self.poll_seconds  # the lanes wake the next turn when they run low
         async with own.session() as session:
             upcoming = await next_due(session)
+            if upcoming is None and not await any_enabled(session):
+                self._quiet_until = asyncio.get_running_loop().time() + self.poll_seconds
         if upcoming is None:
             return self.poll_seconds
         return min(self.poll_seconds, max(0.0, (upcoming - self.clock()).total_seconds()))

@@ -107,6 +107,15 @@ def parse_input(body: Mapping[str, Any], *, partial: bool) -> SubscriptionInput:
     )
 
 
+# Set on the connection by a write that gives the relay a subscription to serve (created, or
+# enabled again): its commit ends the relay's quiet spell at once (see Relay.run).
+SUBSCRIBED = "tracker.notify.subscribed"
+
+
+async def _subscribed(session: AsyncSession) -> None:
+    (await session.connection()).info[SUBSCRIBED] = True
+
+
 async def create_subscription(
     session: AsyncSession,
     data: SubscriptionInput,
@@ -142,6 +151,7 @@ async def create_subscription(
     )
     session.add(sub)
     await session.flush()
+    await _subscribed(session)
     return sub
 
 
@@ -177,6 +187,7 @@ async def update_subscription(
         sub.disabled_at = None
         sub.first_failure_at = None
         sub.cursor_seq = await latest_seq(session)
+        await _subscribed(session)
     sub.updated_at = now
     await session.flush()
     return sub
