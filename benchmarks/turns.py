@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from common import free_port, fresh_database, percentile
-from ingest import CALLBACK_URL, KEY, steady_stream, wait_port
+from ingest import CALLBACK_URL, KEY, cpu_seconds, steady_stream, wait_port
+from notify import Receivers, _subscribe, steady
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +47,10 @@ def wrap(owner, name, kind, size):
 wrap(applier, "apply_pending", "apply", lambda args, done: done)
 wrap(inbox.Inbox, "_write", "write", lambda args, _: len(args[2]))
 wrap(applier.Applier, "pause", "pause", lambda args, _: 0)
+import tracker.notify.recorder as recorder
+import tracker.notify.relay as relay
+wrap(relay.Relay, "run_once", "relay turn", lambda args, _: 0)
+wrap(recorder.Recorder, "flush", "record", lambda args, _: 0)
 from tracker.cli import main
 sys.argv = ["tracker", "serve"]
 try:
@@ -56,7 +61,7 @@ finally:
 """
 
 
-def run(url: str, rate: int, seconds: int, workdir: Path) -> str:
+def run(url: str, rate: int, seconds: int, workdir: Path, subscribe: bool) -> str:
     port = free_port()
     out = workdir / "turns.json"
     env = {
@@ -64,6 +69,7 @@ def run(url: str, rate: int, seconds: int, workdir: Path) -> str:
         "TRACKER_DATABASE_URL": url,
         "TRACKER_PORT": str(port),
         "TRACKER_SCHEDULER": "off",
+        "TRACKER_NOTIFY_ALLOW_PRIVATE": "on",  # the receiver is on loopback
         "TRACKER_CALLBACK_URL": CALLBACK_URL,
         "TRACKER_CALLBACK_AUTH_KEY": KEY,
         "TURNS_OUT": str(out),
@@ -75,21 +81,37 @@ def run(url: str, rate: int, seconds: int, workdir: Path) -> str:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    receivers = Receivers(1, parse=True) if subscribe else None
+    if receivers is not None:
+        asyncio.run(_subscribe(url, receivers.urls))
+    run_id = f"turns{time.time_ns()}"
     try:
         wait_port(port)
         base = f"http://127.0.0.1:{port}"
-        answered, visible, refused = asyncio.run(
-            steady_stream(base, rate, seconds, f"turns{time.time_ns()}")
-        )
+        cpu, began = cpu_seconds(process.pid), time.monotonic()
+        if receivers is None:
+            answered, visible, refused = asyncio.run(steady_stream(base, rate, seconds, run_id))
+            lines = [
+                f"| 200 | {len(answered)} | {_ms(answered)} | not 200: {len(refused)} |",
+                f"| visible | {len(visible)} | {_ms(visible)} | every 10th, polled every 2 ms |",
+            ]
+        else:  # notify.py's stream: when each callback was answered 200, by job
+            answered_at = asyncio.run(steady(base, rate, seconds, run_id))
+            receivers.wait_for(len(answered_at), within=10)
+            arrivals = receivers.arrivals()
+            late = [(arrivals[j] - at) * 1000 for j, at in answered_at.items() if j in arrivals]
+            lines = [f"| delivered | {len(late)} | {_ms(late)} | from the 200 |"]
+        busy = (cpu_seconds(process.pid) - cpu) / (time.monotonic() - began)
+        lines.append(f"| tracker's CPU | | | {100 * busy:.0f}% of a core |")
     finally:
         process.send_signal(signal.SIGINT)  # uvicorn ends, then the wrapper writes its timings
         process.wait(60)
+        if receivers is not None:
+            receivers.close()
     timed = json.loads(out.read_text())
-    lines = [
-        f"| 200 | {len(answered)} | {_ms(answered)} | not 200: {len(refused)} |",
-        f"| visible | {len(visible)} | {_ms(visible)} | every 10th, polled every 2 ms |",
-    ]
-    for kind, what in (("write", "events a batch"), ("apply", "events a turn"), ("pause", "")):
+    kinds = [("write", "events a batch"), ("apply", "events a turn"), ("pause", "")]
+    kinds += [("relay turn", ""), ("record", "")] if subscribe else []
+    for kind, what in kinds:
         spans = [seconds * 1000 for k, seconds, _ in timed if k == kind]
         sizes = [n for k, _, n in timed if k == kind]
         mean = f"{what}: {sum(sizes) / len(sizes):.1f}" if sizes and what else ""
@@ -109,14 +131,18 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=os.environ.get("TRACKER_BENCH_POSTGRES_URL"))
     parser.add_argument("--rate", type=int, default=100, help="callbacks/s")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--subscribe", action="store_true", help="one subscription: callback 200 -> delivered"
+    )
     args = parser.parse_args()
     kinds = ["sqlite"] + (["postgresql"] if args.postgres_url else [])
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             url = fresh_database(kind, args.postgres_url, Path(tmp))
-            print(f"\n{kind}, {args.rate} callbacks/s for {args.seconds} s, load {os.getloadavg()}")
+            load = " ".join(f"{n:.2f}" for n in os.getloadavg())
+            print(f"\n{kind}, {args.rate} callbacks/s for {args.seconds} s, load {load}")
             print("\n| what | count | p50 / p90 / p99 ms | |\n|---|---|---|---|")
-            print(run(url, args.rate, args.seconds, Path(tmp)))
+            print(run(url, args.rate, args.seconds, Path(tmp), args.subscribe))
 
 
 if __name__ == "__main__":

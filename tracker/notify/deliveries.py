@@ -10,6 +10,7 @@ letter: listed, replayable) or `skipped` (its subscription was disabled).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -69,10 +70,16 @@ def _wants(dialect: str) -> Any:
     return or_(types.is_(None), every, listed)
 
 
-async def fan_out(session: AsyncSession, now: datetime) -> int | None:
+@dataclass(frozen=True, slots=True)
+class FannedOut:
+    created: int  # deliveries
+    more: bool  # changes past some cursor remain (FAN_OUT_ROWS was reached)
+
+
+async def fan_out(session: AsyncSession, now: datetime) -> FannedOut | None:
     """Create the deliveries the enabled subscriptions are owed for changes past their cursors
-    (at most FAN_OUT_ROWS), and move the cursors; return how many were created (None: another
-    replica holds the fan-out). Set-based: one
+    (at most FAN_OUT_ROWS), and move the cursors; None when another replica holds the
+    fan-out. Set-based: one
     INSERT ... SELECT for every subscription at once, one UPDATE of the cursors. Idempotent:
     (subscription, change) is unique.
 
@@ -94,10 +101,11 @@ async def fan_out(session: AsyncSession, now: datetime) -> int | None:
         )
     ).all()
     if not behind:
-        return 0
+        return FannedOut(0, more=False)
     ids = [row[0] for row in behind]
     lowest = min(int(row[1]) for row in behind)
-    upto = min(int(behind[0][2]), lowest + max(1, FAN_OUT_ROWS // len(behind)))
+    newest_seq = int(behind[0][2])
+    upto = min(newest_seq, lowest + max(1, FAN_OUT_ROWS // len(behind)))
     table = Delivery.__table__
     rows = (
         select(
@@ -125,7 +133,8 @@ async def fan_out(session: AsyncSession, now: datetime) -> int | None:
         .values(cursor_seq=upto)
         .execution_options(synchronize_session=False)
     )
-    return max(int(result.rowcount), 0)  # type: ignore[attr-defined]
+    created = max(int(result.rowcount), 0)  # type: ignore[attr-defined]
+    return FannedOut(created, more=upto < newest_seq)
 
 
 async def fan_out_pending(session: AsyncSession) -> bool:

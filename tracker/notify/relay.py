@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import metrics
 from tracker.clock import Clock, utcnow
@@ -49,7 +50,13 @@ from tracker.notify.claims import (
     render_bodies,
     settle_pruned,
 )
-from tracker.notify.deliveries import any_enabled, count_disabled, fan_out, fan_out_pending
+from tracker.notify.deliveries import (
+    FannedOut,
+    any_enabled,
+    count_disabled,
+    fan_out,
+    fan_out_pending,
+)
 from tracker.notify.egress import EgressRefused, check_address, check_url, parse_url
 from tracker.notify.recorder import QUIET, Finished, Recorder, quiet
 from tracker.notify.send import Sender
@@ -132,6 +139,7 @@ class Relay(Worker):
         # per commit. A subscription written in this process ends it at once, elsewhere within
         # a poll.
         self._quiet_until = 0.0
+        self._changed = False  # a commit of this process (not the relay's own) since the turn
         self.settings = settings
         self.database = database  # the process's: its commits wake the relay
         self.own: Database | None = None  # the relay's pools, while it runs
@@ -200,6 +208,7 @@ class Relay(Worker):
             self._quiet_until = 0.0
         if conn.info.pop(QUIET, False):
             return
+        self._changed = True  # the next turn fans out without looking first
         if self._loop_ref is not None:
             self._loop_ref.call_soon_threadsafe(self.wake)
 
@@ -325,11 +334,16 @@ class Relay(Worker):
                 await self.declare_env_subscription()
         now = self.clock()
         full = [sub for sub in self.sender.lanes if self._slots(sub) <= 0]
-        async with own.session() as session:  # reads first: most turns stop here
-            fanning = await fan_out_pending(session)
-            targets = [] if fanning or self.stopping else await due_targets(session, now, full)
+        fanning, self._changed = self._changed, False
+        targets: list[Target] = []
+        if not fanning:  # reads first: most turns not started by a change stop here
+            async with own.session() as session:
+                fanning = await fan_out_pending(session)
+                if not (fanning or self.stopping):
+                    targets = await due_targets(session, now, full)
         rows: list[Any] = []
-        fanned: int | None = 0
+        bodies: dict[int, bytes] = {}
+        fanned: FannedOut | None = FannedOut(0, more=False)
         if fanning or targets:
             async with own.write() as session:
                 await quiet(session)
@@ -338,12 +352,13 @@ class Relay(Worker):
                     if not self.stopping:
                         targets = await due_targets(session, now, full)
                 rows = await claim(session, self._wants(targets), now, self.lease, self.claim_id)
+                bodies = await self._bodies(session, rows)
         if rows:
-            await self._dispatch(rows, {t.id: t for t in targets}, now)
+            await self._dispatch(rows, {t.id: t for t in targets}, bodies, now)
         if fanned is None:
             return FAN_OUT_WAIT  # another replica is fanning out
-        if fanning or len(rows) >= CLAIM_TOTAL:
-            return 0.0  # more may be waiting right now
+        if fanned.more or len(rows) >= CLAIM_TOTAL:
+            return 0.0  # more is waiting right now
         if self.sender.sending:
             return self.poll_seconds  # the lanes wake the next turn when they run low
         async with own.session() as session:
@@ -374,11 +389,9 @@ class Relay(Worker):
                 left -= slots
         return wants
 
-    async def _dispatch(
-        self, rows: Sequence[Any], targets: dict[int, Target], now: datetime
-    ) -> None:
-        """Render the bodies not rendered yet (one read for them all) and start sending."""
-        assert self.own is not None
+    async def _bodies(self, session: AsyncSession, rows: Sequence[Any]) -> dict[int, bytes]:
+        """The bodies of the claimed rows' changes: kept ones, the rest rendered (one read); a
+        change pruned meanwhile has none."""
         bodies: dict[int, bytes] = {}
         for seq in {row.change_seq for row in rows}:
             kept = self.bodies.get(seq)
@@ -387,12 +400,22 @@ class Relay(Worker):
                 self.bodies.move_to_end(seq)
         missing = {row.change_seq for row in rows} - bodies.keys()
         if missing:
-            async with self.own.session() as session:
-                rendered = await render_bodies(session, missing)
+            rendered = await render_bodies(session, missing)
             bodies |= rendered
             self.bodies.update(rendered)
             while len(self.bodies) > BODIES_KEPT:
                 self.bodies.popitem(last=False)
+        return bodies
+
+    async def _dispatch(
+        self,
+        rows: Sequence[Any],
+        targets: dict[int, Target],
+        bodies: dict[int, bytes],
+        now: datetime,
+    ) -> None:
+        """Start sending what was claimed; settle those whose change was pruned."""
+        assert self.own is not None
         claimed: list[Claimed] = []
         pruned: list[int] = []
         lease_until = now + self.lease
