@@ -500,9 +500,9 @@ async def test_every_acknowledged_callback_survives_kill_9(tmp_path: Path) -> No
 
 
 async def test_recording_is_busy_only_at_capacity(database: Database) -> None:
-    """The applier's two signals: `recording()` right after a commit; `busy()` while batches
-    are crowded, a crowd waits for a writer or the writers were busy most of the recent time,
-    never merely because one event was committed or waits (a steady 100/s does both)."""
+    """The applier's two signals: `recording()` right after a commit; `busy()` while a crowd
+    waits for a writer, or callbacks flood in (over BUSY_RATE a second) in crowded batches or
+    keeping the writers busy; never merely because one was committed or a few wait."""
     inbox = Inbox(database, clock=utcnow, writers=1)
     assert not inbox.recording()
     assert not inbox.busy()
@@ -522,19 +522,31 @@ async def test_recording_is_busy_only_at_capacity(database: Database) -> None:
             inbox._queue.get_nowait()
             inbox._queue.task_done()
         assert not inbox.busy()
-        now = time.monotonic()
-        inbox._wrote(now - inbox_module.LOAD_SECONDS, now, 1)  # writing the whole recent time
-        assert inbox.load() > inbox_module.BUSY_SHARE
-        assert inbox.busy()  # at capacity, though the queue is empty
-        await asyncio.sleep(inbox_module.LOAD_SECONDS * 2)
-        assert not inbox.busy()
-        for _ in range(3):  # queued before a writer runs: crowded batches
-            crowd = [row_for({**TAG_EVENT, "JobId": f"crowd{n}"}, utcnow()) for n in range(8)]
+        for _ in range(5):  # a flood: queued before a writer runs, crowded batches
+            crowd = [row_for({**TAG_EVENT, "JobId": f"crowd{n}"}, utcnow()) for n in range(32)]
             await asyncio.gather(*(inbox.record(row) for row in crowd))
+        assert inbox.rate() > inbox_module.BUSY_RATE
         assert inbox.busy()
-        await asyncio.sleep(inbox_module.RECORDING_WINDOW * 1.5)
+        await asyncio.sleep(inbox_module.LOAD_SECONDS * 3)
         assert not inbox.recording()
         assert not inbox.busy()
+    finally:
+        await inbox.stop()
+
+
+async def test_a_steady_hundred_a_second_is_never_busy(database: Database) -> None:
+    """At 100 callbacks/s the writer idles most of the time: the applier must not pause."""
+    inbox = Inbox(database, clock=utcnow, writers=1)
+    await inbox.start()
+    try:
+        busy = []
+        started = time.monotonic()
+        for n in range(100):
+            await asyncio.sleep(max(0.0, started + n / 100 - time.monotonic()))
+            await inbox.record(row_for({**TAG_EVENT, "JobId": f"steady{n}"}, utcnow()))
+            busy.append(inbox.busy())
+        assert 50 < inbox.rate() < inbox_module.BUSY_RATE
+        assert not any(busy)
     finally:
         await inbox.stop()
 

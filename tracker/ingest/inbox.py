@@ -34,13 +34,15 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 32
 HOLD_SECONDS = 0.1  # how long a writer keeps its connection while events keep coming
 RECORDING_WINDOW = 0.1  # seconds since the last commit during which callbacks are arriving
-# Recording is at capacity when callbacks arrive faster than one commit each (the average
-# batch, over the last few, holds CROWDED_BATCH or more events: on PostgreSQL the CPU runs out
-# before its writers do), when its writers spent more than BUSY_SHARE of the last moments (a
-# decaying average over LOAD_SECONDS) writing, or when CROWDED_QUEUE events wait for one. A
-# steady 100/s commits one event at a time and keeps a writer busy a few percent of the time,
-# with now and then an event or two queued behind a commit: none of that is capacity, and an
-# applier that paused then made each callback wait hundreds of milliseconds to be visible.
+# Recording is at capacity when callbacks flood in: more than BUSY_RATE a second (a decaying
+# average over LOAD_SECONDS) and either faster than one commit each (the average batch, over the
+# last few, holds CROWDED_BATCH or more events: on PostgreSQL the CPU runs out before the
+# writers do) or with its writers busy more than BUSY_SHARE of the time; or when CROWDED_QUEUE
+# events wait for a writer. A steady hundred a second commits one event at a time, now and then
+# a few (on SQLite the applier, relay and recorder hold the one writer meanwhile) and keeps a
+# writer busy a few percent of the time: none of that is capacity, and an applier that paused
+# then made each callback wait hundreds of milliseconds to be visible.
+BUSY_RATE = 500.0
 CROWDED_BATCH = 3.0
 BATCH_WEIGHT = 0.2  # of the newest batch in the average
 BUSY_SHARE = 0.5
@@ -203,6 +205,7 @@ class Inbox:
         self._last_write = float("-inf")
         self._load = 0.0  # seconds of writing, decayed by LOAD_SECONDS, per LOAD_SECONDS
         self._batch = 0.0  # events per batch, on average over the last few
+        self._rate = 0.0  # events recorded, decayed by LOAD_SECONDS, per second
         self._closed = True
         self.batches = 0  # statements committed; for tests and diagnostics
 
@@ -259,21 +262,30 @@ class Inbox:
 
     def busy(self) -> bool:
         """Whether recording is at capacity, so the applier (and the relay) yield: see
-        CROWDED_BATCH. The queue counts apart: the applier holds SQLite's one writer connection
+        BUSY_RATE. The queue counts apart: the applier holds SQLite's one writer connection
         meanwhile, which neither batches nor a share of writing show."""
         if self._queue.qsize() >= CROWDED_QUEUE:
             return True
-        return self.recording() and (self._batch >= CROWDED_BATCH or self.load() > BUSY_SHARE)
+        if self.rate() < BUSY_RATE:
+            return False
+        return self._batch >= CROWDED_BATCH or self.load() > BUSY_SHARE
 
     def load(self) -> float:
         """The share of the recent time (LOAD_SECONDS) each writer spent writing, 0 to 1."""
-        since = time.monotonic() - self._last_write
-        return self._load * math.exp(-since / LOAD_SECONDS) / self.writers
+        return self._load * self._decay() / self.writers
+
+    def rate(self) -> float:
+        """Events recorded a second, lately (LOAD_SECONDS)."""
+        return self._rate * self._decay()
+
+    def _decay(self) -> float:
+        return math.exp(-(time.monotonic() - self._last_write) / LOAD_SECONDS)
 
     def _wrote(self, started: float, ended: float, events: int) -> None:
         self._batch += BATCH_WEIGHT * (events - self._batch)
         decay = math.exp(min(0.0, self._last_write - ended) / LOAD_SECONDS)
         self._load = self._load * decay + (ended - started) / LOAD_SECONDS
+        self._rate = self._rate * decay + events / LOAD_SECONDS
         self._last_write = ended
 
     def recording(self) -> bool:
