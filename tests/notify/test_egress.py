@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
 import pytest
 
+from tracker.notify import egress
 from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
 
 # IPv6 forms that carry an IPv4 address, and the deprecated site-local range (issue 23, P8). On
@@ -57,3 +59,29 @@ async def test_the_api_refuses_them_with_a_400(client: httpx.AsyncClient, addres
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "egress_refused"
     assert (await client.get("/subscriptions")).json() == {"items": []}
+
+
+async def test_recent_verdicts_are_kept_a_while_then_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay checks a receiver's URL once per VERDICT_SECONDS, refusals as much as passes,
+    not before each of its requests (a name is resolved each time it is checked)."""
+    checked: list[str] = []
+
+    async def counted(url: str, *, allow_private: bool) -> str:
+        checked.append(url)
+        return await check_url(url, allow_private=allow_private)
+
+    monkeypatch.setattr(egress, "check_url", counted)
+    monkeypatch.setattr(egress, "VERDICT_SECONDS", 0.5)  # literal addresses: microseconds each
+    verdicts = egress.RecentVerdicts()
+    for _ in range(3):
+        await verdicts.check("http://8.8.8.8/hook", allow_private=False)
+        with pytest.raises(EgressRefused, match="127.0.0.1"):
+            await verdicts.check("http://127.0.0.1/hook", allow_private=False)
+    await verdicts.check("http://127.0.0.1/hook", allow_private=True)  # another verdict
+    assert checked == ["http://8.8.8.8/hook", *["http://127.0.0.1/hook"] * 2]
+    await asyncio.sleep(0.6)  # every verdict kept is now too old
+    await verdicts.check("http://8.8.8.8/hook", allow_private=False)
+    assert checked[-1] == "http://8.8.8.8/hook"
+    assert len(checked) == 4

@@ -1,8 +1,10 @@
 """Egress safety: webhooks go only to public http(s) addresses unless the operator allows more.
 
-A URL is checked when a subscription is created or changed and again before every attempt; the
-HTTP client resolves through `GuardedResolver` as well, so a name that resolves to a public
-address when checked and to a private one when connecting (DNS rebinding) is still refused.
+A URL is checked when a subscription is created or changed and again before the attempts, at
+least every VERDICT_SECONDS (`RecentVerdicts`: a relay does not resolve a receiver's name before
+each of its thousands of requests); the HTTP client resolves through `GuardedResolver` as well,
+so a name that resolves to a public address when checked and to a private one when connecting
+(DNS rebinding) is still refused.
 Loopback, private, link-local (which holds the cloud metadata address 169.254.169.254),
 shared (100.64.0.0/10, where Alibaba Cloud's metadata 100.100.100.200 lives), every IPv6 form
 that embeds an IPv4 address (NAT64, IPv4-compatible, -mapped and -translated, 6to4, Teredo), the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -24,6 +27,8 @@ from tracker.errors import BadRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL = 2048
+VERDICT_SECONDS = 10.0  # as long as aiohttp's client keeps an address it resolved
+VERDICTS_KEPT = 4_096
 
 
 class EgressRefused(BadRequest):
@@ -141,3 +146,26 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class RecentVerdicts:
+    """`check_url`'s verdicts, each kept VERDICT_SECONDS: refusals as much as passes."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, bool], tuple[float, str | None]] = {}
+
+    async def check(self, url: str, *, allow_private: bool) -> None:
+        """Raise EgressRefused as `check_url` did for `url` at most VERDICT_SECONDS ago."""
+        key, now = (url, allow_private), time.monotonic()
+        kept = self._kept.get(key)
+        if kept is None or kept[0] <= now:
+            try:
+                await check_url(url, allow_private=allow_private)
+                refused = None
+            except EgressRefused as exc:
+                refused = exc.message
+            if len(self._kept) >= VERDICTS_KEPT:
+                self._kept.clear()
+            kept = self._kept[key] = (now + VERDICT_SECONDS, refused)
+        if kept[1] is not None:
+            raise EgressRefused(kept[1], parameter="url")

@@ -29,7 +29,7 @@ from tracker.errors import describe
 from tracker.notify.attempts import MAX_RETRY_AFTER, AttemptResult
 from tracker.notify.claims import Claimed
 from tracker.notify.deliveries import webhook_id
-from tracker.notify.egress import EgressRefused, GuardedResolver, check_url
+from tracker.notify.egress import EgressRefused, GuardedResolver, RecentVerdicts, check_url
 from tracker.notify.signing import webhook_headers
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class Sender:
         self._low_water = low_water  # a lane holding this many or fewer asks for more
         self._give_way = give_way  # before each request: callbacks first (the relay's)
         self.http = HttpSession(lambda: webhook_session(settings))
+        self.verdicts = RecentVerdicts()
         self.lanes: dict[int, Lane] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -165,6 +166,7 @@ class Sender:
                         webhook_id(item.seq),
                         item.body,
                         self.clock(),
+                        verdicts=self.verdicts,
                     )
                 except Exception as exc:  # send() catches what the network does: a bug
                     log.exception("relay: delivery %s", item.id)
@@ -206,15 +208,22 @@ async def send(
     msg_id: str,
     body: bytes,
     now: datetime,
+    *,
+    verdicts: RecentVerdicts | None = None,
 ) -> AttemptResult:
-    """One signed POST; whatever happens, an AttemptResult (never an exception)."""
+    """One signed POST; whatever happens, an AttemptResult (never an exception). The URL is
+    checked first (`verdicts`: as recently as they keep)."""
     started = time.monotonic()
 
     def took() -> float:
         return (time.monotonic() - started) * 1000
 
+    allow = settings.notify_allow_private == "on"
     try:
-        await check_url(url, allow_private=settings.notify_allow_private == "on")
+        if verdicts is None:
+            await check_url(url, allow_private=allow)
+        else:
+            await verdicts.check(url, allow_private=allow)
     except EgressRefused as exc:
         return AttemptResult(None, took(), error=f"refused: {exc.message}")
     headers = webhook_headers(secrets, msg_id, int(now.timestamp()), body)
