@@ -32,7 +32,7 @@ ROOT = HERE.parent
 
 def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
     """The commands, each a script of this folder and its arguments."""
-    names = ("ingest", "api", "sweep", "notify", "mns", "console")
+    names = ("ingest", "api", "sweep", "notify", "turns", "mns", "console")
     db = {name: f"{postgres.rsplit('/', 1)[0]}/bench_{name}" for name in names}
     if quick:
         return [
@@ -54,6 +54,7 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
             ["sweep.py", "--postgres", db["sweep"], "--rows", "200000", "--repeat", "1"],
             ["memory.py", "--callbacks", "2000"],
             ["notify.py", "--postgres-url", db["notify"], "--quick"],
+            ["turns.py", "--postgres-url", db["turns"], "--seconds", "3"],
             ["mns.py", "--postgres-url", db["mns"], "--messages", "2000", "--rounds", "1"],
             [
                 "console.py",
@@ -82,6 +83,8 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
         ["sweep.py", "--postgres", db["sweep"]],
         ["memory.py"],
         ["notify.py", "--postgres-url", db["notify"]],
+        ["turns.py", "--postgres-url", db["turns"]],
+        ["turns.py", "--postgres-url", db["turns"], "--subscribe"],
         ["mns.py", "--postgres-url", db["mns"]],
         [
             "console.py",
