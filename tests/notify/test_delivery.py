@@ -576,3 +576,20 @@ async def test_the_environment_declares_one_subscription_to_every_event(
     assert [r.payload["type"] for r in receiver.received] == ["job.submitted", "job.failed"]
     async with running(database_url, notify_url=receiver.url, notify_secret=secret) as live:
         assert len((await live.get("/subscriptions")).json()["items"]) == 1  # declared once
+
+
+def test_all_lanes_together_hold_at_most_max_held(database_url: str) -> None:
+    """A hundred quick subscriptions each growing its claim-ahead to MAX_AHEAD held far more
+    than one process sends within a lease: the claims of a turn stop at MAX_HELD in all."""
+    from tracker.notify.claims import Target
+    from tracker.notify.send import Lane
+
+    relay = relay_module.Relay(notify_settings(database_url), Database(database_url))
+    targets = [Target(sub, "http://127.0.0.1:9/hook", ("whsec_x",)) for sub in range(1, 101)]
+    relay.ahead = {sub: relay_module.MAX_AHEAD for sub in range(1, 101)}
+    assert sum(relay._wants(targets).values()) == relay_module.CLAIM_TOTAL
+    relay.sender.lanes = {sub: Lane(held=40) for sub in range(1, 101)}  # 4,000 held
+    wants = relay._wants(targets)
+    assert sum(wants.values()) == relay_module.MAX_HELD - 4_000
+    relay.sender.lanes[1].held += 96
+    assert relay._wants(targets) == {}

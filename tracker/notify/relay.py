@@ -78,6 +78,10 @@ STOP_TIMEOUT = 10.0
 MAX_AHEAD = 1_024
 CLAIM_BATCH = 512  # deliveries claimed per subscription per turn at most
 CLAIM_TOTAL = 2_048  # and for all subscriptions: the claiming transaction stays short
+# Deliveries held by all lanes together at most: what one process sends well within a lease.
+# Without it a hundred quick subscriptions held a hundred thousand, sent a few a second each,
+# and most went back unsent when their leases ran short, to be claimed again.
+MAX_HELD = 4_096
 BODIES_KEPT = 8_192  # rendered bodies kept: a change fanned out to many is rendered once
 POOL_SIZE = 4  # the relay's own connections (PostgreSQL), beside the service's pool
 FAN_OUT_WAIT = 0.05  # seconds before looking again while another replica fans out
@@ -376,10 +380,11 @@ class Relay(Worker):
         return 0 if 2 * held > ahead else min(CLAIM_BATCH, ahead - held)
 
     def _wants(self, targets: Sequence[Target]) -> dict[int, int]:
-        """How many to claim of each subscription: its free slots, CLAIM_TOTAL in all, handed
-        out from a point that moves each turn, so no subscription waits behind the others."""
+        """How many to claim of each subscription: its free slots, CLAIM_TOTAL in all and no
+        more than MAX_HELD held by all lanes, handed out from a point that moves each turn, so
+        no subscription waits behind the others."""
         wants: dict[int, int] = {}
-        left = CLAIM_TOTAL
+        left = min(CLAIM_TOTAL, MAX_HELD - self.sender.held_total)
         if targets:
             self._rotation = (self._rotation + 1) % len(targets)
         for target in [*targets[self._rotation :], *targets[: self._rotation]]:

@@ -98,6 +98,10 @@ class Sender:
         lane = self.lanes.get(sub)
         return 0 if lane is None else lane.held
 
+    @property
+    def held_total(self) -> int:
+        return sum(lane.held for lane in self.lanes.values())
+
     def dispatch(self, claimed: Sequence[Claimed]) -> None:
         touched: set[int] = set()
         for item in claimed:
