@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
@@ -45,6 +44,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeEngine
 
+from tracker.checkpoints import BACKSTOP_PAGES, Checkpointer, file_id
+
 ROOT = Path(__file__).resolve().parent.parent
 BUSY_TIMEOUT_MS = 10_000
 
@@ -54,16 +55,22 @@ class Database:
 
     On SQLite there are two engines over one file: readers (deferred BEGIN, WAL lets them run
     beside the writer) and a single writer connection that takes the lock up front with
-    BEGIN IMMEDIATE, so read-then-write work never deadlocks into SQLITE_BUSY. On PostgreSQL
-    both names point at one pooled engine.
+    BEGIN IMMEDIATE, so read-then-write work never deadlocks into SQLITE_BUSY, and a thread
+    that copies the write-ahead log back into the file (`Checkpointer`), so no commit waits for
+    that. On PostgreSQL both names point at one pooled engine.
     """
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 20) -> None:
         self.url = make_url(url)
         self.is_sqlite = is_sqlite(url)
+        self.checkpointer: Checkpointer | None = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(url, sqlite_synchronous, immediate=False)
             self.writer = _sqlite_engine(url, sqlite_synchronous, immediate=True, pool_size=1)
+            path = sqlite_file(url)
+            if path is not None:
+                self.checkpointer = Checkpointer(path)
+                self.checkpointer.start()
         else:
             self.engine = create_async_engine(
                 url,
@@ -104,6 +111,8 @@ class Database:
                 await transaction.rollback()
 
     async def dispose(self) -> None:
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
         await self.engine.dispose()
         if self.writer is not self.engine:
             await self.writer.dispose()
@@ -238,6 +247,8 @@ def _sqlite_engine(
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if path is not None:  # the Checkpointer copies the log back; this is its backstop
+            cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -255,14 +266,6 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
 def _follow_file(engine: AsyncEngine, path: Path) -> None:
     """Keep connections on the file at `path`, not on whatever they opened.
 
@@ -275,16 +278,16 @@ def _follow_file(engine: AsyncEngine, path: Path) -> None:
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _refuse_missing(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-        if _file_id(path) is None:
+        if file_id(path) is None:
             raise sqlite3.OperationalError(f"database file {path} does not exist")
 
     @event.listens_for(engine.sync_engine, "connect")
     def _remember(dbapi_conn: Any, record: Any) -> None:
-        record.info["file_id"] = _file_id(path)
+        record.info["file_id"] = file_id(path)
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _check(dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        if _file_id(path) != record.info.get("file_id"):
+        if file_id(path) != record.info.get("file_id"):
             # The pool discards this connection and opens another (which _refuse_missing stops
             # if the file is gone).
             raise DisconnectionError(f"database file {path} was deleted or replaced")
