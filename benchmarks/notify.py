@@ -200,14 +200,10 @@ def bare_client(urls: list[str], per_url: int, body_size: int, concurrency: int)
 # --- the tracker -----------------------------------------------------------------------------
 
 
-@contextmanager
-def tracker(
-    url: str, command: str = "serve", profile: Path | None = None, **env: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`tracker serve` (ready when its port answers) or `tracker notifier`, stopped at the end;
-    with `profile`, py-spy records it until then."""
-    port = free_port()
-    environ = {
+def tracker_env(url: str, port: int, **env: str) -> dict[str, str]:
+    """The environment of a benchmarked tracker: this checkout's code on `url` and `port`, the
+    scheduler off, loopback receivers allowed, callbacks signed with KEY."""
+    return {
         **os.environ,
         "TRACKER_DATABASE_URL": url,
         "TRACKER_PORT": str(port),
@@ -218,9 +214,18 @@ def tracker(
         "PYTHONPATH": str(ROOT),
         **env,
     }
+
+
+@contextmanager
+def tracker(
+    url: str, command: str = "serve", profile: Path | None = None, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`tracker serve` (ready when its port answers) or `tracker notifier`, stopped at the end;
+    with `profile`, py-spy records it until then."""
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tracker", command],
-        env=environ,
+        env=tracker_env(url, port, **env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -240,6 +245,9 @@ def tracker(
                     str(profile),
                     "-f",
                     "raw",
+                    "--rate",  # as ingest.py: never pausing the process it measures
+                    "200",
+                    "--nonblocking",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 
 from common import free_port, fresh_database, percentile
-from ingest import CALLBACK_URL, KEY, cpu_seconds, steady_stream, wait_port
-from notify import Receivers, _subscribe, steady
-
-ROOT = Path(__file__).resolve().parents[1]
+from ingest import cpu_seconds, steady_stream, wait_port
+from notify import Receivers, _subscribe, steady, tracker_env
 
 # Run in the tracker's process: wrap, serve until SIGINT, then write what was timed.
 WRAPPED = r"""
@@ -64,20 +62,9 @@ finally:
 def run(url: str, rate: int, seconds: int, workdir: Path, subscribe: bool) -> str:
     port = free_port()
     out = workdir / "turns.json"
-    env = {
-        **os.environ,
-        "TRACKER_DATABASE_URL": url,
-        "TRACKER_PORT": str(port),
-        "TRACKER_SCHEDULER": "off",
-        "TRACKER_NOTIFY_ALLOW_PRIVATE": "on",  # the receiver is on loopback
-        "TRACKER_CALLBACK_URL": CALLBACK_URL,
-        "TRACKER_CALLBACK_AUTH_KEY": KEY,
-        "TURNS_OUT": str(out),
-        "PYTHONPATH": str(ROOT),
-    }
     process = subprocess.Popen(
         [sys.executable, "-c", WRAPPED],
-        env=env,
+        env=tracker_env(url, port, TURNS_OUT=str(out)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
