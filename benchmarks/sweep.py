@@ -19,9 +19,11 @@ table rows, due rows), timed --repeat times, interleaved:
 
 Also measured: the longest a sweep's transaction held the writer (SQLite's inbox waits behind
 it), stand-in callbacks (a one-row write every 10 ms through the same writer) while big-100k runs
-against the same without a sweep, and a 20,000-row update of `jobs` after one-row updates on the
+against the same without a sweep, a 20,000-row update of `jobs` after one-row updates on the
 same connection against the same on a fresh connection (PostgreSQL caches the change-log
-trigger's plan per connection: migration 0005).
+trigger's plan per connection: migration 0005), and the reverse: a one-row finish after a
+20,000-row one on the same connection (finish-after-bulk) against one after a one-row one
+(finish-one), and that against a one-row update that records no change (touch-one; 0009).
 
     python benchmarks/sweep.py [--postgres postgresql+asyncpg://...] [--rows 1000000] [--out FILE]
 """
@@ -302,6 +304,23 @@ class Bench:
         finally:
             await database.dispose()
 
+    async def one_row(self, first: int, finish: bool = True) -> float:
+        """A one-row update on a new connection after a finish of `first` rows on it (which
+        plans the triggers with its row counts): a finish (a callback finishing a job: the
+        change log and the console's rollups), or with `finish` false a touch of the row that
+        records no change, the baseline. The plans cached for a bulk must not make a later
+        finish pay for the whole table (migration 0009)."""
+        start = MAX_DUE + IN_FLIGHT + ALREADY_STALE + 1 + 2 * UPDATE_ROWS  # rows of their own
+        database = Database(str(self.database.url), sqlite_synchronous="NORMAL")
+        try:
+            async with database.writer.connect() as conn:
+                await _finish(conn, start, first)
+                if finish:
+                    return await _finish(conn, start + UPDATE_ROWS, 1)
+                return await _touch(conn, start + UPDATE_ROWS)
+        finally:
+            await database.dispose()
+
     async def plan(self) -> str:
         """The plans of reading the due ids and of one chunk's UPDATE."""
         sqlite = self.database.is_sqlite
@@ -338,6 +357,28 @@ async def _update(conn: AsyncConnection, state: str, first: int, count: int) -> 
             text("UPDATE jobs SET state = :state WHERE id >= :first AND id < :end"),
             {"state": state, "first": first, "end": first + count},
         )
+    return time.perf_counter() - started
+
+
+async def _finish(conn: AsyncConnection, first: int, count: int) -> float:
+    """Finished jobs finished again the other way: a change to a final state for every row."""
+    started = time.perf_counter()
+    async with conn.begin():
+        await conn.execute(
+            text(
+                "UPDATE jobs SET state = CASE WHEN state = 'succeeded' THEN 'failed' "
+                "ELSE 'succeeded' END WHERE id >= :first AND id < :end"
+            ),
+            {"first": first, "end": first + count},
+        )
+    return time.perf_counter() - started
+
+
+async def _touch(conn: AsyncConnection, row: int) -> float:
+    """A one-row update that changes nothing a trigger records."""
+    started = time.perf_counter()
+    async with conn.begin():
+        await conn.execute(text("UPDATE jobs SET message = message WHERE id = :id"), {"id": row})
     return time.perf_counter() - started
 
 
@@ -379,6 +420,9 @@ async def bench(url: str, rows: int, repeat: int) -> tuple[Results, dict[str, An
             times.setdefault("update-fresh", []).append(await run.bulk_update(False, "lost"))
             after_small = await run.bulk_update(True, "succeeded")
             times.setdefault("update-after-small", []).append(after_small)
+            times.setdefault("touch-one", []).append(await run.one_row(1, finish=False))
+            times.setdefault("finish-one", []).append(await run.one_row(1))
+            times.setdefault("finish-after-bulk", []).append(await run.one_row(UPDATE_ROWS))
         await run.reset(10_000)
         print(f"  due ids: {await run.plan()}", file=sys.stderr)
     finally:
@@ -409,6 +453,9 @@ COLUMNS = (
     "scan-10k",
     "update-fresh",
     "update-after-small",
+    "touch-one",
+    "finish-one",
+    "finish-after-bulk",
 )
 RATIOS = (
     ("big-0", "small-0", ""),
@@ -421,6 +468,8 @@ RATIOS = (
     ("big-10k", "was-10k", "after / before 0005"),
     ("big-100k", "was-100k", "after / before 0005"),
     ("update-after-small", "update-fresh", "<= 1.5"),
+    ("finish-one", "touch-one", "a finish's triggers"),
+    ("finish-after-bulk", "finish-one", "the bulk's cached plans"),
 )
 
 
