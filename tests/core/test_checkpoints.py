@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from sqlalchemy import text
 
-from tracker.checkpoints import BACKSTOP_PAGES, EVERY
+from tracker.checkpoints import BACKSTOP_PAGES, EVERY, file_id
 from tracker.db import Database, upgrade
 
 
@@ -18,6 +19,13 @@ async def _write(database: Database, count: int) -> None:
                 text("INSERT INTO heartbeats (name, owner, started_at) VALUES (:n, 't', '2026')"),
                 {"n": f"h{n}"},
             )
+
+
+def _restore(backup: Path, path: Path) -> None:
+    """Put `backup` at `path`, as a restore does: the old log goes, a new inode comes."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    os.replace(backup, path)
 
 
 async def _backfilled(database: Database) -> tuple[int, int, int]:
@@ -60,5 +68,26 @@ async def test_a_missing_file_is_waited_for_never_created(tmp_path: Path) -> Non
         await asyncio.to_thread(upgrade, url)
         await _write(database, 2)
         await _backfilled(database)
+    finally:
+        await database.dispose()
+
+
+async def test_a_replaced_file_is_followed(tmp_path: Path) -> None:
+    """A file restored from a backup (a new inode at the same path) is the one checkpointed."""
+    path = tmp_path / "tracker.db"
+    spare = tmp_path / "spare.db"
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{spare}")
+    database = Database(f"sqlite+aiosqlite:///{path}")
+    checkpointer = database.checkpointer
+    assert checkpointer is not None
+    try:
+        await _write(database, 2)
+        await _backfilled(database)
+        _restore(spare, path)
+        checkpointer.last = None
+        await _write(database, 3)  # the engines follow the new file; so must the thread
+        await _backfilled(database)
+        assert checkpointer._opened == file_id(path)
     finally:
         await database.dispose()
