@@ -350,36 +350,31 @@ class Bench:
                 await conn.exec_driver_sql(populate_sql(start, end, self.database.is_sqlite))
 
 
-async def _update(conn: AsyncConnection, state: str, first: int, count: int) -> float:
+async def _timed(conn: AsyncConnection, sql: str, **params: int | str) -> float:
+    """Seconds `sql` takes, committed in a transaction of its own."""
     started = time.perf_counter()
     async with conn.begin():
-        await conn.execute(
-            text("UPDATE jobs SET state = :state WHERE id >= :first AND id < :end"),
-            {"state": state, "first": first, "end": first + count},
-        )
+        await conn.execute(text(sql), params)
     return time.perf_counter() - started
+
+
+async def _update(conn: AsyncConnection, state: str, first: int, count: int) -> float:
+    sql = "UPDATE jobs SET state = :state WHERE id >= :first AND id < :end"
+    return await _timed(conn, sql, state=state, first=first, end=first + count)
 
 
 async def _finish(conn: AsyncConnection, first: int, count: int) -> float:
     """Finished jobs finished again the other way: a change to a final state for every row."""
-    started = time.perf_counter()
-    async with conn.begin():
-        await conn.execute(
-            text(
-                "UPDATE jobs SET state = CASE WHEN state = 'succeeded' THEN 'failed' "
-                "ELSE 'succeeded' END WHERE id >= :first AND id < :end"
-            ),
-            {"first": first, "end": first + count},
-        )
-    return time.perf_counter() - started
+    sql = (
+        "UPDATE jobs SET state = CASE WHEN state = 'succeeded' THEN 'failed' "
+        "ELSE 'succeeded' END WHERE id >= :first AND id < :end"
+    )
+    return await _timed(conn, sql, first=first, end=first + count)
 
 
 async def _touch(conn: AsyncConnection, row: int) -> float:
     """A one-row update that changes nothing a trigger records."""
-    started = time.perf_counter()
-    async with conn.begin():
-        await conn.execute(text("UPDATE jobs SET message = message WHERE id = :id"), {"id": row})
-    return time.perf_counter() - started
+    return await _timed(conn, "UPDATE jobs SET message = message WHERE id = :id", id=row)
 
 
 Results = dict[str, list[float]]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.factories import add_job
 from tracker.clock import FrozenClock
@@ -315,6 +316,24 @@ async def test_seq_goes_on_after_everything_was_pruned(database: Database) -> No
         assert not await is_pruned(session, 2)
 
 
+async def _explain_nested(conn: AsyncConnection, *settings: str) -> list[str]:
+    """The plans of what `conn` runs from now on, the triggers' statements included, as
+    auto_explain reports them (with `settings` besides); the caller invalidates `conn` after."""
+    plans: list[str] = []
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    raw.add_log_listener(lambda _conn, message: plans.append(message.message))
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_level = notice",
+        *settings,
+    ):
+        await conn.exec_driver_sql(setting)
+    return plans
+
+
 async def test_the_change_log_stays_linear_after_a_small_update_on_the_connection(
     database: Database,
 ) -> None:
@@ -326,20 +345,10 @@ async def test_the_change_log_stays_linear_after_a_small_update_on_the_connectio
         pytest.skip("SQLite's change log is row triggers: no plan of a join to cache")
     for n in range(301):
         await add_job(database, f"j{n}", JobState.PROCESSING, media_id=f"m{n}")
-    plans: list[str] = []
     async with database.writer.connect() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        raw.add_log_listener(lambda _conn, message: plans.append(message.message))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_analyze = on",
-            "SET auto_explain.log_timing = off",
-            "SET auto_explain.log_level = notice",
-        ):
-            await conn.exec_driver_sql(setting)
+        plans = await _explain_nested(
+            conn, "SET auto_explain.log_analyze = on", "SET auto_explain.log_timing = off"
+        )
         await conn.commit()
         await conn.execute(update(Job).where(Job.job_id == "j300").values(state="lost"))
         await conn.commit()
@@ -375,21 +384,10 @@ async def test_the_triggers_stay_cheap_for_a_small_update_after_a_bulk_one(
         pytest.skip("SQLite's change log is row triggers: no plan of a join to cache")
     for n in range(300):
         await add_job(database, f"j{n}", JobState.PROCESSING, media_id=f"m{n}")
-    plans: list[str] = []
     async with database.writer.connect() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        raw.add_log_listener(lambda _conn, message: plans.append(message.message))
         await conn.execute(update(Job).where(Job.job_id != "j0").values(state="succeeded"))
         await conn.commit()
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_settings = on",
-            "SET auto_explain.log_level = notice",
-        ):
-            await conn.exec_driver_sql(setting)
+        plans = await _explain_nested(conn, "SET auto_explain.log_settings = on")
         await conn.execute(update(Job).where(Job.job_id == "j0").values(state="succeeded"))
         await conn.commit()
         await conn.invalidate()  # its settings go with it, not back to the pool
