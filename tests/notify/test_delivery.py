@@ -16,14 +16,15 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
-from tests.factories import add_job
+from tests.factories import T0, add_job, add_subscription
 from tests.notify.receivers import Receiver
 from tracker.app import create_app
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import Delivery, DeliveryAttempt, JobState
 from tracker.notify import relay as relay_module
-from tracker.notify.attempts import retry_delay
+from tracker.notify.attempts import AttemptResult, record_attempts, retry_delay
+from tracker.notify.claims import Claimed
 from tracker.notify.signing import sign, webhook_headers
 from tracker.transitions import Outcome, apply_outcome
 
@@ -593,3 +594,46 @@ def test_all_lanes_together_hold_at_most_max_held(database_url: str) -> None:
     assert sum(wants.values()) == relay_module.MAX_HELD - 4_000
     relay.sender.lanes[1].held += 96
     assert relay._wants(targets) == {}
+
+
+async def test_recording_settles_only_what_its_claim_still_holds(database: Database) -> None:
+    """One batch: a success, a failure to retry, a 410, and a result whose lease another
+    process took over meanwhile (its attempt is kept, its delivery left to that process)."""
+    sub = await add_subscription(database, deliveries=["pending"] * 4, url="http://127.0.0.1:9/")
+    at = T0 + timedelta(minutes=1)
+    async with database.write() as session:
+        rows = (await session.scalars(select(Delivery).order_by(Delivery.id))).all()
+        for row, claim_id in zip(rows, ["mine", "mine", "mine", "theirs"], strict=True):
+            row.status, row.claim_id, row.lease_until = "sending", claim_id, at
+    results = [
+        AttemptResult(204, 1.0, body="ok"),
+        AttemptResult(503, 2.0, body="busy", retry_after=timedelta(minutes=10)),
+        AttemptResult(410, 3.0),
+        AttemptResult(204, 4.0),
+    ]
+    finished = [
+        (Claimed(row.id, sub, "mine", 1, "scheduled", "u", ("k",), 1, b"{}", at), result)
+        for row, result in zip(rows, results, strict=True)
+    ]
+    schedule = [timedelta(0), timedelta(seconds=5), timedelta(minutes=5)]
+    async with database.write() as session:
+        recorded = await record_attempts(
+            session, finished, at, schedule=schedule, disable_after=timedelta(days=1)
+        )
+    assert recorded.statuses == ["succeeded", "pending", "failed", "succeeded"]
+    async with database.session() as session:
+        after = (await session.scalars(select(Delivery).order_by(Delivery.id))).all()
+        attempts = await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id))
+        kept = [(a.delivery_id, a.status_code, a.response_body) for a in attempts.all()]
+    assert [(d.status, d.attempts, d.claim_id) for d in after] == [
+        ("succeeded", 2, None),
+        ("pending", 2, None),
+        ("failed", 2, None),
+        ("sending", 1, "theirs"),
+    ]
+    assert [d.last_error for d in after[:3]] == [None, "HTTP 503", "HTTP 410"]
+    retry = after[1].next_attempt_at
+    assert retry is not None
+    # The receiver's Retry-After (10 min) over the schedule's 5 min.
+    assert retry.replace(tzinfo=UTC) - at == timedelta(minutes=10)
+    assert kept == [(r.id, res.status_code, res.body) for r, res in zip(rows, results, strict=True)]

@@ -8,16 +8,18 @@ subscription's health.
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Insert, Table, Update, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.db import insert
+from tracker.db import db_time, insert, json_rows
 from tracker.models import Delivery, DeliveryAttempt, Subscription
 from tracker.notify.claims import Claimed
 from tracker.notify.subscriptions import disable_subscription
@@ -25,6 +27,26 @@ from tracker.notify.subscriptions import disable_subscription
 JITTER = 0.2  # +-20 % on every retry delay (Svix)
 MAX_RETRY_AFTER = timedelta(hours=24)
 BODY_KEPT = 2_048  # characters of a response body stored with its attempt
+
+ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)
+# What `record_attempts` sends per result, typed as the tables type them.
+RESULT_COLUMNS: dict[str, Any] = {
+    "delivery_id": DELIVERIES.c.id.type,
+    "claim_id": DELIVERIES.c.claim_id.type,
+    "status_code": ATTEMPTS.c.status_code.type,
+    "duration_ms": ATTEMPTS.c.duration_ms.type,
+    "error": ATTEMPTS.c.error.type,
+    "response_body": ATTEMPTS.c.response_body.type,
+    "trigger": ATTEMPTS.c.trigger.type,
+    "status": DELIVERIES.c.status.type,
+    "attempts": DELIVERIES.c.attempts.type,
+    "last_error": DELIVERIES.c.last_error.type,
+    "next_attempt_at": DELIVERIES.c.next_attempt_at.type,
+}
+# Built once per dialect (building a statement costs more than running it); the recording time
+# travels as this parameter.
+NOW = bindparam("now", type_=ATTEMPTS.c.attempted_at.type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +105,8 @@ async def record_attempts(
     disable_after: timedelta,
 ) -> Recorded:
     """Append the attempts and settle their deliveries, two statements for any number (across
-    subscriptions), then judge each subscription's health.
+    subscriptions, the results sent as one JSON parameter: `json_rows`), then judge each
+    subscription's health.
 
     2xx: `succeeded`, and the subscription is healthy again. 410: `failed`, and the subscription
     is disabled. Otherwise `pending` for the next attempt of the schedule, or `failed` when it is
@@ -93,56 +116,68 @@ async def record_attempts(
     """
     if not finished:
         return Recorded([], [])
-    await session.execute(
-        insert(session, DeliveryAttempt.__table__),
-        [
-            {
-                "delivery_id": claimed.id,
-                "attempted_at": now,
-                "status_code": result.status_code,
-                "duration_ms": result.duration_ms,
-                "error": result.error,
-                "response_body": (result.body or None) and result.body[:BODY_KEPT],
-                "trigger": claimed.trigger,
-            }
-            for claimed, result in finished
-        ],
-    )
+    dialect = session.get_bind().dialect.name
     statuses: list[str] = []
-    settled: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for claimed, result in finished:
         delay = None
         if not result.ok and claimed.trigger == "scheduled" and not result.gone:
             delay = retry_delay(schedule, claimed.attempts + 1, result.retry_after)
         status = "succeeded" if result.ok else "failed" if delay is None else "pending"
         statuses.append(status)
-        settled.append(
+        rows.append(
             {
-                "b_id": claimed.id,
-                "b_claim": claimed.claim_id,
-                "b_status": status,
-                "b_attempts": claimed.attempts + 1,
-                "b_error": result.error or (None if result.ok else f"HTTP {result.status_code}"),
-                "b_next": None if delay is None else now + delay,
+                "delivery_id": claimed.id,
+                "claim_id": claimed.claim_id,
+                "status_code": result.status_code,
+                "duration_ms": result.duration_ms,
+                "error": result.error,
+                "response_body": (result.body or None) and result.body[:BODY_KEPT],
+                "trigger": claimed.trigger,
+                "status": status,
+                "attempts": claimed.attempts + 1,
+                "last_error": result.error or (None if result.ok else f"HTTP {result.status_code}"),
+                "next_attempt_at": None if delay is None else db_time(now + delay, dialect),
             }
         )
-    table = cast(Table, Delivery.__table__)
-    await session.execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"), table.c.claim_id == bindparam("b_claim"))
-        .values(
-            status=bindparam("b_status"),
-            attempts=bindparam("b_attempts"),
-            last_error=bindparam("b_error"),
-            next_attempt_at=bindparam("b_next", type_=table.c.next_attempt_at.type),
-            lease_until=None,
-            claim_id=None,
-            updated_at=now,
-        ),
-        settled,
-    )
+    batch = {"results": json.dumps(rows, separators=(",", ":")), "now": now}
+    await session.execute(append_attempts(dialect), batch)
+    await session.execute(settle_deliveries(dialect), batch)
     disabled = await judge_subscriptions(session, finished, now, disable_after)
     return Recorded(statuses, disabled)
+
+
+@functools.cache
+def append_attempts(dialect: str) -> Insert:
+    """INSERT an attempt for each of the `results` rows."""
+    batch = json_rows("results", RESULT_COLUMNS, dialect)
+    columns = ["delivery_id", "status_code", "duration_ms", "error", "response_body", "trigger"]
+    statement: Insert = insert(dialect, ATTEMPTS).from_select(
+        [*columns, "attempted_at"], select(*(batch.c[name] for name in columns), NOW)
+    )
+    return statement
+
+
+@functools.cache
+def settle_deliveries(dialect: str) -> Update:
+    """Settle the delivery of each of the `results` rows that its claim still holds."""
+    batch = json_rows("results", RESULT_COLUMNS, dialect)
+    return (
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.id == batch.c.delivery_id,
+            DELIVERIES.c.claim_id == batch.c.claim_id,
+        )
+        .values(
+            status=batch.c.status,
+            attempts=batch.c.attempts,
+            last_error=batch.c.last_error,
+            next_attempt_at=batch.c.next_attempt_at,
+            lease_until=None,
+            claim_id=None,
+            updated_at=NOW,
+        )
+    )
 
 
 async def judge_subscriptions(
