@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 from asgi_lifespan import LifespanManager
-from sqlalchemy import select
+from sqlalchemy import event, select
 from standardwebhooks import Webhook
 
 from tests.factories import T0, add_job, add_subscription
@@ -24,7 +24,7 @@ from tracker.db import Database
 from tracker.models import Delivery, DeliveryAttempt, JobState
 from tracker.notify import relay as relay_module
 from tracker.notify.attempts import AttemptResult, record_attempts, retry_delay
-from tracker.notify.claims import Claimed
+from tracker.notify.claims import Claimed, claim, due_targets, next_due
 from tracker.notify.signing import sign, webhook_headers
 from tracker.transitions import Outcome, apply_outcome
 
@@ -637,3 +637,38 @@ async def test_recording_settles_only_what_its_claim_still_holds(database: Datab
     # The receiver's Retry-After (10 min) over the schedule's 5 min.
     assert retry.replace(tzinfo=UTC) - at == timedelta(minutes=10)
     assert kept == [(r.id, res.status_code, res.body) for r, res in zip(rows, results, strict=True)]
+
+
+async def test_due_deliveries_are_found_on_the_partial_index(database: Database) -> None:
+    """Finding due deliveries (subscriptions with some, a claim, the next due time) reads the
+    partial index `ix_deliveries_due`, not every delivery of a subscription: with the statuses
+    bound as parameters SQLite could not use it, and a backlog of 200,000 cost each relay turn
+    223 ms. Checked on the statements as they ran, with their parameters."""
+    if not database.is_sqlite:
+        pytest.skip(
+            "EXPLAIN of a bound statement shows PostgreSQL's custom plan, never a generic one"
+        )
+    sub = await add_subscription(database, deliveries=["pending", "sending", "succeeded"] * 50)
+    ran: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "deliveries" in statement and not statement.startswith("EXPLAIN"):
+            ran.append((statement, parameters))
+
+    now = T0 + timedelta(hours=1)
+    for engine in {database.engine, database.writer}:
+        event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    async with database.write() as session:
+        assert [t.id for t in await due_targets(session, now)] == [sub]
+        assert len(await claim(session, {sub: 10}, now, timedelta(minutes=1), "c1")) == 10
+        assert await next_due(session) is not None
+    for engine in {database.engine, database.writer}:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    assert len(ran) == 3
+    async with database.session() as session:
+        conn = await session.connection()
+        for statement, parameters in ran:
+            found = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = " / ".join(row[-1] for row in found)
+            assert "ix_deliveries_due" in plan, plan
+            assert "ix_deliveries_subscription_id_id" not in plan, plan
