@@ -1,0 +1,121 @@
+"""A relay turn's first question, which subscriptions have deliveries due, against the history of
+deliveries already made: one subscription with HISTORY succeeded deliveries and 10 pending.
+
+Times `due_targets` as it is (the partial index `ix_deliveries_due`, its condition written as
+literal SQL) against the same query with the statuses bound as parameters, as it was until
+3465a9f: SQLite then read every delivery the subscription ever had, at each turn.
+
+    python benchmarks/due.py [--postgres-url postgresql+asyncpg://...] [--history 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from common import fresh_database
+from sqlalchemy import text
+
+from tracker.db import Database
+from tracker.models import Delivery
+from tracker.notify import claims
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+REPEAT = 9
+
+
+def bound(now: datetime) -> Any:
+    """`is_due` as it was: the statuses as parameters."""
+    return Delivery.status.in_(("pending", "sending")) & (Delivery.next_attempt_at <= now)
+
+
+async def fill(database: Database, history: int) -> None:
+    at = "CAST(:at AS TIMESTAMP WITH TIME ZONE)" if not database.is_sqlite else ":at"
+    rows = (
+        "SELECT n FROM generate_series(1, :history) AS n"
+        if not database.is_sqlite
+        else "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :history) "
+        "SELECT n FROM g"
+    )
+    async with database.write() as session:
+        await session.execute(
+            text(
+                "INSERT INTO subscriptions (id, url, secret, enabled, source, cursor_seq, "
+                "created_at, updated_at) VALUES (1, 'http://x', 'k', true, 'api', 0, :at, :at)"
+            ),
+            {"at": NOW},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO deliveries (subscription_id, change_seq, status, attempts, "
+                'next_attempt_at, "trigger", created_at, updated_at) SELECT 1, n, '
+                "CASE WHEN n > :history - 10 THEN 'pending' ELSE 'succeeded' END, 1, "
+                f"CASE WHEN n > :history - 10 THEN {at} END, 'scheduled', :at, :at "
+                f"FROM ({rows}) AS g"
+            ),
+            {"history": history, "at": NOW},
+        )
+    if not database.is_sqlite:
+        async with database.write() as session:
+            await session.execute(text("ANALYZE deliveries"))
+
+
+async def timed(database: Database, condition: Callable[[datetime], Any]) -> float:
+    """Median ms of `due_targets` with `condition` as `is_due`."""
+    kept = claims.is_due
+    claims.is_due = condition
+    try:
+        times = []
+        for _ in range(REPEAT):
+            started = time.perf_counter()
+            async with database.session() as session:
+                found = await claims.due_targets(session, NOW + timedelta(hours=1))
+            times.append((time.perf_counter() - started) * 1000)
+            assert [t.id for t in found] == [1]
+        return statistics.median(times)
+    finally:
+        claims.is_due = kept
+
+
+async def measure(url: str, history: int) -> tuple[float, float]:
+    database = Database(url)
+    try:
+        await fill(database, history)
+        before = await timed(database, bound)
+        now = await timed(database, claims.is_due)
+        return before, now
+    finally:
+        await database.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres-url")
+    parser.add_argument("--history", type=int, default=1_000_000)
+    args = parser.parse_args()
+    lines = [
+        f"`due_targets`, one subscription with {args.history:,} deliveries made and 10 due, "
+        f"median of {REPEAT}",
+        "",
+        "| database | statuses bound (before) | literal, partial index (now) | ratio |",
+        "|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ["sqlite"] + (["postgresql"] if args.postgres_url else []):
+            url = fresh_database(kind, args.postgres_url, Path(tmp))
+            before, now = asyncio.run(measure(url, args.history))
+            lines.append(f"| {kind} | {before:.2f} ms | {now:.2f} ms | {now / before:.3f} |")
+            print(f"{kind} done", file=sys.stderr)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
