@@ -32,7 +32,7 @@ ROOT = HERE.parent
 
 def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
     """The commands, each a script of this folder and its arguments."""
-    names = ("ingest", "api", "sweep", "notify", "turns", "mns", "console")
+    names = ("ingest", "api", "sweep", "notify", "turns", "recording", "due", "mns", "console")
     db = {name: f"{postgres.rsplit('/', 1)[0]}/bench_{name}" for name in names}
     if quick:
         return [
@@ -55,6 +55,8 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
             ["memory.py", "--callbacks", "2000"],
             ["notify.py", "--postgres-url", db["notify"], "--quick"],
             ["turns.py", "--postgres-url", db["turns"], "--seconds", "3"],
+            ["recording.py", "--postgres-url", db["recording"], "--rounds", "1"],
+            ["due.py", "--postgres-url", db["due"], "--history", "100000"],
             ["mns.py", "--postgres-url", db["mns"], "--messages", "2000", "--rounds", "1"],
             [
                 "console.py",
@@ -85,6 +87,8 @@ def benchmarks(postgres: str, quick: bool) -> list[list[str]]:
         ["notify.py", "--postgres-url", db["notify"]],
         ["turns.py", "--postgres-url", db["turns"]],
         ["turns.py", "--postgres-url", db["turns"], "--subscribe"],
+        ["recording.py", "--postgres-url", db["recording"]],
+        ["due.py", "--postgres-url", db["due"]],
         ["mns.py", "--postgres-url", db["mns"]],
         [
             "console.py",
