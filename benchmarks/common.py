@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -26,6 +28,14 @@ def fresh_database(kind: str, postgres_url: str | None, workdir: Path) -> str:
     upgrade(postgres_url)
     asyncio.run(truncate(postgres_url))
     return postgres_url
+
+
+def fresh_databases(postgres_url: str | None, workdir: Path) -> Iterator[tuple[str, str]]:
+    """(kind, url): a fresh SQLite file, then the PostgreSQL database emptied when a URL is given,
+    each made when the loop comes to it."""
+    for kind in ["sqlite"] + (["postgresql"] if postgres_url else []):
+        yield kind, fresh_database(kind, postgres_url, workdir)
+        print(f"{kind} done", file=sys.stderr)
 
 
 async def truncate(url: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from common import fresh_database
+from common import fresh_databases
 from sqlalchemy import text
 
 from tracker.db import Database
@@ -106,11 +105,9 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ["sqlite"] + (["postgresql"] if args.postgres_url else []):
-            url = fresh_database(kind, args.postgres_url, Path(tmp))
+        for kind, url in fresh_databases(args.postgres_url, Path(tmp)):
             before, now = asyncio.run(measure(url, args.history))
             lines.append(f"| {kind} | {before:.2f} ms | {now:.2f} ms | {now / before:.3f} |")
-            print(f"{kind} done", file=sys.stderr)
     print("\n".join(lines))
 
 

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from common import fresh_database
+from common import fresh_databases
 from sqlalchemy import Table, bindparam, insert, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -171,10 +170,8 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ["sqlite"] + (["postgresql"] if args.postgres_url else []):
-            url = fresh_database(kind, args.postgres_url, Path(tmp))
+        for kind, url in fresh_databases(args.postgres_url, Path(tmp)):
             lines += report(kind, asyncio.run(measure(url, args.rounds)))
-            print(f"{kind} done", file=sys.stderr)
     print("\n".join(lines))
 
 
