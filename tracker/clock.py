@@ -23,9 +23,11 @@ def iso(value: datetime | None) -> str | None:
     """A time as every answer shows it: ISO 8601 in UTC with a `Z` (a naive time is UTC)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is None:  # what SQLite gives back
+        return value.isoformat() + "Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat().removesuffix("+00:00") + "Z"
 
 
 class FrozenClock:

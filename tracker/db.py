@@ -164,11 +164,9 @@ def read_json(text: str) -> Any:
     if too_deep(text, READ_JSON_DEPTH):
         text = _members_as_text(text, READ_JSON_DEPTH)
     try:
-        return json.loads(text, parse_constant=_null, parse_float=_finite_or_null)
+        return _READ.decode(text)
     except ValueError:  # only the integer digits limit: the database holds valid JSON
-        return json.loads(
-            text, parse_constant=_null, parse_float=_finite_or_null, parse_int=_int_or_null
-        )
+        return _READ_BIG_INTS.decode(text)
 
 
 def _members_as_text(text: str, limit: int) -> str:
@@ -214,6 +212,13 @@ def _int_or_null(literal: str) -> int | None:
         return int(literal)
     except ValueError:
         return None
+
+
+# read_json's decoders, made once (json.loads with hooks builds one per call).
+_READ = json.JSONDecoder(parse_constant=_null, parse_float=_finite_or_null)
+_READ_BIG_INTS = json.JSONDecoder(
+    parse_constant=_null, parse_float=_finite_or_null, parse_int=_int_or_null
+)
 
 
 def is_sqlite(url: str) -> bool:
