@@ -100,9 +100,17 @@ async def due_targets(
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
-    """When the earliest delivery falls due (a pending one, or a lease that runs out)."""
-    query = select(func.min(Delivery.next_attempt_at)).where(text(DELIVERY_DUE_SQL))
-    return await session.scalar(query)
+    """When the earliest delivery falls due (a pending one, or a lease that runs out): the
+    earliest of each subscription's, each the first entry of its range of `ix_deliveries_due`
+    (the minimum over the whole index read all of it: 109 ms at 1,000,000 waiting on SQLite,
+    at every idle turn while a receiver is down)."""
+    first = (
+        select(func.min(Delivery.next_attempt_at))
+        .where(Delivery.subscription_id == Subscription.id, text(DELIVERY_DUE_SQL))
+        .correlate(Subscription)
+        .scalar_subquery()
+    )
+    return await session.scalar(select(func.min(first)).select_from(Subscription))
 
 
 async def claim(
