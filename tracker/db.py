@@ -8,7 +8,7 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -358,6 +358,11 @@ def json_rows(name: str, columns: Mapping[str, TypeEngine[Any]], dialect: str) -
             for key in columns
         )
     ).subquery(name)
+
+
+def rows_json(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The value of a `json_rows` parameter: the rows as one compact JSON array of objects."""
+    return json.dumps(list(rows), separators=(",", ":"))
 
 
 def db_time(moment: datetime | None, dialect: str) -> str | None:

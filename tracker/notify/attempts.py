@@ -9,7 +9,6 @@ subscription's health.
 from __future__ import annotations
 
 import functools
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Insert, Table, Update, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.db import db_time, insert, json_rows
+from tracker.db import db_time, insert, json_rows, rows_json
 from tracker.models import Delivery, DeliveryAttempt, Subscription
 from tracker.notify.claims import Claimed
 from tracker.notify.subscriptions import disable_subscription
@@ -140,7 +139,7 @@ async def record_attempts(
                 "next_attempt_at": None if delay is None else db_time(now + delay, dialect),
             }
         )
-    batch = {"results": json.dumps(rows, separators=(",", ":")), "now": now}
+    batch = {"results": rows_json(rows), "now": now}
     await session.execute(append_attempts(dialect), batch)
     await session.execute(settle_deliveries(dialect), batch)
     disabled = await judge_subscriptions(session, finished, now, disable_after)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.db import db_time, insert, json_rows
+from tracker.db import db_time, insert, json_rows, rows_json
 from tracker.models import FINAL, Job, Origin
 from tracker.transitions.machine import (
     NOT_FINAL,
@@ -86,7 +86,7 @@ async def apply_outcomes(
     rows = outcome_rows(terminal, now, dialect)
     if terminal:
         moved = await session.scalars(
-            finish_many(dialect), {"outcomes": _json(rows.values()), "now": now}
+            finish_many(dialect), {"outcomes": rows_json(rows.values()), "now": now}
         )
         results.update({job_id: Applied.APPLIED for job_id in moved if job_id})
     rest = [o for o in terminal if o.job_id not in results]
@@ -119,7 +119,7 @@ async def _create_unseen(
     and type have no `submit_unknown`/`submitting` job waiting for a JobId (resolved one by
     one by the caller); one statement."""
     created = await session.scalars(
-        create_many(dialect), {"outcomes": _json(rows[o.job_id] for o in outcomes), "now": now}
+        create_many(dialect), {"outcomes": rows_json(rows[o.job_id] for o in outcomes), "now": now}
     )
     return {job_id: result for job_id in created if job_id}
 
@@ -240,10 +240,6 @@ def outcome_rows(outcomes: Sequence[Outcome], now: datetime, dialect: str) -> di
     return rows
 
 
-def _json(rows: Iterable[Any]) -> str:
-    return json.dumps(list(rows), separators=(",", ":"))
-
-
 async def mark_pending_many(
     session: AsyncSession, outcomes: Sequence[Outcome], now: datetime
 ) -> list[Applied]:
@@ -262,7 +258,7 @@ async def mark_pending_many(
         marked = await session.scalars(
             mark_many(dialect),
             {
-                "outcomes": _json(
+                "outcomes": rows_json(
                     {"job_id": o.job_id, "pending_status": o.status.lower()} for o in terminal
                 ),
                 "now": now,
