@@ -444,6 +444,7 @@ class Bench:
         return {n: statistics.median(r) for n, r in rates.items()} | {"raw": rates}
 
     def kill(self) -> dict[str, Any]:
+        from tracker.notify import courier
         from tracker.notify.recorder import duplicate_bound
 
         count = 5_000 if self.quick else 20_000
@@ -461,7 +462,8 @@ class Bench:
                 stats = rx.wait_for(count, within=60)
         finally:
             rx.close()
-        bound = duplicate_bound(concurrency=8, subscriptions=1)
+        on = courier.wanted(os.environ.get("TRACKER_NOTIFY_COURIER"))
+        bound = duplicate_bound(concurrency=8, subscriptions=1, courier=on)
         return {
             "count": count,
             "at_kill": at_kill,

@@ -5,11 +5,13 @@ duplicates (the same webhook-id twice) are counted, and held to the bound the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -87,6 +89,34 @@ async def all_arrive(receiver: Receiver, ids: set[str], within: float) -> Counte
     raise AssertionError(f"{len(missing)} changes never delivered, e.g. {sorted(missing)[:5]}")
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (not gone, nor a zombie nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+async def ended(pid: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not running(pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs {within}s after its parent was killed")
+
+
 def expected_ids(first_seq: int, count: int) -> set[str]:
     return {f"chg_{seq}" for seq in range(first_seq, first_seq + count)}
 
@@ -97,7 +127,7 @@ async def test_kill_9_mid_burst_delivers_every_change_after_restart(
     """Killed once more deliveries had arrived than the stated bound: a relay that recorded
     nothing before the kill would send them all again; this one sends again at most the
     deliveries in flight and one recorder's worth of results."""
-    bound = duplicate_bound(concurrency=4, subscriptions=1)
+    bound = duplicate_bound(concurrency=4, subscriptions=1, courier=True)
     total = 2 * bound + 400
 
     async def slow(request: web.Request, n: int) -> web.StreamResponse:
@@ -106,12 +136,18 @@ async def test_kill_9_mid_burst_delivers_every_change_after_restart(
 
     receiver.behaviour = slow
     receiver.secret = await subscribe(database, receiver.url)
-    first = spawn(env_for(database_url, TRACKER_NOTIFY_CONCURRENCY="4"))
+    first = spawn(
+        env_for(database_url, TRACKER_NOTIFY_CONCURRENCY="4", TRACKER_NOTIFY_COURIER="on")
+    )
     await ready(first)
     await changes(database, total, "burst")
     await receiver.wait_for(bound + 100, within=90)
+    couriers = children(first.process.pid)
+    assert couriers, "the relay sent through no courier"
     first.kill()  # mid-burst: some deliveries are leased, some sent but not recorded
     assert len({r.headers["webhook-id"] for r in receiver.received}) < total
+    for pid in couriers:  # its input closed with the relay: it exits, sending no more
+        await ended(pid, within=10)
     second = spawn(env_for(database_url))
     await ready(second)
     seen = await all_arrive(receiver, expected_ids(1, total), within=120)

@@ -97,9 +97,12 @@ async def running(database_url: str, **extra: Any) -> AsyncIterator[httpx.AsyncC
             yield http
 
 
-@pytest.fixture
-async def live(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(database_url) as http:
+@pytest.fixture(params=["off", "on"], ids=["in-process", "courier"])
+async def live(
+    database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app; its requests made in its process, or by the courier's child process."""
+    async with running(database_url, notify_courier=request.param) as http:
         yield http
 
 

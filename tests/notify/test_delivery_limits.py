@@ -15,7 +15,7 @@ from tests.notify.receivers import Receiver
 from tests.notify.test_delivery import deliveries, finish, running, settled, subscribe
 from tracker.db import Database
 from tracker.models import JobState
-from tracker.notify.attempts import MAX_RETRY_AFTER
+from tracker.notify.post import MAX_RETRY_AFTER
 
 
 @pytest.fixture

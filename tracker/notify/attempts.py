@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker.db import db_time, insert, json_rows, rows_json
 from tracker.models import Delivery, DeliveryAttempt, Subscription
 from tracker.notify.claims import Claimed
+from tracker.notify.post import MAX_RETRY_AFTER, AttemptResult
 from tracker.notify.subscriptions import disable_subscription
 
 JITTER = 0.2  # +-20 % on every retry delay (Svix)
-MAX_RETRY_AFTER = timedelta(hours=24)
 BODY_KEPT = 2_048  # characters of a response body stored with its attempt
 
 ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
@@ -46,25 +46,6 @@ RESULT_COLUMNS: dict[str, Any] = {
 # Built once per dialect (building a statement costs more than running it); the recording time
 # travels as this parameter.
 NOW = bindparam("now", type_=ATTEMPTS.c.attempted_at.type)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What one HTTP attempt came to."""
-
-    status_code: int | None
-    duration_ms: float
-    error: str | None = None
-    body: str | None = None
-    retry_after: timedelta | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-    @property
-    def gone(self) -> bool:
-        return self.status_code == 410
 
 
 @dataclass(frozen=True, slots=True)

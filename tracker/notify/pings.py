@@ -25,8 +25,8 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import describe
 from tracker.models import Subscription, SubscriptionPing
-from tracker.notify.attempts import BODY_KEPT, AttemptResult
-from tracker.notify.send import send, webhook_session
+from tracker.notify.attempts import BODY_KEPT
+from tracker.notify.post import AttemptResult, send, webhook_session
 from tracker.notify.subscriptions import signing_secrets
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,18 @@ async def ping_subscription(
     caller (a background task of the API, or the console, which shows the result anyway) has
     nobody else to tell."""
     secrets = signing_secrets(sub, now)
-    async with webhook_session(settings) as http:
-        result = await send(http, settings, sub.url, secrets, msg_id, ping_body(sub.id, now), now)
+    allow = settings.notify_allow_private == "on"
+    async with webhook_session(allow) as http:
+        result = await send(
+            http,
+            sub.url,
+            secrets,
+            msg_id,
+            ping_body(sub.id, now),
+            now,
+            time_limit=settings.notify_timeout.total_seconds(),
+            allow_private=allow,
+        )
     log.info("ping %s to subscription %s: %s", msg_id, sub.id, result.status_code or result.error)
     try:
         async with database.write() as session:

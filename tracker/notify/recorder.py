@@ -23,9 +23,11 @@ from tracker import metrics
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import describe
-from tracker.notify.attempts import AttemptResult, record_attempts
+from tracker.notify.attempts import record_attempts
 from tracker.notify.claims import Claimed, release
 from tracker.notify.deliveries import count_disabled
+from tracker.notify.post import AttemptResult
+from tracker.notify.send import lane_slots
 from tracker.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,13 @@ async def quiet(session: AsyncSession) -> None:
 OnRecorded = Callable[[Sequence[Finished], Sequence[int]], None]
 
 
-def duplicate_bound(*, concurrency: int, subscriptions: int) -> int:
+def duplicate_bound(*, concurrency: int, subscriptions: int, courier: bool) -> int:
     """How many deliveries a receiver can get twice after the relay's process is killed (kill
-    -9, a power cut): those in flight (`concurrency` per subscription being sent to) and one
-    recorder's worth of results not committed yet. A stop that is not a crash sends none twice."""
-    return concurrency * subscriptions + RECORD_LIMIT
+    -9, a power cut): those sent and not recorded, that is a lane's slots for each subscription
+    being sent to (in flight, or answered and waiting for the recorder's room: `lane_slots`),
+    and one recorder's worth of results not committed yet. A stop that is not a crash sends
+    none twice."""
+    return lane_slots(concurrency, courier_on=courier) * subscriptions + RECORD_LIMIT
 
 
 class Recorder(Worker):

@@ -1,41 +1,42 @@
-"""Sending: signed webhook POSTs, and the relay's sending half (a lane per subscription).
+"""Sending: the relay's sending half, a lane per subscription.
 
 No database here: the relay (`relay.py`) claims deliveries before they come here, and the
 recorder (`recorder.py`) records what they came to. Each subscription has a lane: its claimed
 deliveries wait in order and at most TRACKER_NOTIFY_CONCURRENCY of them are sent at once, by
 worker tasks that live while the lane has work, so a slow or dead receiver holds only its own
 slots. Every result goes to the recorder, whose bound on results awaiting their commit pauses
-the lanes behind a slow database. `send` is one POST that never raises.
+the lanes behind a slow database. Each request is `post.send`, made here or, with the courier
+(`courier.py`), in a child process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
-
-import aiohttp
 
 from tracker.clock import Clock
 from tracker.closing import HttpSession
 from tracker.config import Settings
 from tracker.errors import describe
-from tracker.notify.attempts import MAX_RETRY_AFTER, AttemptResult
+from tracker.notify import courier
 from tracker.notify.claims import Claimed
 from tracker.notify.deliveries import webhook_id
-from tracker.notify.egress import EgressRefused, GuardedResolver, RecentVerdicts, check_url
-from tracker.notify.signing import webhook_headers
+from tracker.notify.egress import RecentVerdicts
+from tracker.notify.post import AttemptResult, send, webhook_session
 
 log = logging.getLogger(__name__)
 
-READ_LIMIT = 64 * 1024  # bytes of a response read at most; the rest is never downloaded
-USER_AGENT = "vod-ai-tracker-webhooks"
+
+def lane_slots(concurrency: int, *, courier_on: bool) -> int:
+    """Deliveries a lane has under way at most: its concurrency, or with the courier
+    `courier.AHEAD` times that (the courier sends its concurrency at once, and has the next at
+    hand when a request ends)."""
+    return concurrency * (courier.AHEAD if courier_on else 1)
 
 
 class Results(Protocol):
@@ -84,8 +85,20 @@ class Sender:
         self._stopping = stopping
         self._low_water = low_water  # a lane holding this many or fewer asks for more
         self._give_way = give_way  # before each request: callbacks first (the relay's)
-        self.http = HttpSession(lambda: webhook_session(settings))
+        self.timeout = settings.notify_timeout.total_seconds()
+        self.allow_private = settings.notify_allow_private == "on"
+        self.http = HttpSession(lambda: webhook_session(self.allow_private))
         self.verdicts = RecentVerdicts()
+        self.courier = (
+            courier.Courier(
+                time_limit=self.timeout,
+                concurrency=settings.notify_concurrency,
+                allow_private=self.allow_private,
+            )
+            if courier.wanted(settings.notify_courier)
+            else None
+        )
+        self.slots = lane_slots(settings.notify_concurrency, courier_on=self.courier is not None)
         self.lanes: dict[int, Lane] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -112,10 +125,9 @@ class Sender:
             lane.held += 1
             lane.asked = False
             touched.add(item.subscription_id)
-        concurrency = self.settings.notify_concurrency
         for sub in touched:
             lane = self.lanes[sub]
-            for _ in range(min(concurrency - lane.workers, len(lane.waiting))):
+            for _ in range(min(self.slots - lane.workers, len(lane.waiting))):
                 lane.workers += 1
                 task = asyncio.create_task(self._work(sub, lane))
                 self._workers.add(task)
@@ -128,6 +140,8 @@ class Sender:
             lane = self.lanes.get(sub)
             if lane is not None:
                 lane.gone = False
+            if self.courier is not None:
+                self.courier.resume(sub)
 
     async def drain(self, grace: float) -> None:
         """Let the sends under way finish, for up to `grace` seconds, giving back what waits;
@@ -140,6 +154,28 @@ class Sender:
 
     async def close(self) -> None:
         await self.http.close()
+        if self.courier is not None:
+            await self.courier.close()
+
+    async def _send(self, item: Claimed) -> courier.Handed:
+        msg_id, now = webhook_id(item.seq), self.clock()
+        if self.courier is not None:
+            left = item.lease_until - now - self.send_margin
+            sub = item.subscription_id
+            return await self.courier.hand(
+                sub, item.url, item.secrets, msg_id, item.body, now, left
+            )
+        return await send(
+            self.http(),
+            item.url,
+            item.secrets,
+            msg_id,
+            item.body,
+            now,
+            time_limit=self.timeout,
+            allow_private=self.allow_private,
+            verdicts=self.verdicts,
+        )
 
     async def _work(self, sub: int, lane: Lane) -> None:
         """Send the lane's deliveries one after another until it is empty; as many of these
@@ -162,19 +198,17 @@ class Sender:
                     self.results.give_back(item)
                     continue
                 try:
-                    result = await send(
-                        self.http(),
-                        self.settings,
-                        item.url,
-                        item.secrets,
-                        webhook_id(item.seq),
-                        item.body,
-                        self.clock(),
-                        verdicts=self.verdicts,
-                    )
+                    result = await self._send(item)
                 except Exception as exc:  # send() catches what the network does: a bug
                     log.exception("relay: delivery %s", item.id)
                     result = AttemptResult(None, 0.0, error=f"internal error: {describe(exc)}")
+                if result == "given back":  # the courier's slot came too late for its lease
+                    lane.held -= 1
+                    self.results.give_back(item)
+                    continue
+                if result == "dropped":  # after the subscription's 410, as above
+                    lane.held -= 1
+                    continue
                 if result.gone:  # before the next request of this subscription starts
                     lane.gone = True
                 await self.results.put(item, result)  # waits while too many await recording
@@ -186,101 +220,3 @@ class Sender:
             lane.workers -= 1
             if not lane.workers and not lane.held:
                 self._wake()
-
-
-def webhook_session(settings: Settings) -> aiohttp.ClientSession:
-    """The webhooks' client: no redirects (per request), no proxies from the environment, and
-    a resolver that refuses forbidden addresses at connect time."""
-    allow = settings.notify_allow_private == "on"
-    # The lanes bound the requests (TRACKER_NOTIFY_CONCURRENCY per subscription), the pool does
-    # not: a limit per host would make subscriptions on one host wait, inside their timeouts,
-    # for each other's slow requests. Connections are kept alive and reused per receiver.
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow), limit=0, limit_per_host=0)
-    return aiohttp.ClientSession(
-        connector=connector,
-        headers={"user-agent": USER_AGENT},
-        trust_env=False,
-        auto_decompress=False,
-    )
-
-
-async def send(
-    http: aiohttp.ClientSession,
-    settings: Settings,
-    url: str,
-    secrets: Sequence[str],
-    msg_id: str,
-    body: bytes,
-    now: datetime,
-    *,
-    verdicts: RecentVerdicts | None = None,
-) -> AttemptResult:
-    """One signed POST; whatever happens, an AttemptResult (never an exception). The URL is
-    checked first (`verdicts`: as recently as they keep)."""
-    started = time.monotonic()
-
-    def took() -> float:
-        return (time.monotonic() - started) * 1000
-
-    allow = settings.notify_allow_private == "on"
-    try:
-        if verdicts is None:
-            await check_url(url, allow_private=allow)
-        else:
-            await verdicts.check(url, allow_private=allow)
-    except EgressRefused as exc:
-        return AttemptResult(None, took(), error=f"refused: {exc.message}")
-    headers = webhook_headers(secrets, msg_id, int(now.timestamp()), body)
-    timeout = aiohttp.ClientTimeout(total=settings.notify_timeout.total_seconds())
-    try:
-        async with http.post(
-            url,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=timeout,
-        ) as response:
-            answer = await read_bounded(response)
-            return AttemptResult(
-                response.status,
-                took(),
-                body=answer.decode("utf-8", "replace").replace("\x00", ""),
-                retry_after=retry_after(response, now),
-            )
-    except TimeoutError:
-        return AttemptResult(None, took(), error="timeout")
-    except (aiohttp.ClientError, OSError) as exc:
-        return AttemptResult(None, took(), error=f"{type(exc).__name__}: {exc}"[:500])
-
-
-async def read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    """At most READ_LIMIT bytes of the body: a huge answer is cut, never held in memory."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < READ_LIMIT:
-        chunk = await response.content.read(READ_LIMIT - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def retry_after(response: aiohttp.ClientResponse, now: datetime) -> timedelta | None:
-    """Retry-After of a 429 or 503: seconds, or an HTTP date; at most MAX_RETRY_AFTER (a day)
-    whatever the number or the date, and None when it is neither."""
-    if response.status not in (429, 503):
-        return None
-    raw = response.headers.get("retry-after", "").strip()
-    if not raw:
-        return None
-    if raw.isascii() and raw.isdigit():
-        # Any number of digits: clamped before timedelta sees it (it overflows past ~10^14 s).
-        return timedelta(seconds=min(int(raw), int(MAX_RETRY_AFTER.total_seconds())))
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, OverflowError, IndexError):  # malformed, or out of range
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(MAX_RETRY_AFTER, max(timedelta(), when - now))
