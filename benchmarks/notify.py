@@ -444,7 +444,6 @@ class Bench:
         return {n: statistics.median(r) for n, r in rates.items()} | {"raw": rates}
 
     def kill(self) -> dict[str, Any]:
-        from tracker.notify import courier
         from tracker.notify.recorder import duplicate_bound
 
         count = 5_000 if self.quick else 20_000
@@ -462,7 +461,7 @@ class Bench:
                 stats = rx.wait_for(count, within=60)
         finally:
             rx.close()
-        on = courier.wanted(os.environ.get("TRACKER_NOTIFY_COURIER"))
+        on = os.environ.get("TRACKER_NOTIFY_COURIER") == "on"
         bound = duplicate_bound(concurrency=8, subscriptions=1, courier=on)
         return {
             "count": count,

@@ -165,6 +165,28 @@ async def test_a_change_is_delivered_signed_and_verified_by_the_official_library
     assert listed["items"][0]["attempts"][0]["status_code"] == 204
 
 
+@pytest.mark.parametrize("courier", ["off", "on"], ids=["in-process", "courier"])
+async def test_a_cookie_a_receiver_sets_is_never_sent_back(
+    database_url: str, receiver: Receiver, database: Database, courier: str
+) -> None:
+    """Kept, it would go with every later request to that host: other subscriptions' too."""
+
+    async def cookie(request: web.Request, n: int) -> web.StreamResponse:
+        answer = web.Response(status=204)
+        answer.set_cookie("session", f"tenant-{n}")
+        return answer
+
+    receiver.behaviour = cookie
+    by_name = receiver.url.replace("127.0.0.1", "localhost")  # no jar keeps an address's cookies
+    async with running(database_url, notify_courier=courier, notify_concurrency=1) as live:
+        await subscribe(live, f"{by_name}/a")
+        await subscribe(live, f"{by_name}/b")
+        await add_job(database, "j1", JobState.PROCESSING)
+        await finish(database, "j1")
+        await receiver.wait_for(4)  # two changes, two subscriptions, one request at a time each
+    assert [r.headers.get("cookie") for r in receiver.received] == [None] * 4
+
+
 async def test_event_types_filter_on_the_producer_side(
     live: httpx.AsyncClient, receiver: Receiver, database: Database
 ) -> None:

@@ -176,9 +176,9 @@ class Settings(BaseSettings):
     notify_disable_after: Duration = timedelta(days=5)
     notify_allow_private: Switch = "off"
     notify_concurrency: int = Field(default=8, ge=1, le=256)  # per subscription, per process
-    # Requests made by a child process of the relay's (tracker/notify/courier.py); unset: on
-    # when the process may use four cores or more.
-    notify_courier: Switch | None = None
+    # Requests made by a child process of the relay's (tracker/notify/courier.py): faster with
+    # a core to spare for it, at the callbacks' expense without.
+    notify_courier: Switch = "off"
     # Subscriptions at most (POST /subscriptions answers 409 beyond): each one costs the relay
     # a share of its writes, so their number is bounded like any other load.
     notify_max_subscriptions: int = Field(default=100, ge=1, le=100_000)

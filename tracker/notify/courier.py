@@ -1,12 +1,12 @@
 """The courier: a child process that makes the relay's requests.
 
 Sending is most of a delivery's CPU (aiohttp, signing). In the relay's process it shares one
-thread with claiming, rendering and recording. With the courier (TRACKER_NOTIFY_COURIER; unset,
-on with CORES cores or more) the relay's lanes hand their deliveries to a child process through a
-pipe and get each one's `AttemptResult` back: what to send and what it came to stay in the
-relay's process, the only one that touches the database. It pays where there is a core for it:
-on two, a fan-out to 100 subscriptions ran 1.65x as fast, and callbacks beside a busy relay
-slowed by as much as a quarter (benchmarks/RESULTS.md).
+thread with claiming, rendering and recording. With the courier (TRACKER_NOTIFY_COURIER=on; off
+by default) the relay's lanes hand their deliveries to a child process through a pipe and get
+each one's `AttemptResult` back: what to send and what it came to stay in the relay's process,
+the only one that touches the database. It pays where there is a core for it: on two, a fan-out
+to 100 subscriptions ran 1.35 to 1.70x as fast, and callbacks beside a busy relay slowed by up
+to a quarter (benchmarks/RESULTS.md), hence off by default.
 
 The lanes hand over up to twice a subscription's concurrency, and the child sends at most its
 concurrency of them at once, so a slot that frees is taken at once, without a round trip to the
@@ -56,20 +56,8 @@ SEND, RESUME = 0, 1  # to the child
 SENT, GIVEN_BACK, DROPPED = 0, 1, 2  # back from it
 Handed = AttemptResult | Literal["given back", "dropped"]
 AHEAD = 2  # a lane hands over this many times its concurrency: its next request at hand
-# Cores from which the courier is on by default: one for it, the rest for the callbacks, the
-# relay's bookkeeping and the database. On two, it took CPU from the callbacks (ingest with
-# subscribers 0.87 / 0.72 of none, against 1.07 / 1.01 without it) for a faster fan-out.
-CORES = 4
 RESTART_EVERY = 1.0  # seconds between starts of the child at least
 STOP_WAIT = 5.0  # seconds the child gets to exit once its input is closed
-
-
-def wanted(setting: str | None) -> bool:
-    """TRACKER_NOTIFY_COURIER: on, off, or (unset) on when this process may use CORES."""
-    if setting is not None:
-        return setting == "on"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (cores or 1) >= CORES
 
 
 def frame(items: list[Any]) -> bytes:
@@ -186,6 +174,8 @@ class Courier:
                 else:
                     future.set_result("given back" if kind == GIVEN_BACK else "dropped")
         code = await process.wait()
+        assert process.stdin is not None
+        process.stdin.close()  # it exited: nothing more goes to it (the pipe's end is ours)
         if self._process is process:
             self._process = None
         if not self._closing:

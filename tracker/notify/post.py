@@ -42,16 +42,19 @@ class AttemptResult:
 
 
 def webhook_session(allow_private: bool) -> aiohttp.ClientSession:
-    """The webhooks' client: no redirects (per request), no proxies from the environment, and
-    a resolver that refuses forbidden addresses at connect time."""
+    """The webhooks' client: no redirects (per request), no proxies from the environment, no
+    cookies, and a resolver that refuses forbidden addresses at connect time."""
     # The lanes bound the requests (TRACKER_NOTIFY_CONCURRENCY per subscription), the pool does
     # not: a limit per host would make subscriptions on one host wait, inside their timeouts,
     # for each other's slow requests. Connections are kept alive and reused per receiver.
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(allow_private), limit=0, limit_per_host=0
     )
+    # No cookie jar: a cookie one receiver sets would go with every later request to its host,
+    # other subscriptions' (other tenants') included.
     return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
         headers={"user-agent": USER_AGENT},
         trust_env=False,
         auto_decompress=False,

@@ -95,7 +95,7 @@ class Sender:
                 concurrency=settings.notify_concurrency,
                 allow_private=self.allow_private,
             )
-            if courier.wanted(settings.notify_courier)
+            if settings.notify_courier == "on"
             else None
         )
         self.slots = lane_slots(settings.notify_concurrency, courier_on=self.courier is not None)
