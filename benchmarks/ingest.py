@@ -49,10 +49,10 @@ function request()
   counter = counter + 1
   local ts = os.time()
   local sig = sigs[ts] or sigs[%(first)d]
-  local body = string.format('{"EventTime":"2026-01-02T03:04:05Z","EventType":"AIVideoTagComplete",'
+  local body = string.format('{"EventTime":"%%s","EventType":"AIVideoTagComplete",'
     .. '"JobId":"%(run)s-%%d-%%d","MediaId":"media%%d","Status":"success","Code":"0",'
     .. '"Message":"OK","Data":"{\\"Keyword\\":[{\\"Times\\":[\\"3260\\"],\\"Tag\\":\\"cat\\"}]}"}',
-    tid, counter, counter)
+    os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", ts), tid, counter, counter)
   return wrk.format("POST", "/callbacks/vod", {["Content-Type"] = "application/json",
     ["X-VOD-TIMESTAMP"] = tostring(ts), ["X-VOD-SIGNATURE"] = sig}, body)
 end
@@ -417,7 +417,7 @@ async def steady_stream(
         job_id = f"{run_id}-{n}"
         body = json.dumps(
             {
-                "EventTime": "2026-01-02T03:04:05Z",
+                "EventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "EventType": "AIVideoTagComplete",
                 "JobId": job_id,
                 "MediaId": f"media{n}",
@@ -538,7 +538,8 @@ def inbox_batches(size: int, count: int, tag: str) -> list[list[tuple[dict[str, 
     for b in range(count):
         batch: list[tuple[dict[str, object], int]] = []
         for i in range(size):
-            body = {"EventTime": "2026-01-02T03:04:05Z", "EventType": "AIVideoTagComplete"}
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = {"EventTime": now, "EventType": "AIVideoTagComplete"}
             body |= {"JobId": f"{tag}-{b}-{i}", "MediaId": "media1", "Status": "success"}
             row, _ = parse_callback(json.dumps(body).encode())
             row |= {"received_at": datetime.now(UTC), "headers": {"remote": "127.0.0.1"}}

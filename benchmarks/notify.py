@@ -533,9 +533,10 @@ function request()
   counter = counter + 1
   local ts = os.time()
   local sig = sigs[ts] or sigs[%(first)d]
-  local body = string.format('{"EventTime":"2026-01-02T03:04:05Z","EventType":"AIVideoTagComplete",'
+  local body = string.format('{"EventTime":"%%s","EventType":"AIVideoTagComplete",'
     .. '"JobId":"%(run)s-%%d-%%d","MediaId":"media%%d","Status":"success","Code":"0",'
-    .. '"Message":"OK","Data":"{\\"Keyword\\":[{\\"Tag\\":\\"cat\\"}]}"}', tid, counter, counter)
+    .. '"Message":"OK","Data":"{\\"Keyword\\":[{\\"Tag\\":\\"cat\\"}]}"}',
+    os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", ts), tid, counter, counter)
   return wrk.format("POST", "/callbacks/vod", {["Content-Type"] = "application/json",
     ["X-VOD-TIMESTAMP"] = tostring(ts), ["X-VOD-SIGNATURE"] = sig}, body)
 end

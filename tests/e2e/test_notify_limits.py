@@ -51,6 +51,9 @@ class BlackHole:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        # Connections accepted just before the close (a courier process of the tracker may
+        # outlive it by a moment) reach `swallow` a few turns of the loop later.
+        await asyncio.sleep(0.1)
         for writer in list(self._held):
             writer.close()
             with contextlib.suppress(OSError):

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,23 @@ def test_redeliveries_share_a_dedup_key_and_different_events_do_not() -> None:
         first
     )
     assert parse_callback(b"junk")[0]["dedup_key"] != parse_callback(b"junk!")[0]["dedup_key"]
+
+
+def test_dedup_keys_sort_by_event_time() -> None:
+    """New events' keys go to the end of the unique index, not to a random page of it."""
+    start = datetime(2026, 12, 1, 23, 59, 30, tzinfo=UTC)
+    times = [start + timedelta(seconds=7 * n) for n in range(12)]
+    bodies = [
+        {**TAG_EVENT, "JobId": f"job{n}", "EventTime": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for n, at in enumerate(times)
+    ]
+    keys = [parse_callback(json.dumps(body).encode())[0]["dedup_key"] for body in bodies]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    assert {len(key) for key in keys} == {64}
+    # No readable time: the hash alone, still one key per event.
+    timeless = {**TAG_EVENT, "EventTime": "yesterday"}
+    assert len(parse_callback(json.dumps(timeless).encode())[0]["dedup_key"]) == 64
 
 
 async def test_a_steady_stream_is_applied(database: Database) -> None:

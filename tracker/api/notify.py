@@ -83,7 +83,7 @@ async def _body(request: Request) -> Mapping[str, Any]:
 async def _checked(request: Request, data: SubscriptionInput) -> SubscriptionInput:
     if data.url is None:
         return data
-    allow = context_of(request).settings.notify_allow_private == "on"
+    allow = context_of(request).settings.notifies_private
     url = await check_url(data.url, allow_private=allow)
     return SubscriptionInput(url, data.event_types, data.all_types, data.description, data.enabled)
 

@@ -64,7 +64,7 @@ def add(url: str, event_types: str | None, description: str | None) -> None:
 
     async def work(database: Database) -> Subscription:
         data = parse_input(body, partial=False)
-        await check_url(data.url, allow_private=settings.notify_allow_private == "on")
+        await check_url(data.url, allow_private=settings.notifies_private)
         async with database.write() as session:
             limit = settings.notify_max_subscriptions
             sub = await create_subscription(session, data, datetime.now(UTC), limit=limit)

@@ -245,6 +245,11 @@ class Settings(BaseSettings):
         return self.callback_confirm == "on"
 
     @property
+    def notifies_private(self) -> bool:
+        """Webhooks may go to private, loopback and link-local addresses (notify/egress.py)."""
+        return self.notify_allow_private == "on"
+
+    @property
     def on_loopback(self) -> bool:
         return is_loopback(self.host)
 

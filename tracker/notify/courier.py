@@ -255,8 +255,7 @@ class Child:
                 result = AttemptResult(None, 0.0, error=f"internal error: {type(exc).__name__}")
             if result.gone:  # before the next request of this subscription starts
                 self.gone.add(sub)
-            r = result
-            self.answer((key, SENT, r.status_code, r.duration_ms, r.error, r.body, r.retry_after))
+            self.answer((key, SENT, *result.fields()))
 
     def answer(self, answer: tuple[Any, ...]) -> None:
         self.answers.append(answer)

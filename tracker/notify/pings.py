@@ -54,7 +54,7 @@ async def ping_subscription(
     caller (a background task of the API, or the console, which shows the result anyway) has
     nobody else to tell."""
     secrets = signing_secrets(sub, now)
-    allow = settings.notify_allow_private == "on"
+    allow = settings.notifies_private
     async with webhook_session(allow) as http:
         result = await send(
             http,

@@ -40,6 +40,10 @@ class AttemptResult:
     def gone(self) -> bool:
         return self.status_code == 410
 
+    def fields(self) -> tuple[int | None, float, str | None, str | None, timedelta | None]:
+        """The fields in order, so that `AttemptResult(*result.fields())` is `result` again."""
+        return self.status_code, self.duration_ms, self.error, self.body, self.retry_after
+
 
 def webhook_session(allow_private: bool) -> aiohttp.ClientSession:
     """The webhooks' client: no redirects (per request), no proxies from the environment, no

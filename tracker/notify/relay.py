@@ -101,7 +101,7 @@ def check_notify_settings(settings: Settings) -> None:
     resolves to a refused address, never stops the service."""
     if not settings.notify_url:
         return
-    allow = settings.notify_allow_private == "on"
+    allow = settings.notifies_private
     try:
         _, host, _ = parse_url(settings.notify_url)
         with contextlib.suppress(ValueError):  # a name: resolved later, by the relay
@@ -251,7 +251,7 @@ class Relay(Worker):
         if loop.time() < self._declare_after:
             return
         self._declare_after = loop.time() + ENV_RETRY
-        allow = self.settings.notify_allow_private == "on"
+        allow = self.settings.notifies_private
         try:
             checked = await check_url(url, allow_private=allow)
             async with self.own.write() as session:

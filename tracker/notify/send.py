@@ -86,7 +86,7 @@ class Sender:
         self._low_water = low_water  # a lane holding this many or fewer asks for more
         self._give_way = give_way  # before each request: callbacks first (the relay's)
         self.timeout = settings.notify_timeout.total_seconds()
-        self.allow_private = settings.notify_allow_private == "on"
+        self.allow_private = settings.notifies_private
         self.http = HttpSession(lambda: webhook_session(self.allow_private))
         self.verdicts = RecentVerdicts()
         self.courier = (
