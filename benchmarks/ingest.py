@@ -537,8 +537,8 @@ def inbox_batches(size: int, count: int, tag: str) -> list[list[tuple[dict[str, 
     batches = []
     for b in range(count):
         batch: list[tuple[dict[str, object], int]] = []
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for i in range(size):
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             body = {"EventTime": now, "EventType": "AIVideoTagComplete"}
             body |= {"JobId": f"{tag}-{b}-{i}", "MediaId": "media1", "Status": "success"}
             row, _ = parse_callback(json.dumps(body).encode())
