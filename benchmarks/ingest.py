@@ -9,6 +9,8 @@ Runs are interleaved (bare, single, tracker) x rounds, on SQLite and on PostgreS
 given, and printed as a Markdown table of medians with ratios to `bare`, then every raw run.
 
     python benchmarks/ingest.py [--postgres-url postgresql+asyncpg://...] [--duration 10]
+        [--job-ids random]   (VOD's JobIds are random: each event's job lands on a random page
+                              of the indexes keyed by JobId; the default numbers them in order)
 """
 
 from __future__ import annotations
@@ -45,14 +47,24 @@ function setup(thread)
   threads = (threads or 0) + 1
   thread:set("tid", threads)
 end
+function init(args)
+  math.randomseed(os.time() * 64 + tid)
+end
+local function job_id()
+  if %(random)s then  -- as VOD's: 32 hex digits, in no order
+    return string.format("%%08x%%08x%%08x%%08x", math.random(0, 0x7fffffff),
+      math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  end
+  return string.format("%(run)s-%%d-%%d", tid, counter)
+end
 function request()
   counter = counter + 1
   local ts = os.time()
   local sig = sigs[ts] or sigs[%(first)d]
   local body = string.format('{"EventTime":"%%s","EventType":"AIVideoTagComplete",'
-    .. '"JobId":"%(run)s-%%d-%%d","MediaId":"media%%d","Status":"success","Code":"0",'
+    .. '"JobId":"%%s","MediaId":"media%%d","Status":"success","Code":"0",'
     .. '"Message":"OK","Data":"{\\"Keyword\\":[{\\"Times\\":[\\"3260\\"],\\"Tag\\":\\"cat\\"}]}"}',
-    os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", ts), tid, counter, counter)
+    os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", ts), job_id(), counter)
   return wrk.format("POST", "/callbacks/vod", {["Content-Type"] = "application/json",
     ["X-VOD-TIMESTAMP"] = tostring(ts), ["X-VOD-SIGNATURE"] = sig}, body)
 end
@@ -189,7 +201,7 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def lua_script(workdir: Path, run_id: str) -> Path:
+def lua_script(workdir: Path, run_id: str, random_ids: bool = False) -> Path:
     from tracker.vod import sign_callback
 
     now = int(time.time())
@@ -197,14 +209,17 @@ def lua_script(workdir: Path, run_id: str) -> Path:
         f'[{ts}] = "{sign_callback(CALLBACK_URL, ts, KEY)}"' for ts in range(now - 5, now + 900)
     )
     path = workdir / f"{run_id}.lua"
-    path.write_text(LUA % {"sigs": "{" + sigs + "}", "first": now, "run": run_id})
+    fields = {"sigs": "{" + sigs + "}", "first": now, "run": run_id}
+    path.write_text(LUA % (fields | {"random": "true" if random_ids else "false"}))
     return path
 
 
 def one_run(kind: str, target: str, rnd: int, args: argparse.Namespace, workdir: Path) -> Run:
     url = fresh_database(kind, args.postgres_url, workdir)
     run_id = f"{kind}{target}{rnd}{int(time.time())}"
-    warm_script, script = lua_script(workdir, run_id + "w"), lua_script(workdir, run_id)
+    random_ids = args.job_ids == "random"
+    warm_script = lua_script(workdir, run_id + "w", random_ids)
+    script = lua_script(workdir, run_id, random_ids)
     command, env = server_command(target, url, args.port, args.base)
     server = subprocess.Popen(command, env={**os.environ, **env})
     spy = None
@@ -333,7 +348,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         "",
         f"{os.cpu_count()} cores ({platform.machine()}, {platform.python_version()}), "
         f"{args.connections} connections, {args.duration}s per run, {args.rounds} interleaved "
-        "rounds, one uvicorn worker; wrk, signed requests with distinct JobIds.",
+        f"rounds, one uvicorn worker; wrk, signed requests with distinct JobIds ({args.job_ids}).",
         "",
         "| database | target | req/s (median) | vs bare | p50 ms | p99 ms | CPU us/request "
         "| non-2xx | rows >= acked |",
@@ -646,6 +661,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--job-ids",
+        choices=["sequential", "random"],
+        default="sequential",
+        help="callbacks' JobIds: numbered per wrk thread, or 32 random hex digits as VOD's are",
+    )
     parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--only", choices=["sqlite", "postgresql"])
     parser.add_argument(

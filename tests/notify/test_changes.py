@@ -4,6 +4,8 @@ its transaction, whatever path made it; nothing else writes one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +20,7 @@ from tracker.config import Settings
 from tracker.db import Database
 from tracker.models import Job, JobChange, JobState
 from tracker.notify.changes import change_json, is_pruned, latest_seq, list_changes
+from tracker.notify.claims import render_bodies, webhook_body
 from tracker.scheduler.reconcile import Report
 from tracker.scheduler.retention import prune_changes
 from tracker.scheduler.service import Scheduler
@@ -128,6 +131,36 @@ async def test_the_change_data_is_the_job_as_the_api_shows_it(
     assert data.pop("seq") == change.seq
     assert data.pop("previous_state") == "processing"
     assert data == shown
+
+
+async def test_the_relays_bodies_are_the_feeds_changes(database: Database) -> None:
+    """Each body the relay renders is the change the feed shows: a result with text beyond
+    ASCII, nesting and floats, a failure with no result, and one whose stored result holds a
+    number no JSON can carry."""
+    await add_job(database, "j1", JobState.PROCESSING, media_id="m1")
+    await add_job(database, "j2", JobState.PROCESSING, media_id="m2")
+    await add_job(database, "j3", JobState.PROCESSING, media_id="m3")
+    start = await now_seq(database)
+    rich = {"Keyword": [{"Tag": '猫 "cat"', "Score": 0.875, "Times": [[1.5, 2.25]]}]}
+    failed = Outcome("j2", "AIVideoTag", "fail", "m2", "E", "no", event_time=T1)
+    async with database.write() as session:
+        await apply_outcome(session, dataclasses.replace(success("j1"), data=rich), T1)
+        await apply_outcome(session, failed, T1)
+        await apply_outcome(session, success("j3"), T1)
+        # Stored before the receiver refused numbers no JSON can carry: read back as null.
+        huge, stored = ("NaN", "data") if database.is_sqlite else ("1e999", "data::text")
+        replaced = f"replace({stored}, '\"cat\"', '{huge}')"
+        if not database.is_sqlite:
+            replaced = f"CAST({replaced} AS jsonb)"
+        await session.execute(text(f"UPDATE job_changes SET data = {replaced} WHERE job_id = 'j3'"))
+    shown = await changes(database, start)
+    async with database.session() as session:
+        bodies = await render_bodies(session, [c.seq for c in shown if c.seq is not None])
+    assert len(shown) == 3
+    assert "NaN" not in bodies[shown[2].seq or 0].decode()
+    for change in shown:
+        assert change.seq is not None
+        assert json.loads(bodies[change.seq]) == json.loads(webhook_body(change_json(change)))
 
 
 async def test_set_based_outcomes_write_one_row_per_job(database: Database) -> None:

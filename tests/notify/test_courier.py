@@ -97,6 +97,27 @@ async def test_a_courier_that_dies_fails_what_it_held_and_the_next_request_start
     assert courier._process.pid != process.pid
 
 
+async def test_a_close_during_a_start_closes_the_child_it_started(
+    courier: Courier, receiver: Receiver
+) -> None:
+    """A start waits out RESTART_EVERY after the last one: a close meanwhile must not leave the
+    child that start makes running."""
+    await hand(courier, receiver, "chg_1")
+    first = courier._process
+    assert first is not None
+    reading = courier._reading
+    assert reading is not None
+    first.kill()
+    await reading  # its reader saw it exit
+    assert courier._process is None
+    starting = asyncio.create_task(hand(courier, receiver, "chg_2"))
+    await asyncio.sleep(0.1)  # inside the start, waiting out RESTART_EVERY
+    await courier.close()
+    await starting
+    assert courier._process is None
+    assert courier._reading is None
+
+
 async def test_the_child_exits_when_its_input_closes() -> None:
     """As after its relay's kill -9: nobody is left to record what it would send."""
     child = await asyncio.create_subprocess_exec(

@@ -116,21 +116,23 @@ class Courier:
             self._post((RESUME, sub))
 
     async def close(self) -> None:
-        """Close the child's input and wait for it to exit (killed after STOP_WAIT)."""
-        self._closing = True
-        process, self._process = self._process, None
-        if process is not None:
-            assert process.stdin is not None
-            process.stdin.close()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_WAIT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        if self._reading is not None:
-            await self._reading
-            self._reading = None
-        self._closing = False
+        """Close the child's input and wait for it to exit (killed after STOP_WAIT). A start
+        under way ends first, and the child it started is closed too."""
+        async with self._lock:
+            self._closing = True
+            process, self._process = self._process, None
+            if process is not None:
+                assert process.stdin is not None
+                process.stdin.close()
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_WAIT)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            if self._reading is not None:
+                await self._reading
+                self._reading = None
+            self._closing = False
 
     async def _start(self) -> None:
         async with self._lock:
